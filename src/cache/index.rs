@@ -1,0 +1,175 @@
+//! The in-memory index of committed blobs and manifests: sizes and last use, for the size cap and
+//! expiry. Rebuilt at start-up from the store's files (their mtime is the last use).
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    size: u64,
+    last_used: SystemTime,
+}
+
+/// Sizes and last use of every committed object, keyed by path relative to the cache root.
+#[derive(Debug, Default)]
+pub(super) struct Index {
+    entries: HashMap<PathBuf, Entry>,
+    /// Invariant: the sum of `entries[*].size`.
+    total: u64,
+}
+
+impl Index {
+    /// Scans `blobs/sha256/*/*` and `manifests/sha256/*/*` under `root`.
+    pub(super) fn load(root: &Path) -> io::Result<Index> {
+        let mut index = Index::default();
+        for top in ["blobs/sha256", "manifests/sha256"] {
+            let dir = root.join(top);
+            let Ok(shards) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for shard in shards.flatten() {
+                let Ok(files) = std::fs::read_dir(shard.path()) else {
+                    continue;
+                };
+                for file in files.flatten() {
+                    let name = file.file_name();
+                    let Some(name) = name.to_str() else { continue };
+                    if name.contains('.') {
+                        continue; // `.type` side files belong to their manifest
+                    }
+                    let Ok(meta) = file.metadata() else { continue };
+                    let rel = PathBuf::from(top).join(shard.file_name()).join(name);
+                    let last_used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                    index.insert(&rel, meta.len(), last_used);
+                }
+            }
+        }
+        Ok(index)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(super) fn total(&self) -> u64 {
+        self.total
+    }
+
+    pub(super) fn insert(&mut self, rel: &Path, size: u64, now: SystemTime) {
+        if let Some(old) = self.entries.insert(
+            rel.to_path_buf(),
+            Entry {
+                size,
+                last_used: now,
+            },
+        ) {
+            self.total -= old.size;
+        }
+        self.total += size;
+    }
+
+    /// Marks an entry used; adds it if it was missing (a file committed by another process).
+    pub(super) fn touch(&mut self, rel: &Path, size: u64, now: SystemTime) {
+        match self.entries.get_mut(rel) {
+            Some(e) => e.last_used = now,
+            None => self.insert(rel, size, now),
+        }
+    }
+
+    pub(super) fn over(&self, max: u64) -> bool {
+        self.total > max
+    }
+
+    /// Removes from the index, and returns, the entries to delete: all unused since
+    /// `inactive_before`, then least recently used ones until the total is at most `max`.
+    /// Blobs still downloading (`inflight`, by hex digest) are never chosen.
+    pub(super) fn victims(
+        &mut self,
+        max: u64,
+        inactive_before: SystemTime,
+        inflight: &[String],
+    ) -> Vec<PathBuf> {
+        let mut candidates: Vec<(PathBuf, Entry)> = self
+            .entries
+            .iter()
+            .filter(|(rel, _)| {
+                let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                !inflight.iter().any(|h| h == name)
+            })
+            .map(|(p, e)| (p.clone(), *e))
+            .collect();
+        candidates.sort_by_key(|(_, e)| e.last_used);
+        let mut victims = Vec::new();
+        let mut total = self.total;
+        for (rel, entry) in candidates {
+            if entry.last_used < inactive_before || total > max {
+                total -= entry.size;
+                victims.push(rel);
+            } else {
+                break;
+            }
+        }
+        for rel in &victims {
+            if let Some(e) = self.entries.remove(rel) {
+                self.total -= e.size;
+            }
+        }
+        victims
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn evicts_least_recently_used_first() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut index = Index::default();
+        index.insert(Path::new("blobs/sha256/aa/a"), 100, t0);
+        index.insert(
+            Path::new("blobs/sha256/bb/b"),
+            100,
+            t0 + Duration::from_secs(10),
+        );
+        index.insert(
+            Path::new("blobs/sha256/cc/c"),
+            100,
+            t0 + Duration::from_secs(20),
+        );
+        index.touch(
+            Path::new("blobs/sha256/aa/a"),
+            100,
+            t0 + Duration::from_secs(30),
+        );
+        assert_eq!(index.total(), 300);
+        let victims = index.victims(150, SystemTime::UNIX_EPOCH, &[]);
+        assert_eq!(
+            victims,
+            vec![
+                PathBuf::from("blobs/sha256/bb/b"),
+                PathBuf::from("blobs/sha256/cc/c")
+            ]
+        );
+        assert_eq!(index.total(), 100);
+    }
+
+    #[test]
+    fn expires_inactive_and_spares_inflight() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut index = Index::default();
+        index.insert(Path::new("blobs/sha256/aa/a"), 10, t0);
+        index.insert(Path::new("blobs/sha256/bb/b"), 10, t0);
+        index.insert(
+            Path::new("blobs/sha256/cc/c"),
+            10,
+            t0 + Duration::from_secs(100),
+        );
+        let victims = index.victims(1000, t0 + Duration::from_secs(50), &["b".to_owned()]);
+        assert_eq!(victims, vec![PathBuf::from("blobs/sha256/aa/a")]);
+        assert_eq!(index.len(), 2);
+    }
+}

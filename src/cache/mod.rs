@@ -1,0 +1,557 @@
+//! The content store on local disk.
+//!
+//! Layout under the cache root:
+//! - `blobs/sha256/ab/<hex>`: blob bytes, committed only after their sha256 matched;
+//! - `manifests/sha256/ab/<hex>` (+ `.type`): manifest bytes exactly as upstream sent them, and
+//!   their media type;
+//! - `repos/<registry>/<repository>/_blobs/<hex>`, `_manifests/<hex>`: links recording that a
+//!   repository is known to hold a digest (a blob is served for a repository only once linked);
+//! - `repos/<registry>/<repository>/_tags/<tag>/<accept-hash>.json`: a tag's digest per Accept set;
+//! - `tmp/`: downloads in flight, removed at start-up.
+//!
+//! Every file appears by rename from `tmp/`, so a crash never leaves a partial file visible.
+
+mod fill;
+mod index;
+mod verify;
+
+pub use fill::{Fill, FillState};
+pub use verify::{VerifyReport, verify};
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body::Body as HttpBody;
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+
+use crate::registry::digest::Digest;
+use crate::registry::host::RegistryHost;
+use crate::registry::name::RepoName;
+use index::Index;
+
+/// Store errors (all internal: a client never caused them).
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Limits the store keeps to.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_size: u64,
+    pub inactive: Duration,
+    pub min_free: u64,
+}
+
+/// A tag's resolution, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TagRecord {
+    pub digest: String,
+    pub media_type: String,
+    /// Seconds since the epoch when upstream last confirmed this digest.
+    pub checked_at: u64,
+}
+
+/// The outcome of asking to download a blob.
+pub enum FillSlot {
+    /// Nobody is downloading it: the caller must run the download ([`Cache::run_fill`]).
+    Leader(Arc<Fill>, std::fs::File),
+    /// Someone is: read from their fill.
+    Follower(Arc<Fill>),
+}
+
+/// The on-disk cache. One per proxy.
+pub struct Cache {
+    root: PathBuf,
+    limits: Limits,
+    index: Mutex<Index>,
+    /// Invariant: a digest is here from the moment its download is decided until it is committed
+    /// or failed; the temp file exists all that time.
+    inflight: Mutex<HashMap<String, Arc<Fill>>>,
+    tmp_counter: AtomicU64,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// Opens (creating if needed) the store at `root`, removes leftovers of interrupted downloads
+    /// and loads the index.
+    pub fn open(root: &Path, limits: Limits) -> Result<Cache, CacheError> {
+        for dir in ["blobs/sha256", "manifests/sha256", "repos", "tmp"] {
+            let path = root.join(dir);
+            std::fs::create_dir_all(&path).map_err(io_err(&path))?;
+        }
+        let tmp = root.join("tmp");
+        let mut removed = 0usize;
+        for entry in std::fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
+            if std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed leftovers of interrupted downloads");
+        }
+        let index = Index::load(root).map_err(io_err(root))?;
+        tracing::info!(
+            entries = index.len(),
+            bytes = index.total(),
+            "cache index loaded"
+        );
+        Ok(Cache {
+            root: root.to_path_buf(),
+            limits,
+            index: Mutex::new(index),
+            inflight: Mutex::new(HashMap::new()),
+            tmp_counter: AtomicU64::new(0),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Total bytes of committed blobs and manifests.
+    pub fn size(&self) -> u64 {
+        lock(&self.index).total()
+    }
+
+    /// Number of committed blobs and manifests.
+    pub fn entries(&self) -> usize {
+        lock(&self.index).len()
+    }
+
+    fn blob_rel(digest: &Digest) -> PathBuf {
+        let hex = digest.encoded();
+        PathBuf::from(format!("blobs/sha256/{}/{hex}", &hex[..2.min(hex.len())]))
+    }
+
+    fn manifest_rel(digest: &Digest) -> PathBuf {
+        let hex = digest.encoded();
+        PathBuf::from(format!(
+            "manifests/sha256/{}/{hex}",
+            &hex[..2.min(hex.len())]
+        ))
+    }
+
+    fn repo_dir(&self, registry: &RegistryHost, repo: &RepoName) -> PathBuf {
+        // Both parts are validated (no `..`, no `/` in the host, lower-case name grammar).
+        self.root
+            .join("repos")
+            .join(registry.to_string())
+            .join(repo.as_str())
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        self.root
+            .join("tmp")
+            .join(format!("{}-{n}", std::process::id()))
+    }
+
+    /// Length of a committed blob, marking it used.
+    pub fn blob_len(&self, digest: &Digest) -> Option<u64> {
+        if !digest.is_sha256() {
+            return None;
+        }
+        let rel = Cache::blob_rel(digest);
+        let len = std::fs::metadata(self.root.join(&rel))
+            .ok()
+            .map(|m| m.len())?;
+        self.touch(&rel, len);
+        Some(len)
+    }
+
+    /// Streams `start..=end` of a committed blob.
+    pub fn blob_stream(
+        &self,
+        digest: &Digest,
+        start: u64,
+        end: u64,
+    ) -> impl Stream<Item = io::Result<Bytes>> + Send + use<> {
+        let path = self.root.join(Cache::blob_rel(digest));
+        file_stream(path, start, end)
+    }
+
+    /// True if `repo` of `registry` is known to hold `digest`.
+    pub fn is_linked(
+        &self,
+        registry: &RegistryHost,
+        repo: &RepoName,
+        kind: LinkKind,
+        digest: &Digest,
+    ) -> bool {
+        self.repo_dir(registry, repo)
+            .join(kind.dir())
+            .join(digest.encoded())
+            .exists()
+    }
+
+    /// Records that `repo` of `registry` holds `digest`.
+    pub fn link(&self, registry: &RegistryHost, repo: &RepoName, kind: LinkKind, digest: &Digest) {
+        let dir = self.repo_dir(registry, repo).join(kind.dir());
+        let path = dir.join(digest.encoded());
+        if path.exists() {
+            return;
+        }
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, b"")) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot record link");
+        }
+    }
+
+    /// Decides who downloads `digest`: the first caller leads, later callers follow.
+    pub fn begin_fill(&self, digest: &Digest) -> Result<FillSlot, CacheError> {
+        let mut inflight = lock(&self.inflight);
+        if let Some(fill) = inflight.get(digest.encoded()) {
+            return Ok(FillSlot::Follower(fill.clone()));
+        }
+        let tmp = self.tmp_path();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        let fill = Arc::new(Fill::new(
+            digest.clone(),
+            tmp,
+            self.root.join(Cache::blob_rel(digest)),
+        ));
+        inflight.insert(digest.encoded().to_owned(), fill.clone());
+        Ok(FillSlot::Leader(fill, file))
+    }
+
+    /// Runs a download: writes `body` into the fill's temp file on a blocking thread, verifies the
+    /// digest and commits, or fails the fill (readers abort) and removes the temp file.
+    /// `total` is the upstream's `Content-Length`.
+    pub async fn run_fill<B>(
+        &self,
+        fill: Arc<Fill>,
+        file: std::fs::File,
+        total: Option<u64>,
+        body: B,
+        read_timeout: Duration,
+    ) -> Result<u64, String>
+    where
+        B: HttpBody<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        fill.set_total(total);
+        fill.set_state(FillState::Growing(0));
+        let result = self
+            .write_fill(fill.clone(), file, body, read_timeout)
+            .await;
+        lock(&self.inflight).remove(fill.digest.encoded());
+        match &result {
+            Ok(len) => {
+                self.add_to_index(&Cache::blob_rel(&fill.digest), *len);
+                fill.set_state(FillState::Done(*len));
+            }
+            Err(reason) => {
+                let _ = std::fs::remove_file(&fill.tmp_path);
+                fill.set_state(FillState::Failed(reason.clone()));
+            }
+        }
+        result
+    }
+
+    /// Fails a fill that never started streaming (upstream refused or was unreachable).
+    pub fn abort_fill(&self, fill: &Fill, reason: &str) {
+        lock(&self.inflight).remove(fill.digest.encoded());
+        let _ = std::fs::remove_file(&fill.tmp_path);
+        fill.set_state(FillState::Failed(reason.to_owned()));
+    }
+
+    async fn write_fill<B>(
+        &self,
+        fill: Arc<Fill>,
+        file: std::fs::File,
+        mut body: B,
+        read_timeout: Duration,
+    ) -> Result<u64, String>
+    where
+        B: HttpBody<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut writer = fill::FillWriter::new(fill, file);
+            while let Some(chunk) = rx.blocking_recv() {
+                writer
+                    .write(&chunk)
+                    .map_err(|e| format!("cache write failed: {e}"))?;
+            }
+            let _ = writer.written();
+            writer.finish()
+        });
+        let feed = async {
+            loop {
+                let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
+                    Err(_) => return Err(format!("upstream sent nothing for {read_timeout:?}")),
+                    Ok(None) => return Ok(()),
+                    Ok(Some(Err(e))) => return Err(format!("upstream body: {e}")),
+                    Ok(Some(Ok(frame))) => frame,
+                };
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() && tx.send(data).await.is_err() {
+                        // The writer stopped: its own error says why.
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let fed = feed.await;
+        drop(tx);
+        let written = writer.await.map_err(|e| format!("writer task: {e}"))?;
+        fed?;
+        written
+    }
+
+    /// A committed manifest and its media type.
+    pub async fn manifest(&self, digest: &Digest) -> Option<(Bytes, String)> {
+        if !digest.is_sha256() {
+            return None;
+        }
+        let rel = Cache::manifest_rel(digest);
+        let path = self.root.join(&rel);
+        let bytes = tokio::fs::read(&path).await.ok()?;
+        let media_type = tokio::fs::read_to_string(path.with_extension("type"))
+            .await
+            .ok()?;
+        self.touch(&rel, bytes.len() as u64);
+        Some((Bytes::from(bytes), media_type))
+    }
+
+    /// Stores a manifest (caller verified its digest) with its media type.
+    pub async fn put_manifest(
+        &self,
+        digest: &Digest,
+        bytes: &Bytes,
+        media_type: &str,
+    ) -> Result<(), CacheError> {
+        let rel = Cache::manifest_rel(digest);
+        let path = self.root.join(&rel);
+        self.write_atomic(&path.with_extension("type"), media_type.as_bytes())
+            .await?;
+        self.write_atomic(&path, bytes).await?;
+        self.add_to_index(&rel, bytes.len() as u64);
+        Ok(())
+    }
+
+    /// A tag's stored resolution for an Accept set.
+    pub async fn tag(
+        &self,
+        registry: &RegistryHost,
+        repo: &RepoName,
+        tag: &str,
+        accept_key: &str,
+    ) -> Option<TagRecord> {
+        let path = self.tag_path(registry, repo, tag, accept_key);
+        let bytes = tokio::fs::read(&path).await.ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Stores a tag's resolution for an Accept set.
+    pub async fn put_tag(
+        &self,
+        registry: &RegistryHost,
+        repo: &RepoName,
+        tag: &str,
+        accept_key: &str,
+        record: &TagRecord,
+    ) -> Result<(), CacheError> {
+        let path = self.tag_path(registry, repo, tag, accept_key);
+        let bytes = serde_json::to_vec(record).map_err(|e| CacheError::Io {
+            path: path.clone(),
+            source: io::Error::other(e),
+        })?;
+        self.write_atomic(&path, &bytes).await
+    }
+
+    fn tag_path(
+        &self,
+        registry: &RegistryHost,
+        repo: &RepoName,
+        tag: &str,
+        accept_key: &str,
+    ) -> PathBuf {
+        let hash = ring::digest::digest(&ring::digest::SHA256, accept_key.as_bytes());
+        let mut hex = String::new();
+        for b in &hash.as_ref()[..8] {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        self.repo_dir(registry, repo)
+            .join("_tags")
+            .join(tag)
+            .join(format!("{hex}.json"))
+    }
+
+    async fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+        let tmp = self.tmp_path();
+        tokio::fs::write(&tmp, bytes).await.map_err(io_err(&tmp))?;
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(io_err(parent))?;
+        }
+        if let Err(e) = tokio::fs::rename(&tmp, path).await {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(CacheError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            });
+        }
+        Ok(())
+    }
+
+    fn touch(&self, rel: &Path, len: u64) {
+        lock(&self.index).touch(rel, len, SystemTime::now());
+    }
+
+    fn add_to_index(&self, rel: &Path, len: u64) {
+        let evict = {
+            let mut index = lock(&self.index);
+            index.insert(rel, len, SystemTime::now());
+            index.over(self.limits.max_size)
+        };
+        if evict {
+            self.evict();
+        }
+    }
+
+    /// Removes least recently used entries until the store is under its cap, and entries unused
+    /// for longer than `CACHE_INACTIVE`.
+    pub fn evict(&self) {
+        let now = SystemTime::now();
+        let inflight: Vec<String> = lock(&self.inflight).keys().cloned().collect();
+        let victims = lock(&self.index).victims(
+            self.limits.max_size,
+            now.checked_sub(self.limits.inactive).unwrap_or(UNIX_EPOCH),
+            &inflight,
+        );
+        for rel in &victims {
+            let path = self.root.join(rel);
+            let _ = std::fs::remove_file(&path);
+            if rel.starts_with("manifests") {
+                let _ = std::fs::remove_file(path.with_extension("type"));
+            }
+        }
+        if !victims.is_empty() {
+            tracing::info!(
+                evicted = victims.len(),
+                size = self.size(),
+                "cache eviction"
+            );
+        }
+    }
+}
+
+/// Which kind of object a repository link records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    Blob,
+    Manifest,
+}
+
+impl LinkKind {
+    fn dir(self) -> &'static str {
+        match self {
+            LinkKind::Blob => "_blobs",
+            LinkKind::Manifest => "_manifests",
+        }
+    }
+}
+
+/// Streams `start..=end` of a file in chunks read on blocking threads.
+pub fn file_stream(
+    path: PathBuf,
+    start: u64,
+    end: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    struct S {
+        path: PathBuf,
+        file: Option<std::fs::File>,
+        pos: u64,
+        end: u64,
+    }
+    futures_util::stream::unfold(
+        S {
+            path,
+            file: None,
+            pos: start,
+            end,
+        },
+        |mut s| async move {
+            if s.pos > s.end {
+                return None;
+            }
+            let want = usize::try_from(s.end - s.pos + 1)
+                .unwrap_or(fill::READ_CHUNK)
+                .min(fill::READ_CHUNK);
+            let file = s.file.take();
+            let path = s.path.clone();
+            let pos = s.pos;
+            let joined = tokio::task::spawn_blocking(move || {
+                let mut file = match file {
+                    Some(f) => f,
+                    None => std::fs::File::open(&path)?,
+                };
+                let bytes = fill::read_at(&mut file, pos, want)?;
+                Ok::<_, io::Error>((file, bytes))
+            })
+            .await;
+            match joined {
+                Ok(Ok((file, bytes))) if !bytes.is_empty() => {
+                    s.pos += bytes.len() as u64;
+                    s.file = Some(file);
+                    Some((Ok(bytes), s))
+                }
+                Ok(Ok(_)) => {
+                    s.pos = u64::MAX;
+                    Some((
+                        Err(io::Error::other("cached file shorter than expected")),
+                        s,
+                    ))
+                }
+                Ok(Err(e)) => {
+                    s.pos = u64::MAX;
+                    Some((Err(e), s))
+                }
+                Err(e) => {
+                    s.pos = u64::MAX;
+                    Some((Err(io::Error::other(e)), s))
+                }
+            }
+        },
+    )
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

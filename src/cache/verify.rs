@@ -1,0 +1,121 @@
+//! `registry-proxy cache verify`: rehashes every blob and manifest in the store and removes any
+//! whose content does not match its digest (disk corruption, manual tampering, a power loss).
+
+use std::fmt;
+use std::io::{self, Read};
+use std::path::Path;
+
+/// What a verification pass found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub checked: u64,
+    pub bytes: u64,
+    pub corrupt: u64,
+    pub leftovers: u64,
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "checked {} objects ({} bytes): {} corrupt removed, {} leftover temp files removed",
+            self.checked, self.bytes, self.corrupt, self.leftovers
+        )
+    }
+}
+
+/// Verifies the store at `root` (the proxy should not be running on it).
+pub fn verify(root: &Path) -> io::Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    if let Ok(tmp) = std::fs::read_dir(root.join("tmp")) {
+        for entry in tmp.flatten() {
+            if std::fs::remove_file(entry.path()).is_ok() {
+                report.leftovers += 1;
+            }
+        }
+    }
+    for top in ["blobs/sha256", "manifests/sha256"] {
+        let Ok(shards) = std::fs::read_dir(root.join(top)) else {
+            continue;
+        };
+        for shard in shards.flatten() {
+            let Ok(files) = std::fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let path = file.path();
+                let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned)
+                else {
+                    continue;
+                };
+                if name.contains('.') {
+                    continue;
+                }
+                let (hex, len) = hash_file(&path)?;
+                report.checked += 1;
+                report.bytes += len;
+                if hex != name {
+                    tracing::warn!(path = %path.display(), actual = %hex, "corrupt cache entry removed");
+                    std::fs::remove_file(&path)?;
+                    let _ = std::fs::remove_file(path.with_extension("type"));
+                    report.corrupt += 1;
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+        len += n as u64;
+    }
+    let hex = ctx
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((hex, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_corrupt_and_keeps_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = b"hello";
+        let good_hex: String = ring::digest::digest(&ring::digest::SHA256, good)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let shard = dir.path().join("blobs/sha256").join(&good_hex[..2]);
+        std::fs::create_dir_all(&shard).unwrap();
+        std::fs::write(shard.join(&good_hex), good).unwrap();
+        let bad_hex = "ab".repeat(32);
+        let bad_shard = dir.path().join("blobs/sha256/ab");
+        std::fs::create_dir_all(&bad_shard).unwrap();
+        std::fs::write(bad_shard.join(&bad_hex), b"not what the name says").unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        std::fs::write(dir.path().join("tmp/123-0"), b"partial").unwrap();
+
+        let report = verify(dir.path()).unwrap();
+        assert_eq!(report.checked, 2);
+        assert_eq!(report.corrupt, 1);
+        assert_eq!(report.leftovers, 1);
+        assert!(shard.join(&good_hex).exists());
+        assert!(!bad_shard.join(&bad_hex).exists());
+    }
+}

@@ -1,0 +1,104 @@
+//! registry-proxy: a caching proxy for container registries.
+//!
+//! `main.rs` parses the configuration and calls [`Proxy::bind`] then [`Proxy::run`]; tests do the
+//! same on `127.0.0.1:0`. See `ARCHITECTURE.md` for the request flow.
+
+pub mod body;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod listener;
+pub mod registry;
+pub mod secret;
+pub mod serve;
+pub mod setup;
+pub mod telemetry;
+pub mod tls;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Cache(#[from] cache::CacheError),
+    #[error("{0}")]
+    Trust(#[from] upstream::TrustError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A proxy bound to its port, ready to run.
+pub struct Proxy {
+    state: Arc<serve::State>,
+    listener: TcpListener,
+}
+
+impl Proxy {
+    /// Opens the CA and the cache, builds the upstream client and binds the listener.
+    pub async fn bind(config: Config) -> Result<Proxy, StartError> {
+        let ca = tls::CertAuthority::load_or_create(&config.ca_dir)?;
+        let limits = cache::Limits {
+            max_size: config.cache_max_size,
+            inactive: config.cache_inactive,
+            min_free: config.cache_min_free,
+        };
+        let cache_dir = config.cache_dir.clone();
+        let cache = tokio::task::spawn_blocking(move || cache::Cache::open(&cache_dir, limits))
+            .await
+            .map_err(|e| cache::CacheError::Io {
+                path: config.cache_dir.clone(),
+                source: std::io::Error::other(e),
+            })??;
+        let upstream = upstream::Upstream::new(&config)?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let metrics = Arc::new(telemetry::Metrics::new(
+            config.log_format == config::LogFormat::Json,
+        ));
+        let state = Arc::new(serve::State {
+            config,
+            cache,
+            upstream,
+            ca,
+            metrics,
+        });
+        Ok(Proxy { state, listener })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until the future is dropped; expires unused cache entries periodically.
+    pub async fn run(self) {
+        let state = self.state.clone();
+        let housekeeping = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let s = state.clone();
+                let _ = tokio::task::spawn_blocking(move || s.cache.evict()).await;
+            }
+        });
+        listener::accept_loop(self.state, self.listener).await;
+        housekeeping.abort();
+    }
+}

@@ -1,0 +1,367 @@
+//! The one client-facing port: plain HTTP/1.1 that answers `CONNECT` (intercepting configured
+//! registries with TLS from our CA, tunnelling every other host untouched), registry-mirror and
+//! path-prefix requests under `/v2/`, and the admin endpoints (`/ca.crt`, `/healthz`, `/metrics`, `/`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::body::{self, Body};
+use crate::config::MirrorPolicy;
+use crate::registry::error::ErrorCode;
+use crate::registry::host::RegistryHost;
+use crate::registry::route::parse_path;
+use crate::serve::{self, State, error};
+
+/// Largest request head we read (hyper answers 431 beyond it).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Accepts connections until the task is dropped.
+pub async fn accept_loop(state: Arc<State>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(front(state, peer, req).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Some(Duration::from_secs(60)))
+                .max_buf_size(MAX_HEAD)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Requests on the plain port.
+async fn front(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    if req.method() == Method::CONNECT {
+        return connect(state, peer, req).await;
+    }
+    if req.uri().scheme().is_some() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "absolute-form requests are not proxied: use HTTPS_PROXY (CONNECT) or the /v2/ mirror endpoint\n",
+        );
+    }
+    let path = req.uri().path().to_owned();
+    match path.as_str() {
+        "/ca.crt" => {
+            let mut r = text(StatusCode::OK, state.ca.ca_pem());
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-pem-file"),
+            );
+            r
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/metrics" => {
+            let mut r = text(
+                StatusCode::OK,
+                &state
+                    .metrics
+                    .render(state.cache.size(), state.cache.entries()),
+            );
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        "/" => text(StatusCode::OK, &status_page(&state)),
+        p if p == "/v2" || p.starts_with("/v2/") => mirror(state, req).await,
+        p if p.starts_with("/setup/") => setup(&state, &req),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Mirror and path-prefix mode: the upstream is named by `?ns=`, else by a host-like first path
+/// component, else it is Docker Hub.
+async fn mirror(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let ns = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("ns="))
+            .map(|v| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+    });
+    let parsed = match parse_path(req.uri().path(), ns.is_none()) {
+        Ok(p) => p,
+        Err(e) => return error(e.code().status(), e.code(), &e.to_string()),
+    };
+    let registry = match (ns, parsed.host) {
+        (Some(ns), _) => match RegistryHost::parse(&ns) {
+            Ok(host) => host,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::NameInvalid,
+                    &format!("bad ns parameter: {e}"),
+                );
+            }
+        },
+        (None, Some(host)) => host,
+        (None, None) => RegistryHost::docker_hub(),
+    };
+    let allowed = match state.config.mirror {
+        MirrorPolicy::Any => true,
+        MirrorPolicy::Configured => state.config.intercepts(&registry),
+    };
+    if !allowed {
+        return error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Denied,
+            &format!(
+                "registry {registry} is not configured on this proxy (add it to REGISTRIES, or set MIRROR_ANY=true)"
+            ),
+        );
+    }
+    serve::handle(&state, registry, parsed.route, req).await
+}
+
+/// `CONNECT host:port`: intercept configured registries, tunnel everything else.
+async fn connect(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
+    };
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = authority.port_u16().unwrap_or(443);
+    let registry = RegistryHost::from_parts(&host, Some(port));
+    if let Some(registry) = registry.filter(|r| state.config.intercepts(r)) {
+        let tls = match state.ca.server_config(&host) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot mint a certificate");
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot mint a certificate\n",
+                );
+            }
+        };
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => intercept(state, registry, tls, TokioIo::new(upgraded)).await,
+                Err(e) => tracing::debug!(%peer, error = %e, "CONNECT upgrade failed"),
+            }
+        });
+        return Response::new(body::empty());
+    }
+    // Blind tunnel.
+    let connect_timeout = state.config.timeouts.proxy_connect_connect;
+    let target = match tokio::time::timeout(
+        connect_timeout,
+        TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                &format!("cannot connect to {host}:{port}: {e}\n"),
+            );
+        }
+        Err(_) => {
+            return text(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("connecting to {host}:{port} timed out\n"),
+            );
+        }
+    };
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "CONNECT upgrade failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(upgraded);
+        let mut target = target;
+        let started = std::time::Instant::now();
+        let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut target)
+            .await
+            .unwrap_or((0, 0));
+        state.metrics.tunnels.fetch_add(1, Ordering::Relaxed);
+        state
+            .metrics
+            .tunnel_bytes
+            .fetch_add(up + down, Ordering::Relaxed);
+        tracing::info!(
+            target: "registry_proxy::access",
+            "TUNNEL {host}:{port} client={peer} sent={up} received={down} ms={}",
+            started.elapsed().as_millis()
+        );
+    });
+    Response::new(body::empty())
+}
+
+/// Serves the registry API on a TLS connection terminated with a leaf for `registry`.
+async fn intercept<IO>(
+    state: Arc<State>,
+    registry: RegistryHost,
+    tls: Arc<rustls::ServerConfig>,
+    io: IO,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let handshake =
+        tokio::time::timeout(state.config.timeouts.client_header, acceptor.accept(io)).await;
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(%registry, error = %e, "TLS handshake with client failed (does it trust the proxy CA? GET /ca.crt)");
+            return;
+        }
+        Err(_) => return,
+    };
+    let service = service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        let registry = registry.clone();
+        async move {
+            let response = match parse_path(req.uri().path(), false) {
+                Ok(parsed) => serve::handle(&state, registry, parsed.route, req).await,
+                Err(e) => error(e.code().status(), e.code(), &e.to_string()),
+            };
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Some(Duration::from_secs(60)))
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "intercepted connection ended with an error");
+    }
+}
+
+/// `GET /setup/<client>?mode=mirror|connect&proxy=URL`: the same script as `registry-proxy setup`.
+/// The proxy URL defaults to the address the request was sent to.
+fn setup(state: &State, req: &Request<Incoming>) -> Response<Body> {
+    let client_name = req.uri().path().trim_start_matches("/setup/");
+    let query: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            )
+        })
+        .collect();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let client = match crate::setup::parse_client(client_name) {
+        Ok(c) => c,
+        Err(e) => return text(StatusCode::NOT_FOUND, &format!("{e}\n")),
+    };
+    let mode = match param("mode").as_deref() {
+        None if client == crate::setup::Client::Systemd => crate::setup::Mode::Connect,
+        None | Some("mirror") => crate::setup::Mode::Mirror,
+        Some("connect") => crate::setup::Mode::Connect,
+        Some(other) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("mode must be mirror or connect, not {other:?}\n"),
+            );
+        }
+    };
+    let proxy = param("proxy").unwrap_or_else(|| {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost:3128");
+        format!("http://{host}")
+    });
+    let request = crate::setup::Request {
+        client,
+        mode,
+        proxy,
+        prefix: param("prefix").unwrap_or_else(|| "/".into()),
+    };
+    match crate::setup::render(&state.config, &request) {
+        Ok(script) => {
+            let mut r = text(StatusCode::OK, &script);
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/x-shellscript; charset=utf-8"),
+            );
+            r
+        }
+        Err(e) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+    }
+}
+
+fn text(status: StatusCode, body_text: &str) -> Response<Body> {
+    let bytes = Bytes::copy_from_slice(body_text.as_bytes());
+    let mut r = Response::new(body::full(bytes.clone()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    r
+}
+
+fn status_page(state: &State) -> String {
+    let registries: Vec<String> = state
+        .config
+        .registries
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    format!(
+        "registry-proxy {}\n\nintercepted registries: docker.io {}\ncache: {} entries, {} bytes (cap {})\n\nGET /ca.crt   the CA to trust for HTTPS_PROXY mode\nGET /metrics  Prometheus metrics\nGET /healthz  liveness\n/v2/...       registry mirror (?ns=<registry> or /v2/<registry>/<repo>/...)\n",
+        env!("CARGO_PKG_VERSION"),
+        registries.join(" "),
+        state.cache.entries(),
+        state.cache.size(),
+        state.config.cache_max_size,
+    )
+}

@@ -1,0 +1,386 @@
+//! Manifests: stored byte-exact by digest with their media type. Digest references never go
+//! upstream again once cached for the repository; tags map to a digest per Accept set and are
+//! answered from the cache inside their TTL, else revalidated with an upstream `HEAD`, and served
+//! stale when upstream fails.
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use super::{
+    CONTENT_DIGEST, Ctx, Outcome, copy_response_headers, error, pull_scope, ratelimit_note,
+    upstream_error,
+};
+use crate::body;
+use crate::cache::{LinkKind, TagRecord, unix_now};
+use crate::registry::digest::Digest;
+use crate::registry::error::ErrorCode;
+use crate::registry::media::accept_key;
+use crate::registry::name::RepoName;
+use crate::registry::reference::Reference;
+use crate::telemetry::Verdict;
+use crate::upstream::{UpstreamError, UpstreamRequest};
+
+/// Manifests larger than this are refused (distribution's own limit is 4 MiB).
+const MAX_MANIFEST: usize = 16 << 20;
+
+pub(super) async fn handle(ctx: &Ctx<'_>, name: &RepoName, reference: &Reference) -> Outcome {
+    match reference {
+        Reference::Digest(digest) => by_digest(ctx, name, digest).await,
+        Reference::Tag(tag) => by_tag(ctx, name, tag).await,
+    }
+}
+
+async fn by_digest(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outcome {
+    let cache = &ctx.state.cache;
+    if cache.is_linked(&ctx.registry, name, LinkKind::Manifest, digest) {
+        if let Some((bytes, media_type)) = cache.manifest(digest).await {
+            return Outcome::new(
+                manifest_response(&ctx.method, bytes, &media_type, digest),
+                Verdict::Hit,
+            );
+        }
+    }
+    if ctx.method == Method::HEAD {
+        return pass_head(ctx, name, &Reference::Digest(digest.clone())).await;
+    }
+    match fetch(ctx, name, &Reference::Digest(digest.clone())).await {
+        Ok(Fetched::Manifest {
+            bytes,
+            media_type,
+            digest: actual,
+            note,
+        }) => {
+            if digest.is_sha256() && &actual != digest {
+                return Outcome::new(
+                    error(
+                        StatusCode::BAD_GATEWAY,
+                        ErrorCode::ManifestInvalid,
+                        &format!("upstream sent a manifest whose digest is {actual}, not {digest}"),
+                    ),
+                    Verdict::Miss,
+                );
+            }
+            let upstream_bytes = bytes.len() as u64;
+            store(ctx, name, &actual, &bytes, &media_type).await;
+            let mut outcome = Outcome::new(
+                manifest_response(&ctx.method, bytes, &media_type, digest),
+                Verdict::Miss,
+            );
+            outcome.upstream_bytes = upstream_bytes;
+            outcome.note = note;
+            outcome
+        }
+        Ok(Fetched::Other(outcome)) => outcome,
+        Err(e) => Outcome::new(upstream_error(&e), Verdict::Miss),
+    }
+}
+
+async fn by_tag(ctx: &Ctx<'_>, name: &RepoName, tag: &str) -> Outcome {
+    let state = ctx.state;
+    let accept = accept_key(
+        ctx.headers
+            .get_all(ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let cached = match state.cache.tag(&ctx.registry, name, tag, &accept).await {
+        Some(record) => match Digest::parse(&record.digest) {
+            Ok(digest) => state
+                .cache
+                .manifest(&digest)
+                .await
+                .map(|(bytes, media_type)| (record, digest, bytes, media_type)),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    let Some((record, digest, bytes, media_type)) = cached else {
+        return tag_miss(ctx, name, tag, &accept).await;
+    };
+    if let Some(ttl) = state.config.tag_ttl(&ctx.registry, tag) {
+        if unix_now().saturating_sub(record.checked_at) < ttl.as_secs() {
+            return Outcome::new(
+                manifest_response(&ctx.method, bytes, &media_type, &digest),
+                Verdict::Hit,
+            );
+        }
+    }
+    // Revalidate with HEAD: Docker Hub does not count HEADs against the pull limit.
+    let reference = Reference::Tag(tag.to_owned());
+    let head = state
+        .upstream
+        .send(request(ctx, name, &reference, Method::HEAD))
+        .await;
+    match head {
+        Ok(response) if response.status() == StatusCode::OK => {
+            let upstream_digest = response
+                .headers()
+                .get(CONTENT_DIGEST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let note = ratelimit_note(response.headers());
+            if upstream_digest.as_deref() == Some(record.digest.as_str()) {
+                let refreshed = TagRecord {
+                    checked_at: unix_now(),
+                    ..record
+                };
+                if let Err(e) = state
+                    .cache
+                    .put_tag(&ctx.registry, name, tag, &accept, &refreshed)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot update tag record");
+                }
+                let mut outcome = Outcome::new(
+                    manifest_response(&ctx.method, bytes, &media_type, &digest),
+                    Verdict::Revalidated,
+                );
+                outcome.note = note;
+                return outcome;
+            }
+            // The tag moved (or upstream gave no digest): fetch it again.
+            tag_miss(ctx, name, tag, &accept).await
+        }
+        Ok(response) if is_upstream_failure(response.status()) => {
+            let mut outcome = Outcome::new(
+                manifest_response(&ctx.method, bytes, &media_type, &digest),
+                Verdict::Stale,
+            );
+            outcome.note = Some(format!("upstream answered {}", response.status().as_u16()));
+            outcome
+        }
+        Ok(response) => {
+            // 401/403/404…: the upstream's word stands.
+            let status = response.status();
+            let mut out = Response::new(body::empty());
+            *out.status_mut() = status;
+            copy_response_headers(response.headers(), out.headers_mut());
+            if ctx.method == Method::GET {
+                // HEAD responses have no error body; give the client one.
+                out = error(
+                    status,
+                    code_for(status),
+                    &format!("upstream answered {status} for {name}:{tag}"),
+                );
+            }
+            Outcome::new(out, Verdict::Pass)
+        }
+        Err(e) if e.is_unavailable() => {
+            let mut outcome = Outcome::new(
+                manifest_response(&ctx.method, bytes, &media_type, &digest),
+                Verdict::Stale,
+            );
+            outcome.note = Some(format!("upstream unavailable: {e}"));
+            outcome
+        }
+        Err(e) => Outcome::new(upstream_error(&e), Verdict::Pass),
+    }
+}
+
+async fn tag_miss(ctx: &Ctx<'_>, name: &RepoName, tag: &str, accept: &str) -> Outcome {
+    let reference = Reference::Tag(tag.to_owned());
+    if ctx.method == Method::HEAD {
+        return pass_head(ctx, name, &reference).await;
+    }
+    match fetch(ctx, name, &reference).await {
+        Ok(Fetched::Manifest {
+            bytes,
+            media_type,
+            digest,
+            note,
+        }) => {
+            let upstream_bytes = bytes.len() as u64;
+            store(ctx, name, &digest, &bytes, &media_type).await;
+            let record = TagRecord {
+                digest: digest.to_string(),
+                media_type: media_type.clone(),
+                checked_at: unix_now(),
+            };
+            if let Err(e) = ctx
+                .state
+                .cache
+                .put_tag(&ctx.registry, name, tag, accept, &record)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot store tag record");
+            }
+            let mut outcome = Outcome::new(
+                manifest_response(&ctx.method, bytes, &media_type, &digest),
+                Verdict::Miss,
+            );
+            outcome.upstream_bytes = upstream_bytes;
+            outcome.note = note;
+            outcome
+        }
+        Ok(Fetched::Other(outcome)) => outcome,
+        Err(e) => Outcome::new(upstream_error(&e), Verdict::Miss),
+    }
+}
+
+enum Fetched {
+    Manifest {
+        bytes: Bytes,
+        media_type: String,
+        digest: Digest,
+        note: Option<String>,
+    },
+    /// Upstream answered something other than a manifest; pass it on.
+    Other(Outcome),
+}
+
+/// GETs a manifest upstream; a 200 comes back whole and hashed.
+async fn fetch(
+    ctx: &Ctx<'_>,
+    name: &RepoName,
+    reference: &Reference,
+) -> Result<Fetched, UpstreamError> {
+    let response = ctx
+        .state
+        .upstream
+        .send(request(ctx, name, reference, Method::GET))
+        .await?;
+    let status = response.status();
+    let note = ratelimit_note(response.headers());
+    if status != StatusCode::OK {
+        let (parts, incoming) = response.into_parts();
+        let mut out = Response::new(body::incoming(incoming));
+        *out.status_mut() = status;
+        copy_response_headers(&parts.headers, out.headers_mut());
+        let mut outcome = Outcome::new(out, Verdict::Pass);
+        outcome.note = note;
+        return Ok(Fetched::Other(outcome));
+    }
+    let media_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let limited = http_body_util::Limited::new(response.into_body(), MAX_MANIFEST);
+    let collected = tokio::time::timeout(ctx.state.upstream.read_timeout, limited.collect()).await;
+    let bytes = match collected {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) => {
+            return Err(UpstreamError::Unreachable {
+                registry: ctx.registry.to_string(),
+                reason: format!("manifest body: {e}"),
+            });
+        }
+        Err(_) => {
+            return Err(UpstreamError::Timeout {
+                registry: ctx.registry.to_string(),
+                timeout: ctx.state.upstream.read_timeout,
+            });
+        }
+    };
+    let digest = sha256(&bytes);
+    ctx.state
+        .metrics
+        .upstream_bytes
+        .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    Ok(Fetched::Manifest {
+        bytes,
+        media_type,
+        digest,
+        note,
+    })
+}
+
+/// A client `HEAD` that the cache cannot answer stays a `HEAD` upstream.
+async fn pass_head(ctx: &Ctx<'_>, name: &RepoName, reference: &Reference) -> Outcome {
+    match ctx
+        .state
+        .upstream
+        .send(request(ctx, name, reference, Method::HEAD))
+        .await
+    {
+        Ok(response) => {
+            let mut out = Response::new(body::empty());
+            *out.status_mut() = response.status();
+            copy_response_headers(response.headers(), out.headers_mut());
+            let mut outcome = Outcome::new(out, Verdict::Miss);
+            outcome.note = ratelimit_note(response.headers());
+            outcome
+        }
+        Err(e) => Outcome::new(upstream_error(&e), Verdict::Miss),
+    }
+}
+
+async fn store(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest, bytes: &Bytes, media_type: &str) {
+    let cache = &ctx.state.cache;
+    match cache.put_manifest(digest, bytes, media_type).await {
+        Ok(()) => cache.link(&ctx.registry, name, LinkKind::Manifest, digest),
+        Err(e) => tracing::warn!(error = %e, "cannot cache manifest; served uncached"),
+    }
+}
+
+fn request(
+    ctx: &Ctx<'_>,
+    name: &RepoName,
+    reference: &Reference,
+    method: Method,
+) -> UpstreamRequest {
+    let mut headers = http::HeaderMap::new();
+    for value in ctx.headers.get_all(ACCEPT) {
+        headers.append(ACCEPT, value.clone());
+    }
+    UpstreamRequest {
+        registry: ctx.registry.clone(),
+        method,
+        path_and_query: format!("/v2/{name}/manifests/{reference}"),
+        headers,
+        body: body::empty(),
+        scope: pull_scope(name),
+        client_auth: ctx.client_auth(),
+    }
+}
+
+fn manifest_response(
+    method: &Method,
+    bytes: Bytes,
+    media_type: &str,
+    digest: &Digest,
+) -> Response<crate::body::Body> {
+    let len = bytes.len();
+    let mut response = if method == Method::HEAD {
+        Response::new(body::empty())
+    } else {
+        Response::new(body::full(bytes))
+    };
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(media_type) {
+        h.insert(CONTENT_TYPE, v);
+    }
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
+        h.insert(CONTENT_DIGEST, v.clone());
+        if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+            h.insert(http::header::ETAG, etag);
+        }
+    }
+    response
+}
+
+/// Statuses after which a cached manifest is served stale.
+fn is_upstream_failure(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+fn code_for(status: StatusCode) -> ErrorCode {
+    match status {
+        StatusCode::NOT_FOUND => ErrorCode::ManifestUnknown,
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::FORBIDDEN => ErrorCode::Denied,
+        StatusCode::TOO_MANY_REQUESTS => ErrorCode::TooManyRequests,
+        _ => ErrorCode::Unavailable,
+    }
+}
+
+pub(crate) fn sha256(bytes: &[u8]) -> Digest {
+    let hash = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut arr = [0u8; 32];
+    arr.copy_from_slice(hash.as_ref());
+    Digest::from_sha256(&arr)
+}

@@ -1,0 +1,316 @@
+//! Registry API handlers: tie a parsed route to the cache and the upstream client. The same
+//! handlers serve every way a client reaches us (intercepted CONNECT, registry mirror, path prefix),
+//! so auth, freshness, single-flight and logs behave the same in every mode.
+
+mod blob;
+mod manifest;
+mod pass;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::{self, Body};
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::registry::error::{ErrorCode, error_body};
+use crate::registry::host::RegistryHost;
+use crate::registry::name::RepoName;
+use crate::registry::route::Route;
+use crate::telemetry::{LoggedBody, Metrics, RequestLog, Verdict};
+use crate::tls::CertAuthority;
+use crate::upstream::{Upstream, UpstreamError};
+
+/// Everything a request handler needs; one per proxy, shared.
+pub struct State {
+    pub config: Config,
+    pub cache: Cache,
+    pub upstream: Upstream,
+    pub ca: CertAuthority,
+    pub metrics: Arc<Metrics>,
+}
+
+pub(crate) const API_VERSION: HeaderName =
+    HeaderName::from_static("docker-distribution-api-version");
+pub(crate) const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+
+/// A response to send plus what its log line says.
+pub(crate) struct Outcome {
+    pub response: Response<Body>,
+    pub verdict: Verdict,
+    pub upstream_bytes: u64,
+    pub note: Option<String>,
+}
+
+impl Outcome {
+    pub(crate) fn new(response: Response<Body>, verdict: Verdict) -> Outcome {
+        Outcome {
+            response,
+            verdict,
+            upstream_bytes: 0,
+            note: None,
+        }
+    }
+}
+
+/// What a handler knows about the request besides the route.
+pub(crate) struct Ctx<'a> {
+    pub state: &'a Arc<State>,
+    pub registry: RegistryHost,
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub query: Option<String>,
+}
+
+impl Ctx<'_> {
+    /// The client's own `Authorization`, forwarded instead of central credentials.
+    pub(crate) fn client_auth(&self) -> Option<HeaderValue> {
+        self.headers.get(http::header::AUTHORIZATION).cloned()
+    }
+}
+
+/// Handles one registry API request for `registry`.
+pub async fn handle(
+    state: &Arc<State>,
+    registry: RegistryHost,
+    route: Route,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let (parts, incoming) = req.into_parts();
+    let route = normalize(&registry, route);
+    let (kind, repository, reference) = describe(&route);
+    let ctx = Ctx {
+        state,
+        registry: registry.clone(),
+        method: parts.method.clone(),
+        headers: parts.headers,
+        query: parts.uri.query().map(str::to_owned),
+    };
+    let is_read = ctx.method == Method::GET || ctx.method == Method::HEAD;
+    let outcome = match route {
+        _ if !is_read && !state.config.allow_push => Outcome::new(
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::Unsupported,
+                &format!(
+                    "{} is not allowed: this proxy is read-only (set ALLOW_PUSH=true to pass writes through)",
+                    ctx.method
+                ),
+            ),
+            Verdict::Local,
+        ),
+        Route::Base if is_read => Outcome::new(base_response(), Verdict::Local),
+        Route::Manifest { name, reference } if is_read => {
+            manifest::handle(&ctx, &name, &reference).await
+        }
+        Route::Blob { name, digest } if is_read && digest.is_sha256() => {
+            blob::handle(&ctx, &name, &digest).await
+        }
+        other => pass::handle(&ctx, &other, incoming).await,
+    };
+    let Outcome {
+        response,
+        verdict,
+        upstream_bytes,
+        note,
+    } = outcome;
+    let (mut parts, body) = response.into_parts();
+    parts
+        .headers
+        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    let log = RequestLog {
+        verdict,
+        method: ctx.method.to_string(),
+        registry: registry.to_string(),
+        repository,
+        kind,
+        reference,
+        status: parts.status.as_u16(),
+        upstream_bytes,
+        note,
+    };
+    let body = LoggedBody::new(body, log, state.metrics.clone(), started);
+    Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
+}
+
+/// Docker Hub names with one component live under `library/`.
+fn normalize(registry: &RegistryHost, route: Route) -> Route {
+    if !registry.is_docker_hub() {
+        return route;
+    }
+    match route {
+        Route::Manifest { name, reference } => Route::Manifest {
+            name: name.for_docker_hub(),
+            reference,
+        },
+        Route::Blob { name, digest } => Route::Blob {
+            name: name.for_docker_hub(),
+            digest,
+        },
+        Route::TagsList { name } => Route::TagsList {
+            name: name.for_docker_hub(),
+        },
+        Route::Referrers { name, digest } => Route::Referrers {
+            name: name.for_docker_hub(),
+            digest,
+        },
+        Route::Upload { name, session } => Route::Upload {
+            name: name.for_docker_hub(),
+            session,
+        },
+        other => other,
+    }
+}
+
+fn describe(route: &Route) -> (&'static str, String, String) {
+    match route {
+        Route::Base => ("base", "-".into(), "-".into()),
+        Route::Catalog => ("catalog", "-".into(), "-".into()),
+        Route::Manifest { name, reference } => {
+            ("manifest", name.to_string(), reference.to_string())
+        }
+        Route::Blob { name, digest } => ("blob", name.to_string(), digest.to_string()),
+        Route::TagsList { name } => ("tags", name.to_string(), "-".into()),
+        Route::Referrers { name, digest } => ("referrers", name.to_string(), digest.to_string()),
+        Route::Upload { name, session } => (
+            "upload",
+            name.to_string(),
+            session.clone().unwrap_or_else(|| "-".into()),
+        ),
+    }
+}
+
+/// The path of a route on the upstream registry.
+pub(crate) fn upstream_path(route: &Route) -> String {
+    match route {
+        Route::Base => "/v2/".into(),
+        Route::Catalog => "/v2/_catalog".into(),
+        Route::Manifest { name, reference } => format!("/v2/{name}/manifests/{reference}"),
+        Route::Blob { name, digest } => format!("/v2/{name}/blobs/{digest}"),
+        Route::TagsList { name } => format!("/v2/{name}/tags/list"),
+        Route::Referrers { name, digest } => format!("/v2/{name}/referrers/{digest}"),
+        Route::Upload {
+            name,
+            session: None,
+        } => format!("/v2/{name}/blobs/uploads/"),
+        Route::Upload {
+            name,
+            session: Some(s),
+        } => format!("/v2/{name}/blobs/uploads/{s}"),
+    }
+}
+
+/// The token scope for a repository.
+pub(crate) fn pull_scope(name: &RepoName) -> String {
+    format!("repository:{name}:pull")
+}
+
+/// `200 {}` for `GET /v2/`: clients of an intercepted registry never need to log in.
+fn base_response() -> Response<Body> {
+    let mut response = Response::new(body::full(Bytes::from_static(b"{}")));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from_static("2"));
+    response
+}
+
+/// A registry JSON error response.
+pub fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response<Body> {
+    let bytes = error_body(code, message);
+    let len = bytes.len();
+    let mut response = Response::new(body::full(bytes));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    response
+}
+
+/// The response for an upstream that could not be used at all.
+pub(crate) fn upstream_error(e: &UpstreamError) -> Response<Body> {
+    tracing::warn!(error = %e, "upstream request failed");
+    match e {
+        UpstreamError::TokenDenied { .. } => error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            &e.to_string(),
+        ),
+        UpstreamError::Timeout { .. } => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::Unavailable,
+            &e.to_string(),
+        ),
+        _ => error(
+            StatusCode::BAD_GATEWAY,
+            ErrorCode::Unavailable,
+            &e.to_string(),
+        ),
+    }
+}
+
+/// Headers of an upstream response worth passing to the client.
+pub(crate) fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        if !is_hop_by_hop(name) {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Request headers worth forwarding upstream (no hop-by-hop, no Host, no Authorization — that is
+/// decided separately).
+pub(crate) fn forward_request_headers(from: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in from {
+        if !is_hop_by_hop(name) && name != http::header::HOST && name != http::header::AUTHORIZATION
+        {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-connection"
+    )
+}
+
+/// Docker Hub's rate-limit headers, for the log line.
+pub(crate) fn ratelimit_note(headers: &HeaderMap) -> Option<String> {
+    let get = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    match (get("ratelimit-limit"), get("ratelimit-remaining")) {
+        (None, None) => None,
+        (limit, remaining) => Some(format!(
+            "ratelimit-limit={} ratelimit-remaining={}",
+            limit.unwrap_or_default(),
+            remaining.unwrap_or_default()
+        )),
+    }
+}

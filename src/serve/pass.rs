@@ -1,0 +1,65 @@
+//! Uncached routes (`tags/list`, referrers, catalog, uploads when `ALLOW_PUSH=true`, blobs with
+//! digests the store does not hold): forwarded to upstream with the proxy's auth, streamed back.
+
+use http::Response;
+use hyper::body::Incoming;
+
+use super::{
+    Ctx, Outcome, copy_response_headers, forward_request_headers, pull_scope, ratelimit_note,
+    upstream_error, upstream_path,
+};
+use crate::body;
+use crate::registry::route::Route;
+use crate::telemetry::Verdict;
+use crate::upstream::UpstreamRequest;
+
+pub(super) async fn handle(ctx: &Ctx<'_>, route: &Route, incoming: Incoming) -> Outcome {
+    let is_read = ctx.method == http::Method::GET || ctx.method == http::Method::HEAD;
+    let scope = match route {
+        Route::Manifest { name, .. }
+        | Route::Blob { name, .. }
+        | Route::TagsList { name }
+        | Route::Referrers { name, .. }
+        | Route::Upload { name, .. } => {
+            if is_read {
+                pull_scope(name)
+            } else {
+                format!("repository:{name}:pull,push")
+            }
+        }
+        Route::Catalog => "registry:catalog:*".to_owned(),
+        Route::Base => String::new(),
+    };
+    let mut path_and_query = upstream_path(route);
+    if let Some(q) = &ctx.query {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    let request_body = if is_read {
+        body::empty()
+    } else {
+        body::incoming(incoming)
+    };
+    let request = UpstreamRequest {
+        registry: ctx.registry.clone(),
+        method: ctx.method.clone(),
+        path_and_query,
+        headers: forward_request_headers(&ctx.headers),
+        body: request_body,
+        scope,
+        client_auth: ctx.client_auth(),
+    };
+    match ctx.state.upstream.send(request).await {
+        Ok(response) => {
+            let note = ratelimit_note(response.headers());
+            let (parts, incoming) = response.into_parts();
+            let mut out = Response::new(body::incoming(incoming));
+            *out.status_mut() = parts.status;
+            copy_response_headers(&parts.headers, out.headers_mut());
+            let mut outcome = Outcome::new(out, Verdict::Pass);
+            outcome.note = note;
+            outcome
+        }
+        Err(e) => Outcome::new(upstream_error(&e), Verdict::Pass),
+    }
+}

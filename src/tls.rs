@@ -1,0 +1,355 @@
+//! TLS: the proxy's certificate authority (created once in `CA_DIR`, reused after), leaf
+//! certificates minted on demand per intercepted host and cached until shortly before they expire,
+//! and the rustls configurations built from them (server side for clients, client side for upstreams).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use time::OffsetDateTime;
+
+/// Lifetime of a minted leaf certificate.
+const LEAF_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A cached leaf is re-minted once less than this is left.
+const LEAF_RENEW_BEFORE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Lifetime of a newly created CA.
+const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Backdating of `notBefore`, for clients whose clocks are a little behind.
+const CLOCK_SKEW: Duration = Duration::from_secs(3600);
+
+/// Errors of the TLS layer; all are configuration or internal faults.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("CA directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "CA directory {dir} holds only one of ca.crt and ca.key; restore the other or remove both"
+    )]
+    HalfCa { dir: PathBuf },
+    #[error("{path} is not a usable CA: {reason}")]
+    BadCa { path: PathBuf, reason: String },
+    #[error("cannot mint a certificate for {host:?}: {reason}")]
+    Mint { host: String, reason: String },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("{path}: {reason}")]
+    Pem { path: PathBuf, reason: String },
+}
+
+/// The rustls crypto provider used everywhere in the proxy.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+struct Leaf {
+    config: Arc<ServerConfig>,
+    not_after: OffsetDateTime,
+}
+
+/// The proxy's CA and its cache of leaf certificates.
+pub struct CertAuthority {
+    issuer: Issuer<'static, KeyPair>,
+    ca_pem: String,
+    provider: Arc<CryptoProvider>,
+    /// Server configurations per host name, each holding a leaf valid for that name.
+    leaves: Mutex<HashMap<String, Leaf>>,
+}
+
+impl std::fmt::Debug for CertAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertAuthority").finish_non_exhaustive()
+    }
+}
+
+impl CertAuthority {
+    /// Loads `ca.crt` and `ca.key` from `dir`, or creates them (key mode 0600) if neither exists.
+    pub fn load_or_create(dir: &Path) -> Result<CertAuthority, TlsError> {
+        let crt_path = dir.join("ca.crt");
+        let key_path = dir.join("ca.key");
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| TlsError::Io { path, source }
+        };
+        match (crt_path.exists(), key_path.exists()) {
+            (true, true) => {
+                let ca_pem = fs::read_to_string(&crt_path).map_err(io(&crt_path))?;
+                let key_pem = fs::read_to_string(&key_path).map_err(io(&key_path))?;
+                let key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::BadCa {
+                    path: key_path.clone(),
+                    reason: e.to_string(),
+                })?;
+                let issuer =
+                    Issuer::from_ca_cert_pem(&ca_pem, key).map_err(|e| TlsError::BadCa {
+                        path: crt_path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                restrict_permissions(&key_path)?;
+                Ok(CertAuthority::new(issuer, ca_pem))
+            }
+            (false, false) => {
+                fs::create_dir_all(dir).map_err(io(dir))?;
+                let key = KeyPair::generate().map_err(|e| TlsError::BadCa {
+                    path: key_path.clone(),
+                    reason: e.to_string(),
+                })?;
+                let params = ca_params();
+                let cert = params.self_signed(&key).map_err(|e| TlsError::BadCa {
+                    path: crt_path.clone(),
+                    reason: e.to_string(),
+                })?;
+                write_private(&key_path, key.serialize_pem().as_bytes())?;
+                let ca_pem = cert.pem();
+                fs::write(&crt_path, &ca_pem).map_err(io(&crt_path))?;
+                tracing::info!(dir = %dir.display(), "created a new CA; clients must trust {}", crt_path.display());
+                Ok(CertAuthority::new(Issuer::new(params, key), ca_pem))
+            }
+            _ => Err(TlsError::HalfCa {
+                dir: dir.to_path_buf(),
+            }),
+        }
+    }
+
+    fn new(issuer: Issuer<'static, KeyPair>, ca_pem: String) -> CertAuthority {
+        CertAuthority {
+            issuer,
+            ca_pem,
+            provider: provider(),
+            leaves: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The CA certificate, PEM, as served at `GET /ca.crt`.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A server configuration presenting a leaf for `host` (a DNS name or an IP literal), minted on
+    /// first use and re-minted shortly before it expires.
+    pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, TlsError> {
+        let now = OffsetDateTime::now_utc();
+        let mut leaves = self.leaves.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(leaf) = leaves.get(host) {
+            if leaf.not_after - now > LEAF_RENEW_BEFORE {
+                return Ok(leaf.config.clone());
+            }
+        }
+        let (certified, not_after) = self.mint(&[host.to_owned()])?;
+        let config = self.server_config_from(certified)?;
+        leaves.insert(
+            host.to_owned(),
+            Leaf {
+                config: config.clone(),
+                not_after,
+            },
+        );
+        Ok(config)
+    }
+
+    /// Mints a leaf for `names` (the first is the common name); returns it and its expiry.
+    pub fn mint(&self, names: &[String]) -> Result<(Arc<CertifiedKey>, OffsetDateTime), TlsError> {
+        let first = names.first().cloned().unwrap_or_default();
+        let err = |reason: String| TlsError::Mint {
+            host: first.clone(),
+            reason,
+        };
+        let mut params = CertificateParams::new(names.to_vec()).map_err(|e| err(e.to_string()))?;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - CLOCK_SKEW;
+        let not_after = now + LEAF_VALIDITY;
+        params.not_after = not_after;
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, first.clone());
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
+        let key = KeyPair::generate().map_err(|e| err(e.to_string()))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| err(e.to_string()))?;
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signing_key = self.provider.key_provider.load_private_key(key_der)?;
+        Ok((
+            Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing_key)),
+            not_after,
+        ))
+    }
+
+    /// A server configuration (HTTP/1.1 only) presenting `certified`.
+    pub fn server_config_from(
+        &self,
+        certified: Arc<CertifiedKey>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(FixedCert(certified)));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// Loads a certificate chain and key from PEM files (for `TLS_CERT_FILE`/`TLS_KEY_FILE`).
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let pem_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: rustls_pki_types::pem::Error| TlsError::Pem {
+            path,
+            reason: e.to_string(),
+        }
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(pem_err(cert))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_err(cert))?;
+    if chain.is_empty() {
+        return Err(TlsError::Pem {
+            path: cert.to_path_buf(),
+            reason: "no certificate found".into(),
+        });
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
+    let signing_key = provider().key_provider.load_private_key(key_der)?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
+}
+
+/// Presents one certificate whatever the client hello says.
+#[derive(Debug)]
+struct FixedCert(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for FixedCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - CLOCK_SKEW;
+    params.not_after = now + CA_VALIDITY;
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "registry-proxy CA");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "registry-proxy");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.serial_number = Some(random_serial());
+    params
+}
+
+fn random_serial() -> rcgen::SerialNumber {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    // A failing system RNG would also fail key generation right after; a zero serial is harmless.
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    bytes[0] &= 0x7f;
+    rcgen::SerialNumber::from_slice(&bytes)
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
+    let io = |source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(contents).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+fn restrict_permissions(path: &Path) -> Result<(), TlsError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = fs::metadata(path).map_err(|source| TlsError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "CA key was readable by others; setting mode 0600");
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|source| {
+                TlsError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_then_reuses_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = CertAuthority::load_or_create(dir.path()).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join("ca.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let second = CertAuthority::load_or_create(dir.path()).unwrap();
+        assert_eq!(first.ca_pem(), second.ca_pem());
+        assert!(first.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+
+    #[test]
+    fn half_a_ca_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("ca.crt"), "x").unwrap();
+        assert!(matches!(
+            CertAuthority::load_or_create(dir.path()),
+            Err(TlsError::HalfCa { .. })
+        ));
+    }
+
+    #[test]
+    fn leaves_are_cached_per_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertAuthority::load_or_create(dir.path()).unwrap();
+        let a = ca.server_config("registry.test").unwrap();
+        let b = ca.server_config("registry.test").unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = ca.server_config("127.0.0.1").unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+    }
+}

@@ -1,0 +1,339 @@
+//! The upstream client: pooled HTTP/1.1 and HTTP/2 connections to registries, challenge answering
+//! (see [`auth`]), and redirects to CDNs followed server-side so that clients never see them.
+
+pub mod auth;
+pub mod connector;
+
+use std::time::Duration;
+
+use http::header::{AUTHORIZATION, HOST, LOCATION, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioExecutor;
+
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::registry::challenge::parse_www_authenticate;
+use crate::registry::host::RegistryHost;
+
+pub use connector::TrustError;
+
+/// The pooled HTTP client.
+pub type Client = hyper_util::client::legacy::Client<connector::Connector, Body>;
+
+/// Redirect hops followed before giving up.
+const MAX_REDIRECTS: usize = 5;
+
+/// Why an upstream exchange failed (statuses are not errors: they are returned as responses).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {registry}: {reason}")]
+    Unreachable { registry: String, reason: String },
+    #[error("upstream {registry} did not answer within {timeout:?}")]
+    Timeout { registry: String, timeout: Duration },
+    #[error("token realm {realm}: {reason}")]
+    Token { realm: String, reason: String },
+    #[error("token realm {realm} refused with {status}")]
+    TokenDenied { realm: String, status: StatusCode },
+    #[error("upstream {registry}: {reason}")]
+    Redirect { registry: String, reason: String },
+    #[error("invalid upstream request: {0}")]
+    Request(String),
+}
+
+impl UpstreamError {
+    /// True if the upstream could not be reached or did not answer (stale content may be served).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Unreachable { .. }
+                | UpstreamError::Timeout { .. }
+                | UpstreamError::Token { .. }
+        )
+    }
+}
+
+/// One request to send to a registry.
+pub struct UpstreamRequest {
+    pub registry: RegistryHost,
+    pub method: Method,
+    /// Path and query, e.g. `/v2/library/alpine/manifests/3`.
+    pub path_and_query: String,
+    /// Headers to forward (Accept, Range, Content-Type, …); hop-by-hop headers already removed.
+    pub headers: HeaderMap,
+    pub body: Body,
+    /// Token scope, e.g. `repository:library/alpine:pull`; empty for registry-wide requests.
+    pub scope: String,
+    /// The client's own `Authorization`, forwarded instead of central credentials.
+    pub client_auth: Option<HeaderValue>,
+}
+
+/// The proxy's client for all registries.
+pub struct Upstream {
+    client: Client,
+    auth: auth::Authenticator,
+    /// Time allowed for an upstream to send response headers or the next body chunk.
+    pub read_timeout: Duration,
+}
+
+impl Upstream {
+    /// Builds the client from the configuration (trust roots, timeouts, overrides, credentials).
+    pub fn new(config: &Config) -> Result<Upstream, TrustError> {
+        let tls =
+            connector::client_tls_config(config.verify_ssl, config.upstream_ca_file.as_deref())?;
+        let connector = connector::Connector::new(
+            tls,
+            config.connect_to.clone(),
+            config.timeouts.proxy_connect,
+            config.disable_ipv6,
+        );
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(32)
+            .http2_adaptive_window(true)
+            .build(connector);
+        Ok(Upstream {
+            client,
+            auth: auth::Authenticator::new(config.credentials.clone()),
+            read_timeout: config.timeouts.proxy_read,
+        })
+    }
+
+    /// Sends `req`, answering an auth challenge once and following redirects for GET and HEAD.
+    pub async fn send(
+        &self,
+        mut req: UpstreamRequest,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let authority = req.registry.upstream_authority();
+        let url: Uri = format!("https://{authority}{}", req.path_and_query)
+            .parse()
+            .map_err(|_| UpstreamError::Request(format!("bad path {:?}", req.path_and_query)))?;
+        let replayable = req.body.is_end_stream();
+        let own_auth = req.client_auth.is_some();
+        if !replayable && !own_auth && self.auth.authorization(&req.registry, &req.scope).is_none()
+        {
+            self.learn_challenge(&req.registry).await?;
+            self.auth
+                .prepare(&self.client, &req.registry, &req.scope)
+                .await?;
+        }
+        let mut body = Some(std::mem::replace(&mut req.body, body::empty()));
+        let mut retried = false;
+        loop {
+            let authorization = req
+                .client_auth
+                .clone()
+                .or_else(|| self.auth.authorization(&req.registry, &req.scope));
+            let this_body = if replayable {
+                body::empty()
+            } else {
+                body.take().unwrap_or_else(body::empty)
+            };
+            let request = build(&req.method, &url, &req.headers, authorization, this_body)?;
+            let response = self.exchange(&req.registry, request).await?;
+            if response.status() == StatusCode::UNAUTHORIZED && !own_auth && !retried && replayable
+            {
+                let challenges: Vec<_> = response
+                    .headers()
+                    .get_all(WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(parse_www_authenticate)
+                    .collect();
+                if !challenges.is_empty()
+                    && self
+                        .auth
+                        .answer(&self.client, &req.registry, &challenges, &req.scope)
+                        .await?
+                {
+                    retried = true;
+                    continue;
+                }
+            }
+            if response.status().is_redirection()
+                && (req.method == Method::GET || req.method == Method::HEAD)
+            {
+                return self.follow(&req, &url, response).await;
+            }
+            return Ok(response);
+        }
+    }
+
+    /// Sends `GET /v2/` to learn how the registry wants to be authenticated.
+    async fn learn_challenge(&self, registry: &RegistryHost) -> Result<(), UpstreamError> {
+        if self.auth.knows(registry) {
+            return Ok(());
+        }
+        let url: Uri = format!("https://{}/v2/", registry.upstream_authority())
+            .parse()
+            .map_err(|_| UpstreamError::Request("bad registry authority".into()))?;
+        let request = build(&Method::GET, &url, &HeaderMap::new(), None, body::empty())?;
+        let response = self.exchange(registry, request).await?;
+        let challenges: Vec<_> = response
+            .headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(parse_www_authenticate)
+            .collect();
+        if !challenges.is_empty() {
+            self.auth
+                .answer(&self.client, registry, &challenges, "")
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn follow(
+        &self,
+        req: &UpstreamRequest,
+        origin: &Uri,
+        mut response: Response<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut current = origin.clone();
+        for _ in 0..MAX_REDIRECTS {
+            if !is_followed(response.status()) {
+                return Ok(response);
+            }
+            let Some(location) = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+            else {
+                return Ok(response);
+            };
+            let next =
+                resolve_location(&current, location).ok_or_else(|| UpstreamError::Redirect {
+                    registry: req.registry.to_string(),
+                    reason: format!("unusable redirect location {location:?}"),
+                })?;
+            // Credentials go only to the registry itself, never to a CDN.
+            let same_host = next.authority() == origin.authority();
+            let authorization = if same_host {
+                req.client_auth
+                    .clone()
+                    .or_else(|| self.auth.authorization(&req.registry, &req.scope))
+            } else {
+                None
+            };
+            let mut headers = req.headers.clone();
+            if !same_host {
+                headers.remove(AUTHORIZATION);
+            }
+            let request = build(&req.method, &next, &headers, authorization, body::empty())?;
+            response = self.exchange(&req.registry, request).await?;
+            current = next;
+        }
+        if is_followed(response.status()) {
+            return Err(UpstreamError::Redirect {
+                registry: req.registry.to_string(),
+                reason: format!("more than {MAX_REDIRECTS} redirects"),
+            });
+        }
+        Ok(response)
+    }
+
+    async fn exchange(
+        &self,
+        registry: &RegistryHost,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(UpstreamError::Unreachable {
+                registry: registry.to_string(),
+                reason: describe(&e),
+            }),
+            Err(_) => Err(UpstreamError::Timeout {
+                registry: registry.to_string(),
+                timeout: self.read_timeout,
+            }),
+        }
+    }
+}
+
+fn is_followed(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+fn build(
+    method: &Method,
+    url: &Uri,
+    headers: &HeaderMap,
+    authorization: Option<HeaderValue>,
+    body: Body,
+) -> Result<Request<Body>, UpstreamError> {
+    let mut request = Request::builder()
+        .method(method.clone())
+        .uri(url.clone())
+        .body(body)
+        .map_err(|e| UpstreamError::Request(e.to_string()))?;
+    let h = request.headers_mut();
+    for (name, value) in headers {
+        if name != HOST && name != AUTHORIZATION {
+            h.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(mut auth) = authorization {
+        auth.set_sensitive(true);
+        h.insert(AUTHORIZATION, auth);
+    }
+    h.entry(http::header::USER_AGENT)
+        .or_insert(HeaderValue::from_static(concat!(
+            "registry-proxy/",
+            env!("CARGO_PKG_VERSION")
+        )));
+    Ok(request)
+}
+
+/// Resolves a `Location` against the URL it came from (absolute, or absolute-path).
+fn resolve_location(base: &Uri, location: &str) -> Option<Uri> {
+    if location.starts_with("https://") || location.starts_with("http://") {
+        return location.parse().ok();
+    }
+    if location.starts_with('/') && !location.starts_with("//") {
+        let scheme = base.scheme_str()?;
+        let authority = base.authority()?;
+        return format!("{scheme}://{authority}{location}").parse().ok();
+    }
+    None
+}
+
+/// A one-line description of a client error with its causes (no URL query, so no tokens).
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_resolve() {
+        let base: Uri = "https://registry.test:5443/v2/x/blobs/sha256:ab"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            resolve_location(&base, "/cdn/blob?sig=1")
+                .unwrap()
+                .to_string(),
+            "https://registry.test:5443/cdn/blob?sig=1"
+        );
+        assert_eq!(
+            resolve_location(&base, "https://cdn.test/a")
+                .unwrap()
+                .to_string(),
+            "https://cdn.test/a"
+        );
+        assert!(resolve_location(&base, "relative/path").is_none());
+        assert!(resolve_location(&base, "//evil/x").is_none());
+    }
+}

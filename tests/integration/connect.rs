@@ -1,0 +1,87 @@
+//! CONNECT: interception with a leaf from our CA, the CA endpoint, blind tunnels.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::fake::{Behavior, Fake, sha256_digest};
+use crate::harness::{TestProxy, random_bytes};
+
+#[tokio::test]
+async fn intercepted_registry_answers_v2_and_serves_blobs() {
+    let fake = Fake::start(&["fake.test"]).await;
+    let data = random_bytes(70_000, 20);
+    let digest = sha256_digest(&data);
+    fake.route(
+        &format!("/v2/lib/app/blobs/{digest}"),
+        Behavior::Blob(data.clone()),
+    );
+    let proxy = TestProxy::start(&fake, &[]).await;
+    let (status, headers, _) = proxy.via_connect("fake.test", "GET", "/v2/").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["docker-distribution-api-version"], "registry/2.0");
+    assert_eq!(
+        fake.hits("GET", "/v2/"),
+        0,
+        "GET /v2/ is answered by the proxy"
+    );
+    let path = format!("/v2/lib/app/blobs/{digest}");
+    let (status, _, body) = proxy.via_connect("fake.test", "GET", &path).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, data);
+    // The same blob through mirror mode is a hit: one cache for every mode.
+    let (_, _, body) = proxy
+        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .await;
+    assert_eq!(body, data);
+    assert_eq!(fake.hits("GET", &path), 1);
+}
+
+#[tokio::test]
+async fn ca_is_served_and_key_is_private() {
+    let fake = Fake::start(&["fake.test"]).await;
+    let proxy = TestProxy::start(&fake, &[]).await;
+    let (status, headers, body) = proxy.request("GET", "/ca.crt", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/x-pem-file");
+    assert_eq!(
+        body,
+        std::fs::read(proxy.dir.path().join("ca/ca.crt")).unwrap()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(proxy.dir.path().join("ca/ca.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn other_hosts_are_tunnelled_untouched() {
+    let fake = Fake::start(&["fake.test"]).await;
+    let proxy = TestProxy::start(&fake, &[]).await;
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = echo.accept().await.unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await.unwrap();
+        s.write_all(&buf).await.unwrap();
+    });
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(
+        format!("CONNECT 127.0.0.1:{echo_port} HTTP/1.1\r\nHost: 127.0.0.1:{echo_port}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+    s.write_all(b"hello").await.unwrap();
+    let mut back = [0u8; 5];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"hello");
+}

@@ -1,0 +1,232 @@
+//! `TestProxy`: the proxy in-process on `127.0.0.1:0`, configured from a map like the environment,
+//! with a fake upstream wired in through `CONNECT_TO` and `UPSTREAM_CA_FILE`; and small HTTP clients
+//! for mirror mode and for CONNECT + TLS with the proxy's CA.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use registry_proxy::body;
+use registry_proxy::cli::Cli;
+use registry_proxy::config::{Config, Sources};
+use tokio::net::TcpStream;
+
+use super::fake::Fake;
+
+/// Names the fake upstream answers to (all resolve to it through CONNECT_TO).
+pub const FAKE_HOST: &str = "fake.test";
+
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub fake: Fake,
+    task: tokio::task::JoinHandle<()>,
+    env: HashMap<String, String>,
+}
+
+impl TestProxy {
+    /// A proxy caching `fake.test` (served by `fake`), with extra settings from `extra`.
+    pub async fn start(fake: &Fake, extra: &[(&str, &str)]) -> TestProxy {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("upstream-ca.pem");
+        std::fs::write(&ca_file, &fake.ca_pem).unwrap();
+        let mut env: HashMap<String, String> = HashMap::new();
+        env.insert("LISTEN".into(), "127.0.0.1:0".into());
+        env.insert("REGISTRIES".into(), format!("{FAKE_HOST} cdn.test"));
+        env.insert(
+            "CACHE_DIR".into(),
+            dir.path().join("cache").display().to_string(),
+        );
+        env.insert("CA_DIR".into(), dir.path().join("ca").display().to_string());
+        env.insert("UPSTREAM_CA_FILE".into(), ca_file.display().to_string());
+        env.insert(
+            "CONNECT_TO".into(),
+            format!(
+                "{FAKE_HOST}:443:127.0.0.1:{port} cdn.test:443:127.0.0.1:{port}",
+                port = fake.addr.port()
+            ),
+        );
+        env.insert("PROXY_READ_TIMEOUT".into(), "5s".into());
+        for (k, v) in extra {
+            env.insert((*k).into(), (*v).into());
+        }
+        TestProxy::start_with_env(fake, dir, env).await
+    }
+
+    async fn start_with_env(
+        fake: &Fake,
+        dir: tempfile::TempDir,
+        env: HashMap<String, String>,
+    ) -> TestProxy {
+        let cli = Cli::try_parse_from(["registry-proxy"]).unwrap();
+        let config = Config::load(Sources {
+            flags: &cli.serve,
+            env: &env,
+        })
+        .unwrap();
+        let proxy = registry_proxy::Proxy::bind(config).await.unwrap();
+        let addr = proxy.local_addr().unwrap();
+        let task = tokio::spawn(proxy.run());
+        TestProxy {
+            addr,
+            dir,
+            fake: fake.clone(),
+            task,
+            env,
+        }
+    }
+
+    /// Stops this proxy and starts a new one on the same cache and CA (a restart).
+    pub async fn restart(self) -> TestProxy {
+        self.task.abort();
+        let _ = self.task.await;
+        let TestProxy { dir, fake, env, .. } = self;
+        TestProxy::start_with_env(&fake, dir, env).await
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// A request to the plain listener (mirror mode, admin endpoints).
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, http::HeaderMap, Bytes) {
+        let stream = TcpStream::connect(self.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let response = sender
+            .send_request(req.body(body::empty()).unwrap())
+            .await
+            .unwrap();
+        collect(response).await
+    }
+
+    /// Like `request`, but returns the body's error instead of panicking when the transfer aborts.
+    pub async fn request_result(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> (StatusCode, Result<Bytes, String>) {
+        let stream = TcpStream::connect(self.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string())
+            .body(body::empty())
+            .unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| e.to_string());
+        (status, body)
+    }
+
+    /// A request through `CONNECT host:443` and TLS, trusting the proxy's CA.
+    pub async fn via_connect(
+        &self,
+        host: &str,
+        method: &str,
+        path: &str,
+    ) -> (StatusCode, http::HeaderMap, Bytes) {
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(
+                format!("CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 200"),
+            "CONNECT answered {}",
+            String::from_utf8_lossy(&head)
+        );
+        let ca_pem = std::fs::read(self.dir.path().join("ca/ca.crt")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(registry_proxy::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let name = rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap();
+        let tls = connector.connect(name, stream).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host)
+            .body(body::empty())
+            .unwrap();
+        collect(sender.send_request(req).await.unwrap()).await
+    }
+}
+
+use rustls_pki_types::pem::PemObject;
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn collect(
+    response: Response<hyper::body::Incoming>,
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, bytes)
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn random_bytes(len: usize, seed: u64) -> Bytes {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
