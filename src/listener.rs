@@ -61,6 +61,12 @@ pub async fn accept_loop(state: Arc<State>, listener: TcpListener) {
 
 /// Requests on the plain port.
 async fn front(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    if head_too_large(&req) {
+        return text(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large\n",
+        );
+    }
     if req.method() == Method::CONNECT {
         return connect(state, peer, req).await;
     }
@@ -252,6 +258,13 @@ async fn intercept<IO>(
         let state = state.clone();
         let registry = registry.clone();
         async move {
+            if head_too_large(&req) {
+                return Ok(error(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    ErrorCode::Unsupported,
+                    "request head too large",
+                ));
+            }
             let response = match parse_path(req.uri().path(), false) {
                 Ok(parsed) => serve::handle(&state, registry, parsed.route, req).await,
                 Err(e) => error(e.code().status(), e.code(), &e.to_string()),
@@ -334,6 +347,15 @@ fn setup(state: &State, req: &Request<Incoming>) -> Response<Body> {
         }
         Err(e) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
     }
+}
+
+/// hyper bounds its read buffer, but a head that arrives in one read can exceed it: check the total.
+fn head_too_large(req: &Request<Incoming>) -> bool {
+    let mut size = req.uri().to_string().len();
+    for (name, value) in req.headers() {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    size > MAX_HEAD
 }
 
 fn text(status: StatusCode, body_text: &str) -> Response<Body> {

@@ -143,10 +143,10 @@ impl CertAuthority {
     pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, TlsError> {
         let now = OffsetDateTime::now_utc();
         let mut leaves = self.leaves.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(leaf) = leaves.get(host) {
-            if leaf.not_after - now > LEAF_RENEW_BEFORE {
-                return Ok(leaf.config.clone());
-            }
+        if let Some(leaf) = leaves.get(host)
+            && leaf.not_after - now > LEAF_RENEW_BEFORE
+        {
+            return Ok(leaf.config.clone());
         }
         let (certified, not_after) = self.mint(&[host.to_owned()])?;
         let config = self.server_config_from(certified)?;

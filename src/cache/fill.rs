@@ -130,10 +130,10 @@ struct ReaderState {
 impl ReaderState {
     async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
         loop {
-            if let Some(end) = self.end {
-                if self.pos > end {
-                    return Ok(None);
-                }
+            if let Some(end) = self.end
+                && self.pos > end
+            {
+                return Ok(None);
             }
             let state = self.rx.borrow_and_update().clone();
             let total = self.fill.total();
@@ -160,17 +160,17 @@ impl ReaderState {
                 let want = usize::try_from(limit - self.pos)
                     .unwrap_or(READ_CHUNK)
                     .min(READ_CHUNK);
-                let bytes = self.read(want, &state).await?;
+                let bytes = self.read(want).await?;
                 if bytes.is_empty() {
                     return Err(io::Error::other("blob file shorter than announced"));
                 }
                 self.pos += bytes.len() as u64;
                 return Ok(Some(bytes));
             }
-            if let FillState::Done(len) = state {
-                if self.pos >= len || self.end.is_some_and(|e| self.pos > e) {
-                    return Ok(None);
-                }
+            if let FillState::Done(len) = state
+                && (self.pos >= len || self.end.is_some_and(|e| self.pos > e))
+            {
+                return Ok(None);
             }
             if self.rx.changed().await.is_err() {
                 return Err(io::Error::other("download abandoned"));
@@ -178,10 +178,10 @@ impl ReaderState {
         }
     }
 
-    async fn read(&mut self, want: usize, state: &FillState) -> io::Result<Bytes> {
+    async fn read(&mut self, want: usize) -> io::Result<Bytes> {
         let file = match self.file.take() {
             Some(f) => f,
-            None => open_fill_file(&self.fill, state)?,
+            None => open_fill_file(&self.fill)?,
         };
         let pos = self.pos;
         let (file, result) = tokio::task::spawn_blocking(move || {
@@ -196,18 +196,12 @@ impl ReaderState {
     }
 }
 
-/// Opens the temp file, or the final file if the fill was committed meanwhile.
-fn open_fill_file(fill: &Fill, state: &FillState) -> io::Result<std::fs::File> {
+/// Opens the temp file, or the final file if the fill was committed meanwhile (the rename happens
+/// just before `Done` is announced; a file at the final path is always complete and verified).
+fn open_fill_file(fill: &Fill) -> io::Result<std::fs::File> {
     match std::fs::File::open(&fill.tmp_path) {
-        Ok(f) => Ok(f),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if matches!(state, FillState::Done(_)) || matches!(fill.state(), FillState::Done(_)) {
-                std::fs::File::open(&fill.final_path)
-            } else {
-                Err(e)
-            }
-        }
-        Err(e) => Err(e),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::File::open(&fill.final_path),
+        other => other,
     }
 }
 
@@ -258,10 +252,10 @@ impl FillWriter {
 
     /// Checks length and digest; on success renames the temp file into place (blocking I/O).
     pub(crate) fn finish(self) -> Result<u64, String> {
-        if let Some(total) = self.fill.total() {
-            if total != self.written {
-                return Err(format!("upstream sent {} of {total} bytes", self.written));
-            }
+        if let Some(total) = self.fill.total()
+            && total != self.written
+        {
+            return Err(format!("upstream sent {} of {total} bytes", self.written));
         }
         let actual = self.hasher.finish();
         let mut hex = String::with_capacity(64);

@@ -311,11 +311,12 @@ impl Cache {
                     Ok(Some(Err(e))) => return Err(format!("upstream body: {e}")),
                     Ok(Some(Ok(frame))) => frame,
                 };
-                if let Ok(data) = frame.into_data() {
-                    if !data.is_empty() && tx.send(data).await.is_err() {
-                        // The writer stopped: its own error says why.
-                        return Ok(());
-                    }
+                if let Ok(data) = frame.into_data()
+                    && !data.is_empty()
+                    && tx.send(data).await.is_err()
+                {
+                    // The writer stopped: its own error says why.
+                    return Ok(());
                 }
             }
         };

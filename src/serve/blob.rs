@@ -61,10 +61,10 @@ pub(super) async fn handle(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> O
     };
     match slot {
         FillSlot::Follower(fill) => {
-            if !cache.is_linked(&ctx.registry, name, LinkKind::Blob, digest) {
-                if let Err(outcome) = confirm(ctx, name, digest).await {
-                    return outcome;
-                }
+            if !cache.is_linked(&ctx.registry, name, LinkKind::Blob, digest)
+                && let Err(outcome) = confirm(ctx, name, digest).await
+            {
+                return outcome;
             }
             match fill.started().await {
                 Ok(total) => Outcome::new(from_fill(digest, &fill, total, range), Verdict::Miss),
@@ -263,13 +263,16 @@ fn blob_request(
     }
 }
 
+/// Response head, first byte, and last byte (inclusive; `None` for an empty or unknown-length body).
+type Window = (Response<()>, u64, Option<u64>);
+
 /// Response headers and the byte window for a blob of `len` bytes and an optional range.
 /// `Err` is the 416 response.
 fn window(
     digest: &Digest,
     len: Option<u64>,
     range: Option<ByteRange>,
-) -> Result<(Response<()>, u64, Option<u64>), Response<Body>> {
+) -> Result<Window, Box<Response<Body>>> {
     let mut response = Response::new(());
     let h = response.headers_mut();
     h.insert(
@@ -277,7 +280,7 @@ fn window(
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
+    if let Ok(v) = HeaderValue::from_str(digest.as_ref()) {
         h.insert(CONTENT_DIGEST, v.clone());
         if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
             h.insert(http::header::ETAG, etag);
@@ -307,7 +310,7 @@ fn window(
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                     out.headers_mut().insert(CONTENT_RANGE, v);
                 }
-                Err(out)
+                Err(Box::new(out))
             }
         },
         None => {
@@ -327,7 +330,7 @@ fn from_store(
 ) -> Response<Body> {
     let (head, start, end) = match window(digest, Some(len), range) {
         Ok(w) => w,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let body = match (ctx.method == Method::HEAD, end) {
         (true, _) | (false, None) => body::empty(),
@@ -344,7 +347,7 @@ fn from_fill(
 ) -> Response<Body> {
     let (head, start, end) = match window(digest, total, range) {
         Ok(w) => w,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if total == Some(0) {
         return head.map(|()| body::empty());

@@ -34,13 +34,13 @@ pub(super) async fn handle(ctx: &Ctx<'_>, name: &RepoName, reference: &Reference
 
 async fn by_digest(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outcome {
     let cache = &ctx.state.cache;
-    if cache.is_linked(&ctx.registry, name, LinkKind::Manifest, digest) {
-        if let Some((bytes, media_type)) = cache.manifest(digest).await {
-            return Outcome::new(
-                manifest_response(&ctx.method, bytes, &media_type, digest),
-                Verdict::Hit,
-            );
-        }
+    if cache.is_linked(&ctx.registry, name, LinkKind::Manifest, digest)
+        && let Some((bytes, media_type)) = cache.manifest(digest).await
+    {
+        return Outcome::new(
+            manifest_response(&ctx.method, bytes, &media_type, digest),
+            Verdict::Hit,
+        );
     }
     if ctx.method == Method::HEAD {
         return pass_head(ctx, name, &Reference::Digest(digest.clone())).await;
@@ -99,13 +99,13 @@ async fn by_tag(ctx: &Ctx<'_>, name: &RepoName, tag: &str) -> Outcome {
     let Some((record, digest, bytes, media_type)) = cached else {
         return tag_miss(ctx, name, tag, &accept).await;
     };
-    if let Some(ttl) = state.config.tag_ttl(&ctx.registry, tag) {
-        if unix_now().saturating_sub(record.checked_at) < ttl.as_secs() {
-            return Outcome::new(
-                manifest_response(&ctx.method, bytes, &media_type, &digest),
-                Verdict::Hit,
-            );
-        }
+    if let Some(ttl) = state.config.tag_ttl(&ctx.registry, tag)
+        && unix_now().saturating_sub(record.checked_at) < ttl.as_secs()
+    {
+        return Outcome::new(
+            manifest_response(&ctx.method, bytes, &media_type, &digest),
+            Verdict::Hit,
+        );
     }
     // Revalidate with HEAD: Docker Hub does not count HEADs against the pull limit.
     let reference = Reference::Tag(tag.to_owned());
@@ -354,7 +354,7 @@ fn manifest_response(
         h.insert(CONTENT_TYPE, v);
     }
     h.insert(CONTENT_LENGTH, HeaderValue::from(len));
-    if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
+    if let Ok(v) = HeaderValue::from_str(digest.as_ref()) {
         h.insert(CONTENT_DIGEST, v.clone());
         if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
             h.insert(http::header::ETAG, etag);

@@ -86,3 +86,27 @@ async fn redirects_are_followed_without_credentials_to_other_hosts() {
     assert_eq!(cdn.len(), 1);
     assert_eq!(cdn[0].1, None, "Authorization dropped on host change");
 }
+
+#[tokio::test]
+async fn same_host_redirects_keep_credentials() {
+    let fake = Fake::start(&["fake.test"]).await;
+    fake.require_basic("alice", "secret");
+    let data = random_bytes(3000, 13);
+    let digest = sha256_digest(&data);
+    fake.route(
+        &format!("/v2/lib/app/blobs/{digest}"),
+        Behavior::Redirect("/v2/storage/blob".into()),
+    );
+    fake.route("/v2/storage/blob", Behavior::Blob(data.clone()));
+    let proxy = TestProxy::start(&fake, &[("AUTH_REGISTRIES", "fake.test:alice:secret")]).await;
+    let (status, _, body) = proxy
+        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, data);
+    let seen = fake.auth_seen();
+    assert!(
+        seen.iter()
+            .any(|(p, a)| p == "/v2/storage/blob" && a.is_some())
+    );
+}

@@ -83,7 +83,10 @@ async fn garbage_and_oversized_headers_do_not_hurt() {
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let big = "x".repeat(100_000);
     let _ = s
-        .write_all(format!("GET /v2/ HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET /v2/ HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Big: {big}\r\n\r\n")
+                .as_bytes(),
+        )
         .await;
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out).await;

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 
 /// How the fake answers one path.
 #[derive(Clone)]
-pub enum Behavior {
+pub(crate) enum Behavior {
     /// A manifest with its media type (digest header computed).
     Manifest { bytes: Bytes, media_type: String },
     /// A blob, served whole (HEAD gives its length).
@@ -56,15 +56,15 @@ struct Inner {
 
 /// A running fake upstream.
 #[derive(Clone)]
-pub struct Fake {
+pub(crate) struct Fake {
     inner: Arc<Mutex<Inner>>,
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// PEM of the CA that signed the fake's certificates (give it to the proxy as UPSTREAM_CA_FILE).
-    pub ca_pem: String,
+    pub(crate) ca_pem: String,
 }
 
 impl Fake {
-    pub async fn start(names: &[&str]) -> Fake {
+    pub(crate) async fn start(names: &[&str]) -> Fake {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -124,7 +124,7 @@ impl Fake {
         fake
     }
 
-    pub fn route(&self, path: &str, behavior: Behavior) {
+    pub(crate) fn route(&self, path: &str, behavior: Behavior) {
         self.inner
             .lock()
             .unwrap()
@@ -133,7 +133,7 @@ impl Fake {
     }
 
     /// Requests seen for `METHOD path`.
-    pub fn hits(&self, method: &str, path: &str) -> usize {
+    pub(crate) fn hits(&self, method: &str, path: &str) -> usize {
         *self
             .inner
             .lock()
@@ -144,7 +144,7 @@ impl Fake {
     }
 
     /// Every request seen whose path contains `needle`.
-    pub fn hits_containing(&self, needle: &str) -> usize {
+    pub(crate) fn hits_containing(&self, needle: &str) -> usize {
         self.inner
             .lock()
             .unwrap()
@@ -155,15 +155,15 @@ impl Fake {
             .sum()
     }
 
-    pub fn auth_seen(&self) -> Vec<(String, Option<String>)> {
+    pub(crate) fn auth_seen(&self) -> Vec<(String, Option<String>)> {
         self.inner.lock().unwrap().auth_seen.clone()
     }
 
-    pub fn require_bearer(&self, token: &str) {
+    pub(crate) fn require_bearer(&self, token: &str) {
         self.inner.lock().unwrap().bearer_token = Some(token.to_owned());
     }
 
-    pub fn require_basic(&self, user: &str, pass: &str) {
+    pub(crate) fn require_basic(&self, user: &str, pass: &str) {
         use base64::Engine;
         let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
         self.inner.lock().unwrap().basic = Some(encoded);
@@ -195,28 +195,28 @@ impl Fake {
             return Response::new(body::full(json));
         }
         if path.starts_with("/v2") {
-            if let Some(token) = &bearer {
-                if auth.as_deref() != Some(&format!("Bearer {token}")) {
-                    let mut r = status(401);
-                    let realm = format!(
-                        "Bearer realm=\"https://{}/token\",service=\"fake\",scope=\"repository:x:pull\"",
-                        req.headers()
-                            .get("host")
-                            .and_then(|h| h.to_str().ok())
-                            .unwrap_or("fake.test")
-                    );
-                    r.headers_mut()
-                        .insert("www-authenticate", realm.parse().unwrap());
-                    return r;
-                }
+            if let Some(token) = &bearer
+                && auth.as_deref() != Some(&format!("Bearer {token}"))
+            {
+                let mut r = status(401);
+                let realm = format!(
+                    "Bearer realm=\"https://{}/token\",service=\"fake\",scope=\"repository:x:pull\"",
+                    req.headers()
+                        .get("host")
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("fake.test")
+                );
+                r.headers_mut()
+                    .insert("www-authenticate", realm.parse().unwrap());
+                return r;
             }
-            if let Some(basic) = &basic {
-                if auth.as_deref() != Some(&format!("Basic {basic}")) {
-                    let mut r = status(401);
-                    r.headers_mut()
-                        .insert("www-authenticate", "Basic realm=\"fake\"".parse().unwrap());
-                    return r;
-                }
+            if let Some(basic) = &basic
+                && auth.as_deref() != Some(&format!("Basic {basic}"))
+            {
+                let mut r = status(401);
+                r.headers_mut()
+                    .insert("www-authenticate", "Basic realm=\"fake\"".parse().unwrap());
+                return r;
             }
         }
         if path == "/v2/" {
@@ -285,10 +285,25 @@ impl Fake {
             Some(Behavior::DiesAfter { bytes, sent }) => {
                 let len = bytes.len();
                 let first = bytes.slice(0..sent.min(len));
-                let stream = futures_util::stream::iter(vec![
-                    Ok::<_, BoxError>(Frame::data(first)),
-                    Err::<Frame<Bytes>, BoxError>("connection dropped by the fake".into()),
-                ]);
+                // Data first; the failure only after it has had time to reach the proxy.
+                let stream = futures_util::stream::unfold(0u8, move |step| {
+                    let first = first.clone();
+                    async move {
+                        match step {
+                            0 => Some((Ok::<_, BoxError>(Frame::data(first)), 1)),
+                            1 => {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                Some((
+                                    Err::<Frame<Bytes>, BoxError>(
+                                        "connection dropped by the fake".into(),
+                                    ),
+                                    2,
+                                ))
+                            }
+                            _ => None,
+                        }
+                    }
+                });
                 let mut r = Response::new(if head {
                     body::empty()
                 } else {
@@ -311,7 +326,7 @@ fn status(code: u16) -> Response<Body> {
     r
 }
 
-pub fn sha256_digest(bytes: &[u8]) -> String {
+pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, bytes);
     let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")

@@ -20,19 +20,18 @@ use tokio::net::TcpStream;
 use super::fake::Fake;
 
 /// Names the fake upstream answers to (all resolve to it through CONNECT_TO).
-pub const FAKE_HOST: &str = "fake.test";
+pub(crate) const FAKE_HOST: &str = "fake.test";
 
-pub struct TestProxy {
-    pub addr: SocketAddr,
-    pub dir: tempfile::TempDir,
-    pub fake: Fake,
+pub(crate) struct TestProxy {
+    pub(crate) addr: SocketAddr,
+    pub(crate) dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
     env: HashMap<String, String>,
 }
 
 impl TestProxy {
     /// A proxy caching `fake.test` (served by `fake`), with extra settings from `extra`.
-    pub async fn start(fake: &Fake, extra: &[(&str, &str)]) -> TestProxy {
+    pub(crate) async fn start(fake: &Fake, extra: &[(&str, &str)]) -> TestProxy {
         let dir = tempfile::tempdir().unwrap();
         let ca_file = dir.path().join("upstream-ca.pem");
         std::fs::write(&ca_file, &fake.ca_pem).unwrap();
@@ -56,14 +55,10 @@ impl TestProxy {
         for (k, v) in extra {
             env.insert((*k).into(), (*v).into());
         }
-        TestProxy::start_with_env(fake, dir, env).await
+        TestProxy::start_with_env(dir, env).await
     }
 
-    async fn start_with_env(
-        fake: &Fake,
-        dir: tempfile::TempDir,
-        env: HashMap<String, String>,
-    ) -> TestProxy {
+    async fn start_with_env(dir: tempfile::TempDir, env: HashMap<String, String>) -> TestProxy {
         let cli = Cli::try_parse_from(["registry-proxy"]).unwrap();
         let config = Config::load(Sources {
             flags: &cli.serve,
@@ -76,26 +71,32 @@ impl TestProxy {
         TestProxy {
             addr,
             dir,
-            fake: fake.clone(),
             task,
             env,
         }
     }
 
     /// Stops this proxy and starts a new one on the same cache and CA (a restart).
-    pub async fn restart(self) -> TestProxy {
+    pub(crate) async fn restart(&mut self) {
         self.task.abort();
-        let _ = self.task.await;
-        let TestProxy { dir, fake, env, .. } = self;
-        TestProxy::start_with_env(&fake, dir, env).await
+        let _ = (&mut self.task).await;
+        let cli = Cli::try_parse_from(["registry-proxy"]).unwrap();
+        let config = Config::load(Sources {
+            flags: &cli.serve,
+            env: &self.env,
+        })
+        .unwrap();
+        let proxy = registry_proxy::Proxy::bind(config).await.unwrap();
+        self.addr = proxy.local_addr().unwrap();
+        self.task = tokio::spawn(proxy.run());
     }
 
-    pub fn cache_dir(&self) -> PathBuf {
+    pub(crate) fn cache_dir(&self) -> PathBuf {
         self.dir.path().join("cache")
     }
 
     /// A request to the plain listener (mirror mode, admin endpoints).
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: &str,
         path: &str,
@@ -121,7 +122,7 @@ impl TestProxy {
     }
 
     /// Like `request`, but returns the body's error instead of panicking when the transfer aborts.
-    pub async fn request_result(
+    pub(crate) async fn request_result(
         &self,
         method: &str,
         path: &str,
@@ -149,7 +150,7 @@ impl TestProxy {
     }
 
     /// A request through `CONNECT host:443` and TLS, trusting the proxy's CA.
-    pub async fn via_connect(
+    pub(crate) async fn via_connect(
         &self,
         host: &str,
         method: &str,
@@ -218,7 +219,7 @@ async fn collect(
 }
 
 /// Deterministic pseudo-random bytes.
-pub fn random_bytes(len: usize, seed: u64) -> Bytes {
+pub(crate) fn random_bytes(len: usize, seed: u64) -> Bytes {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
