@@ -16,7 +16,7 @@ unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
 if [ "${E2E_SKIP_APT:-0}" != 1 ]; then
   need=()
   for pair in docker-registry:docker-registry htpasswd:apache2-utils skopeo:skopeo containerd:containerd \
-              ctr:containerd podman:podman dockerd:docker.io curl:curl openssl:openssl; do
+              ctr:containerd podman:podman dockerd:docker.io curl:curl openssl:openssl jq:jq; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
   done
   if ! python3 -c 'import cryptography' 2>/dev/null && ! /usr/bin/python3 -c 'import cryptography' 2>/dev/null; then
