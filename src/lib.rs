@@ -43,6 +43,8 @@ pub enum StartError {
 pub struct Proxy {
     state: Arc<serve::State>,
     listener: TcpListener,
+    /// The optional TLS listener for mirror mode (`TLS_LISTEN`) and its acceptor.
+    tls_listener: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
 }
 
 impl Proxy {
@@ -69,6 +71,24 @@ impl Proxy {
                     addr: config.listen,
                     source,
                 })?;
+        let tls_listener = match &config.tls_listen {
+            None => None,
+            Some(tls) => {
+                let certified = match &tls.cert_files {
+                    Some((cert, key)) => tls::load_certified_key(cert, key)?,
+                    None => ca.mint(&tls.names)?.0,
+                };
+                let server_config = ca.server_config_from(certified)?;
+                let listener =
+                    TcpListener::bind(tls.addr)
+                        .await
+                        .map_err(|source| StartError::Listen {
+                            addr: tls.addr,
+                            source,
+                        })?;
+                Some((listener, tokio_rustls::TlsAcceptor::from(server_config)))
+            }
+        };
         let metrics = Arc::new(telemetry::Metrics::new(
             config.log_format == config::LogFormat::Json,
         ));
@@ -79,7 +99,11 @@ impl Proxy {
             ca,
             metrics,
         });
-        Ok(Proxy { state, listener })
+        Ok(Proxy {
+            state,
+            listener,
+            tls_listener,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -87,18 +111,41 @@ impl Proxy {
         self.listener.local_addr().ok()
     }
 
+    /// The TLS listener's address, if `TLS_LISTEN` is set.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_listener
+            .as_ref()
+            .and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// Serves until the future is dropped; expires unused cache entries periodically.
     pub async fn run(self) {
         let state = self.state.clone();
-        let housekeeping = tokio::spawn(async move {
+        // Both tasks end with this future, also when it is dropped rather than finished.
+        let _housekeeping = AbortOnDrop(tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
             loop {
                 tick.tick().await;
                 let s = state.clone();
                 let _ = tokio::task::spawn_blocking(move || s.cache.evict()).await;
             }
+        }));
+        let _tls = self.tls_listener.map(|(listener, acceptor)| {
+            AbortOnDrop(tokio::spawn(listener::accept_loop(
+                self.state.clone(),
+                listener,
+                Some(acceptor),
+            )))
         });
-        listener::accept_loop(self.state, self.listener).await;
-        housekeeping.abort();
+        listener::accept_loop(self.state, self.listener, None).await;
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

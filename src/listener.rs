@@ -27,8 +27,13 @@ use crate::serve::{self, State, error};
 /// Largest request head we read (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 64 * 1024;
 
-/// Accepts connections until the task is dropped.
-pub async fn accept_loop(state: Arc<State>, listener: TcpListener) {
+/// Accepts connections until the task is dropped. With `tls`, each connection is TLS first (the
+/// optional mirror-mode TLS listener, `TLS_LISTEN`).
+pub async fn accept_loop(
+    state: Arc<State>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -41,21 +46,40 @@ pub async fn accept_loop(state: Arc<State>, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(front(state, peer, req).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Some(Duration::from_secs(60)))
-                .max_buf_size(MAX_HEAD)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            let header_timeout = state.config.timeouts.client_header;
+            match tls {
+                None => serve_front(state, peer, stream).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_front(state, peer, stream).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
         });
+    }
+}
+
+async fn serve_front<IO>(state: Arc<State>, peer: SocketAddr, io: IO)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = state.config.timeouts.client_header;
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(front(state, peer, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Some(header_timeout))
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
 }
 
@@ -243,6 +267,7 @@ async fn intercept<IO>(
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let header_timeout = state.config.timeouts.client_header;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let handshake =
         tokio::time::timeout(state.config.timeouts.client_header, acceptor.accept(io)).await;
@@ -274,7 +299,7 @@ async fn intercept<IO>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Some(Duration::from_secs(60)))
+        .header_read_timeout(Some(header_timeout))
         .max_buf_size(MAX_HEAD)
         .serve_connection(TokioIo::new(stream), service);
     if let Err(e) = conn.await {

@@ -73,6 +73,9 @@ fn serve(
         if let Some(addr) = proxy.local_addr() {
             tracing::info!(%addr, "registry-proxy listening");
         }
+        if let Some(addr) = proxy.tls_local_addr() {
+            tracing::info!(%addr, "registry-proxy TLS mirror listener");
+        }
         tokio::select! {
             () = proxy.run() => {}
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),

@@ -258,3 +258,193 @@ impl Script {
         self.out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::Cli;
+    use crate::config::Sources;
+
+    fn config() -> Config {
+        let cli = Cli::try_parse_from(["registry-proxy"]).unwrap();
+        let env = HashMap::from([(
+            "REGISTRIES".to_owned(),
+            "quay.io registry.test:5443".to_owned(),
+        )]);
+        Config::load(Sources {
+            flags: &cli.serve,
+            env: &env,
+        })
+        .unwrap()
+    }
+
+    /// Runs a generated script into a scratch prefix and returns the files it wrote.
+    fn apply(client: Client, mode: Mode) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let req = Request {
+            client,
+            mode,
+            proxy: "http://proxy.internal:3128".into(),
+            prefix: "/".into(),
+        };
+        let script = render(&config(), &req).unwrap();
+        // Connect-mode scripts download the CA: a stand-in curl writes a placeholder instead.
+        let bin = dir.path().join("test-bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(
+            bin.join("curl"),
+            "#!/bin/sh\nwhile [ $# -gt 0 ]; do if [ \"$1\" = -o ]; then shift; echo CA > \"$1\"; fi; shift; done\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("curl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("PREFIX", dir.path())
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (dir, script)
+    }
+
+    fn read(dir: &tempfile::TempDir, path: &str) -> String {
+        std::fs::read_to_string(dir.path().join(path.trim_start_matches('/'))).unwrap()
+    }
+
+    #[test]
+    fn containerd_mirror_writes_valid_hosts_toml() {
+        let (dir, _) = apply(Client::Containerd, Mode::Mirror);
+        for (path, server) in [
+            ("etc/containerd/certs.d/_default/hosts.toml", None),
+            (
+                "etc/containerd/certs.d/docker.io/hosts.toml",
+                Some("https://registry-1.docker.io"),
+            ),
+            (
+                "etc/containerd/certs.d/quay.io/hosts.toml",
+                Some("https://quay.io"),
+            ),
+            (
+                "etc/containerd/certs.d/registry.test:5443/hosts.toml",
+                Some("https://registry.test:5443"),
+            ),
+        ] {
+            let table: toml::Table = read(&dir, path).parse().unwrap();
+            assert_eq!(
+                table.get("server").and_then(|v| v.as_str()),
+                server,
+                "{path}"
+            );
+            let hosts = table["host"].as_table().unwrap();
+            let mirror = hosts["http://proxy.internal:3128"].as_table().unwrap();
+            assert_eq!(mirror["capabilities"].as_array().unwrap().len(), 2);
+        }
+    }
+
+    #[test]
+    fn docker_mirror_writes_daemon_json() {
+        let (dir, _) = apply(Client::Docker, Mode::Mirror);
+        let json: serde_json::Value =
+            serde_json::from_str(&read(&dir, "etc/docker/daemon.json")).unwrap();
+        assert_eq!(json["registry-mirrors"][0], "http://proxy.internal:3128");
+        assert_eq!(json["insecure-registries"][0], "proxy.internal:3128");
+    }
+
+    #[test]
+    fn podman_and_crio_use_path_prefix_mirrors() {
+        for client in [Client::Podman, Client::Crio] {
+            let (dir, _) = apply(client, Mode::Mirror);
+            let conf: toml::Table = read(
+                &dir,
+                "etc/containers/registries.conf.d/50-registry-proxy.conf",
+            )
+            .parse()
+            .unwrap();
+            let registries = conf["registry"].as_array().unwrap();
+            assert_eq!(registries.len(), 3);
+            let quay = registries
+                .iter()
+                .find(|r| r["prefix"].as_str() == Some("quay.io"))
+                .unwrap();
+            assert_eq!(
+                quay["mirror"][0]["location"].as_str(),
+                Some("proxy.internal:3128/quay.io")
+            );
+            assert_eq!(quay["mirror"][0]["insecure"].as_bool(), Some(true));
+        }
+    }
+
+    #[test]
+    fn k3s_and_kind() {
+        let (dir, _) = apply(Client::K3s, Mode::Mirror);
+        let yaml = read(&dir, "etc/rancher/k3s/registries.yaml");
+        assert!(
+            yaml.contains("\"docker.io\":\n    endpoint:\n      - \"http://proxy.internal:3128\""),
+            "{yaml}"
+        );
+        assert!(yaml.contains("\"*\":"), "{yaml}");
+        let (dir, _) = apply(Client::Kind, Mode::Mirror);
+        let cluster = read(&dir, "etc/registry-proxy/kind/cluster.yaml");
+        assert!(
+            cluster.contains("config_path = \"/etc/containerd/certs.d\""),
+            "{cluster}"
+        );
+        assert!(
+            dir.path()
+                .join("etc/registry-proxy/kind/certs.d/_default/hosts.toml")
+                .exists()
+        );
+    }
+
+    #[test]
+    fn connect_mode_writes_systemd_drop_in() {
+        let (dir, script) = apply(Client::Containerd, Mode::Connect);
+        let unit = read(
+            &dir,
+            "etc/systemd/system/containerd.service.d/http-proxy.conf",
+        );
+        assert!(
+            unit.contains("Environment=\"HTTPS_PROXY=http://proxy.internal:3128/\""),
+            "{unit}"
+        );
+        assert!(
+            script.contains("curl -fsS 'http://proxy.internal:3128/ca.crt'"),
+            "{script}"
+        );
+        assert_eq!(
+            read(&dir, "usr/local/share/ca-certificates/registry-proxy.crt"),
+            "CA\n"
+        );
+    }
+
+    #[test]
+    fn bad_proxy_url_is_refused() {
+        let req = Request {
+            client: Client::Docker,
+            mode: Mode::Mirror,
+            proxy: "proxy:3128".into(),
+            prefix: "/".into(),
+        };
+        assert!(matches!(
+            render(&config(), &req),
+            Err(SetupError::ProxyUrl(_))
+        ));
+        let req = Request {
+            client: Client::Kind,
+            mode: Mode::Connect,
+            proxy: "http://p:1".into(),
+            prefix: "/".into(),
+        };
+        assert!(render(&config(), &req).is_err());
+    }
+}

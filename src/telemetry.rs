@@ -182,6 +182,9 @@ pub struct LoggedBody {
     metrics: Arc<Metrics>,
     started: Instant,
     sent: u64,
+    /// `Content-Length` of the response, if known: reaching it means the body is complete even if
+    /// the server drops the body without polling it to its end.
+    expected: Option<u64>,
 }
 
 impl LoggedBody {
@@ -190,6 +193,7 @@ impl LoggedBody {
         log: RequestLog,
         metrics: Arc<Metrics>,
         started: Instant,
+        expected: Option<u64>,
     ) -> LoggedBody {
         LoggedBody {
             inner,
@@ -197,6 +201,7 @@ impl LoggedBody {
             metrics,
             started,
             sent: 0,
+            expected,
         }
     }
 
@@ -282,7 +287,7 @@ impl HttpBody for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        if self.inner.is_end_stream() {
+        if self.inner.is_end_stream() || self.expected.is_some_and(|n| n == self.sent) {
             self.finish("complete");
         } else {
             self.finish("client-gone");

@@ -134,7 +134,16 @@ pub async fn handle(
         upstream_bytes,
         note,
     };
-    let body = LoggedBody::new(body, log, state.metrics.clone(), started);
+    let expected = if ctx.method == Method::HEAD {
+        Some(0)
+    } else {
+        parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    };
+    let body = LoggedBody::new(body, log, state.metrics.clone(), started, expected);
     Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
 }
 

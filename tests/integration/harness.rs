@@ -24,6 +24,8 @@ pub(crate) const FAKE_HOST: &str = "fake.test";
 
 pub(crate) struct TestProxy {
     pub(crate) addr: SocketAddr,
+    /// The TLS mirror listener, when `TLS_LISTEN` was given.
+    pub(crate) tls_addr: Option<SocketAddr>,
     pub(crate) dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
     env: HashMap<String, String>,
@@ -47,7 +49,7 @@ impl TestProxy {
         env.insert(
             "CONNECT_TO".into(),
             format!(
-                "{FAKE_HOST}:443:127.0.0.1:{port} cdn.test:443:127.0.0.1:{port}",
+                "{FAKE_HOST}:443:127.0.0.1:{port} cdn.test:443:127.0.0.1:{port} registry-1.docker.io:443:127.0.0.1:{port}",
                 port = fake.addr.port()
             ),
         );
@@ -67,9 +69,11 @@ impl TestProxy {
         .unwrap();
         let proxy = registry_proxy::Proxy::bind(config).await.unwrap();
         let addr = proxy.local_addr().unwrap();
+        let tls_addr = proxy.tls_local_addr();
         let task = tokio::spawn(proxy.run());
         TestProxy {
             addr,
+            tls_addr,
             dir,
             task,
             env,
@@ -147,6 +151,44 @@ impl TestProxy {
             .map(|c| c.to_bytes())
             .map_err(|e| e.to_string());
         (status, body)
+    }
+
+    /// A TLS client configuration trusting the proxy's CA.
+    fn proxy_trust(&self) -> Arc<rustls::ClientConfig> {
+        let ca_pem = std::fs::read(self.dir.path().join("ca/ca.crt")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(registry_proxy::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+
+    /// A request to the TLS mirror listener (`TLS_LISTEN`), verifying its certificate for `name`.
+    pub(crate) async fn via_tls_listener(
+        &self,
+        name: &str,
+        path: &str,
+    ) -> (StatusCode, http::HeaderMap, Bytes) {
+        let stream = TcpStream::connect(self.tls_addr.unwrap()).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(self.proxy_trust());
+        let server_name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
+        let tls = connector.connect(server_name, stream).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .uri(path)
+            .header("host", name)
+            .body(body::empty())
+            .unwrap();
+        collect(sender.send_request(req).await.unwrap()).await
     }
 
     /// A request through `CONNECT host:443` and TLS, trusting the proxy's CA.

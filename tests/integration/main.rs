@@ -8,3 +8,4 @@ mod errors;
 mod fake;
 mod harness;
 mod manifests;
+mod mirror;

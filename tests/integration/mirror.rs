@@ -1,0 +1,133 @@
+//! Mirror modes on the plain port: `?ns=`, path prefix, Docker Hub with `library/`, and the TLS
+//! mirror listener — all sharing one cache with CONNECT mode.
+
+use crate::fake::{Behavior, Fake, sha256_digest};
+use crate::harness::{TestProxy, random_bytes};
+
+#[tokio::test]
+async fn ns_parameter_and_path_prefix_share_one_cache() {
+    let fake = Fake::start(&["fake.test"]).await;
+    let data = random_bytes(20_000, 30);
+    let digest = sha256_digest(&data);
+    let upstream_path = format!("/v2/lib/app/blobs/{digest}");
+    fake.route(&upstream_path, Behavior::Blob(data.clone()));
+    let proxy = TestProxy::start(&fake, &[]).await;
+    let (status, _, body) = proxy
+        .request(
+            "GET",
+            &format!("/v2/lib/app/blobs/{digest}?ns=fake.test"),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, data);
+    let (_, _, body) = proxy
+        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .await;
+    assert_eq!(body, data);
+    let (status, _, body) = proxy.via_connect("fake.test", "GET", &upstream_path).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, data);
+    assert_eq!(
+        fake.hits("GET", &upstream_path),
+        1,
+        "one download serves all three modes"
+    );
+}
+
+#[tokio::test]
+async fn docker_hub_is_the_default_and_gets_library_prefix() {
+    let fake = Fake::start(&["registry-1.docker.io"]).await;
+    let manifest = bytes::Bytes::from_static(
+        b"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\"}",
+    );
+    let media_type = "application/vnd.oci.image.manifest.v1+json";
+    fake.route(
+        "/v2/library/alpine/manifests/3",
+        Behavior::Manifest {
+            bytes: manifest.clone(),
+            media_type: media_type.into(),
+        },
+    );
+    let proxy = TestProxy::start(&fake, &[]).await;
+    // Docker's registry-mirrors: no hint, one-component name.
+    let (status, headers, body) = proxy
+        .request("GET", "/v2/alpine/manifests/3", &[("accept", media_type)])
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, manifest);
+    assert_eq!(
+        headers["docker-content-digest"],
+        sha256_digest(&manifest).as_str()
+    );
+    // containerd's ns=docker.io and the path prefix name the same thing.
+    let (status, _, _) = proxy
+        .request(
+            "GET",
+            "/v2/library/alpine/manifests/3?ns=docker.io",
+            &[("accept", media_type)],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = proxy
+        .request(
+            "GET",
+            "/v2/docker.io/library/alpine/manifests/3",
+            &[("accept", media_type)],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(fake.hits("GET", "/v2/library/alpine/manifests/3"), 1);
+}
+
+#[tokio::test]
+async fn tls_mirror_listener_serves_the_same_api() {
+    let fake = Fake::start(&["fake.test"]).await;
+    let data = random_bytes(9_000, 31);
+    let digest = sha256_digest(&data);
+    fake.route(
+        &format!("/v2/lib/app/blobs/{digest}"),
+        Behavior::Blob(data.clone()),
+    );
+    let proxy = TestProxy::start(
+        &fake,
+        &[
+            ("TLS_LISTEN", "127.0.0.1:0"),
+            ("TLS_NAMES", "mirror.test 127.0.0.1"),
+        ],
+    )
+    .await;
+    let (status, _, body) = proxy
+        .via_tls_listener(
+            "mirror.test",
+            &format!("/v2/fake.test/lib/app/blobs/{digest}"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, data);
+    let (status, _, body) = proxy.via_tls_listener("mirror.test", "/ca.crt").await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with(b"-----BEGIN CERTIFICATE-----"));
+}
+
+#[tokio::test]
+async fn setup_scripts_are_served() {
+    let fake = Fake::start(&["fake.test"]).await;
+    let proxy = TestProxy::start(&fake, &[]).await;
+    let (status, _, body) = proxy.request("GET", "/setup/containerd", &[]).await;
+    assert_eq!(status, 200);
+    let script = String::from_utf8_lossy(&body);
+    assert!(script.contains("_default/hosts.toml"), "{script}");
+    assert!(
+        script.contains(&format!("[host.\"http://{}\"]", proxy.addr)),
+        "{script}"
+    );
+    assert!(script.contains("fake.test/hosts.toml"), "{script}");
+    let (status, _, body) = proxy.request("GET", "/setup/systemd", &[]).await;
+    assert_eq!(status, 200);
+    let script = String::from_utf8_lossy(&body);
+    assert!(script.contains("HTTPS_PROXY=http://"), "{script}");
+    assert!(script.contains("/ca.crt"), "{script}");
+    let (status, _, _) = proxy.request("GET", "/setup/lxc", &[]).await;
+    assert_eq!(status, 404);
+}
