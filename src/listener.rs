@@ -95,10 +95,7 @@ async fn front(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> R
         return connect(state, peer, req).await;
     }
     if req.uri().scheme().is_some() {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "absolute-form requests are not proxied: use HTTPS_PROXY (CONNECT) or the /v2/ mirror endpoint\n",
-        );
+        return forward(&state, peer, req).await;
     }
     let path = req.uri().path().to_owned();
     match path.as_str() {
@@ -175,6 +172,45 @@ async fn mirror(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         );
     }
     serve::handle(&state, registry, parsed.route, req).await
+}
+
+/// An absolute-form request (`HTTP_PROXY` clients, plain-HTTP registries): forwarded uncached.
+async fn forward(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    if req.uri().scheme_str() != Some("http") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "only http:// URLs are forwarded; use CONNECT for https\n",
+        );
+    }
+    let started = std::time::Instant::now();
+    let (mut parts, incoming) = req.into_parts();
+    let target = parts.uri.clone();
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        parts.headers.remove(name);
+    }
+    let request = Request::from_parts(parts, body::incoming(incoming));
+    match state.upstream.forward(request).await {
+        Ok(response) => {
+            tracing::info!(
+                target: "registry_proxy::access",
+                "FORWARD {} client={peer} status={} ms={}",
+                target.authority().map_or("-", |a| a.as_str()),
+                response.status().as_u16(),
+                started.elapsed().as_millis()
+            );
+            response.map(body::incoming)
+        }
+        Err(e) => text(StatusCode::BAD_GATEWAY, &format!("{e}\n")),
+    }
 }
 
 /// `CONNECT host:port`: intercept configured registries, tunnel everything else.

@@ -160,6 +160,26 @@ impl Upstream {
         }
     }
 
+    /// Forwards a plain-HTTP proxy request (absolute-form URI) as it is: no auth, no redirects, no
+    /// caching. Hop-by-hop and proxy headers must already be removed.
+    pub async fn forward(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let host = request.uri().host().unwrap_or("").to_owned();
+        match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(UpstreamError::Unreachable {
+                registry: host,
+                reason: describe(&e),
+            }),
+            Err(_) => Err(UpstreamError::Timeout {
+                registry: host,
+                timeout: self.read_timeout,
+            }),
+        }
+    }
+
     /// Sends `GET /v2/` to learn how the registry wants to be authenticated.
     async fn learn_challenge(&self, registry: &RegistryHost) -> Result<(), UpstreamError> {
         if self.auth.knows(registry) {

@@ -85,3 +85,34 @@ async fn other_hosts_are_tunnelled_untouched() {
     s.read_exact(&mut back).await.unwrap();
     assert_eq!(&back, b"hello");
 }
+
+#[tokio::test]
+async fn absolute_form_http_requests_are_forwarded() {
+    let fake = Fake::start(&["fake.test"]).await;
+    let proxy = TestProxy::start(&fake, &[]).await;
+    let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin_port = origin.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = origin.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(head.starts_with("GET /hello HTTP/1.1"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("proxy-authorization"),
+            "{head}"
+        );
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nworld")
+            .await
+            .unwrap();
+    });
+    let (status, _, body) = proxy
+        .request(
+            "GET",
+            &format!("http://127.0.0.1:{origin_port}/hello"),
+            &[("proxy-authorization", "Basic eDp5")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "world");
+}

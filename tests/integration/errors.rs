@@ -101,3 +101,18 @@ async fn garbage_and_oversized_headers_do_not_hurt() {
     assert_eq!(status, 200);
     assert_eq!(body, "ok\n");
 }
+
+#[tokio::test]
+async fn writes_pass_through_when_allowed() {
+    let fake = Fake::start(&["fake.test"]).await;
+    fake.route(
+        "/v2/lib/app/blobs/uploads/",
+        crate::fake::Behavior::Status(202),
+    );
+    let proxy = TestProxy::start(&fake, &[("ALLOW_PUSH", "true")]).await;
+    let (status, _, _) = proxy
+        .request("POST", "/v2/fake.test/lib/app/blobs/uploads/", &[])
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(fake.hits("POST", "/v2/lib/app/blobs/uploads/"), 1);
+}

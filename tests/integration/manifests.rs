@@ -179,3 +179,34 @@ async fn head_on_uncached_tag_stays_head() {
     assert_eq!(fake.hits("HEAD", "/v2/lib/app/manifests/v9"), 1);
     assert_eq!(fake.hits("GET", "/v2/lib/app/manifests/v9"), 0);
 }
+
+#[tokio::test]
+async fn per_registry_ttl_override_from_the_toml_file() {
+    let fake = Fake::start(&["fake.test"]).await;
+    let bytes = manifest(8);
+    fake.route(
+        "/v2/lib/app/manifests/latest",
+        Behavior::Manifest {
+            bytes: bytes.clone(),
+            media_type: OCI_MANIFEST.into(),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    std::fs::write(&file, "enable_manifest_cache = false\n\n[registry.\"fake.test\".manifest_cache]\nenabled = true\ndefault_time = \"1h\"\n").unwrap();
+    let proxy = TestProxy::start(&fake, &[("CONFIG", file.to_str().unwrap())]).await;
+    for _ in 0..3 {
+        assert_eq!(
+            proxy
+                .request("GET", "/v2/fake.test/lib/app/manifests/latest", &[])
+                .await
+                .2,
+            bytes
+        );
+    }
+    assert_eq!(
+        fake.hits_containing("/manifests/latest"),
+        1,
+        "fake.test tags are fresh for an hour"
+    );
+}
