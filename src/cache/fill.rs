@@ -6,19 +6,36 @@
 //! written except the final byte of a known-length blob; the final byte only once the digest has
 //! been verified (`Done`). A `Failed` fill ends every reader's body with an error, so a client sees
 //! an aborted transfer, never a clean end of a short or wrong body.
+//!
+//! When the disk fails under a download (ENOSPC, EIO), the fill turns `Uncached`: the bytes already
+//! on disk stay readable from the temp file, and the rest goes to the attached readers through a
+//! bounded in-memory tail ([`TAIL_BYTES`]). The writer waits for the slowest
+//! reader while the tail is full, but no longer than the stall limit without progress; a reader that
+//! stays behind is then cut off with an error (an aborted transfer, which clients retry) instead of
+//! holding memory or the other clients. The digest is still verified and the final byte still held
+//! back until it matches; nothing is ever committed from such a download.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::registry::digest::Digest;
 
 /// Bytes read from disk per chunk sent to a client.
 pub(crate) const READ_CHUNK: usize = 256 * 1024;
+
+/// Bytes the in-memory tail of an uncached download holds at most (plus one piece), whatever the
+/// blob size or client count.
+pub(crate) const TAIL_BYTES: usize = 2 * 1024 * 1024;
+
+/// Largest piece of the in-memory tail.
+pub(crate) const TAIL_PIECE: usize = 64 * 1024;
 
 /// Progress of a fill, broadcast to readers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,10 +44,74 @@ pub enum FillState {
     Pending,
     /// Bytes written to the temp file so far.
     Growing(u64),
+    /// The disk failed after `on_disk` bytes had been written: the rest streams through memory,
+    /// and nothing will be committed.
+    Uncached { on_disk: u64 },
     /// Verified and committed at the blob's final path; the length.
     Done(u64),
+    /// Verified but not committed (the disk failed): `on_disk` bytes are in the temp file, the
+    /// rest of the `len` bytes went through memory.
+    Streamed { len: u64, on_disk: u64 },
     /// Nothing was committed; readers must abort. The reason is for logs.
     Failed(String),
+}
+
+/// The in-memory tail of an uncached download.
+#[derive(Debug, Default)]
+struct Tail {
+    /// Contiguous pieces `(offset, bytes)` not yet taken by every attached reader.
+    pieces: VecDeque<(u64, Bytes)>,
+    /// Invariant: the sum of the pieces' lengths; at most `TAIL_BYTES + TAIL_PIECE`.
+    buffered: usize,
+    /// Offset of the next byte the writer will send. Invariant: zero until the fill is `Uncached`,
+    /// then at least `on_disk`.
+    next: u64,
+    /// Attached readers: id → offset of the next byte each wants.
+    readers: HashMap<u64, u64>,
+    /// Readers cut off for staying behind a full tail.
+    cut: HashSet<u64>,
+    next_id: u64,
+}
+
+impl Tail {
+    /// Offset of the oldest byte still held.
+    fn base(&self) -> u64 {
+        self.pieces.front().map_or(self.next, |(offset, _)| *offset)
+    }
+
+    /// Drops the pieces every attached reader is past.
+    fn trim(&mut self) {
+        let min = self.readers.values().min().copied().unwrap_or(u64::MAX);
+        while let Some((offset, bytes)) = self.pieces.front() {
+            if offset + bytes.len() as u64 > min {
+                break;
+            }
+            self.buffered -= bytes.len();
+            self.pieces.pop_front();
+        }
+    }
+
+    /// Cuts off the readers furthest behind.
+    fn cut_slowest(&mut self) {
+        let Some(min) = self.readers.values().min().copied() else {
+            return;
+        };
+        let slow: Vec<u64> = self
+            .readers
+            .iter()
+            .filter(|(_, pos)| **pos == min)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in slow {
+            self.readers.remove(&id);
+            self.cut.insert(id);
+        }
+        tracing::warn!(
+            behind = self.next.saturating_sub(min),
+            "client too slow for an uncached download; cutting it off"
+        );
+        self.trim();
+    }
 }
 
 /// One in-flight download.
@@ -44,6 +125,11 @@ pub struct Fill {
     /// Total length announced by the upstream (`Content-Length`), once known.
     total: watch::Sender<Option<u64>>,
     state: watch::Sender<FillState>,
+    tail: Mutex<Tail>,
+    /// Bumped each time the writer adds to the tail (readers wait on it).
+    sent: watch::Sender<u64>,
+    /// Readers signal here each time they advance or leave (the writer waits on it).
+    taken: Notify,
 }
 
 impl Fill {
@@ -54,6 +140,9 @@ impl Fill {
             final_path,
             total: watch::Sender::new(None),
             state: watch::Sender::new(FillState::Pending),
+            tail: Mutex::new(Tail::default()),
+            sent: watch::Sender::new(0),
+            taken: Notify::new(),
         }
     }
 
@@ -73,6 +162,21 @@ impl Fill {
         self.state.send_replace(state);
     }
 
+    /// Bytes held in memory for readers of an uncached download.
+    #[cfg(test)]
+    pub(crate) fn tail_buffered(&self) -> usize {
+        lock(&self.tail).buffered
+    }
+
+    /// Bytes this fill may still add to the disk (for the free-space reserve).
+    pub(crate) fn remaining_on_disk(&self) -> u64 {
+        match (self.state(), self.total()) {
+            (FillState::Growing(w), Some(t)) => t.saturating_sub(w),
+            (FillState::Pending, Some(t)) => t,
+            _ => 0,
+        }
+    }
+
     /// Waits until the upstream has answered: `Ok(total)` once bytes flow (or are done), `Err` if the
     /// fill failed before that.
     pub async fn started(&self) -> Result<Option<u64>, String> {
@@ -80,8 +184,8 @@ impl Fill {
         loop {
             match &*rx.borrow_and_update() {
                 FillState::Pending => {}
-                FillState::Growing(_) | FillState::Done(_) => return Ok(self.total()),
                 FillState::Failed(reason) => return Err(reason.clone()),
+                _ => return Ok(self.total()),
             }
             if rx.changed().await.is_err() {
                 return Err("download abandoned".into());
@@ -89,21 +193,45 @@ impl Fill {
         }
     }
 
-    /// A stream of the bytes `start..=end` (or to the end), read as the blob grows.
+    /// A stream of the bytes `start..=end` (or to the end), read as the blob grows; `None` if this
+    /// fill can no longer serve them (it failed, or went uncached and the bytes needed are gone
+    /// from memory): the caller should fetch on its own.
     pub fn reader(
         self: &Arc<Self>,
         start: u64,
         end: Option<u64>,
-    ) -> impl Stream<Item = io::Result<Bytes>> + Send + use<> {
+    ) -> Option<impl Stream<Item = io::Result<Bytes>> + Send + use<>> {
         let fill = self.clone();
+        // Opened now so that a temp file removed when the download ends stays readable.
+        let file = open_fill_file(&fill).ok();
+        // Attach before looking at the state, so no piece of the tail can be dropped unseen.
+        let (id, base) = {
+            let mut tail = lock(&fill.tail);
+            let id = tail.next_id;
+            tail.next_id += 1;
+            tail.readers.insert(id, start);
+            (id, tail.base())
+        };
         let state = ReaderState {
             rx: fill.state.subscribe(),
+            sent: fill.sent.subscribe(),
             fill,
-            file: None,
+            id,
+            file,
             pos: start,
             end,
         };
-        futures_util::stream::unfold(state, |mut s| async move {
+        let servable = match state.fill.state() {
+            FillState::Uncached { on_disk } | FillState::Streamed { on_disk, .. } => {
+                base <= start.max(on_disk) && (start >= on_disk || state.file.is_some())
+            }
+            FillState::Failed(_) => false,
+            _ => true,
+        };
+        if !servable {
+            return None; // dropping `state` detaches it
+        }
+        Some(futures_util::stream::unfold(state, |mut s| async move {
             match s.next_chunk().await {
                 Ok(Some(bytes)) => Some((Ok(bytes), s)),
                 Ok(None) => None,
@@ -114,20 +242,73 @@ impl Fill {
                     Some((Err(e), s))
                 }
             }
-        })
+        }))
     }
 }
 
 struct ReaderState {
     fill: Arc<Fill>,
+    /// This reader's id in the fill's tail.
+    id: u64,
     rx: watch::Receiver<FillState>,
+    sent: watch::Receiver<u64>,
     file: Option<std::fs::File>,
     pos: u64,
     /// Inclusive last byte wanted, if a range.
     end: Option<u64>,
 }
 
+impl Drop for ReaderState {
+    fn drop(&mut self) {
+        let mut tail = lock(&self.fill.tail);
+        tail.readers.remove(&self.id);
+        tail.cut.remove(&self.id);
+        drop(tail);
+        self.fill.taken.notify_one();
+    }
+}
+
+/// What a reader may do next, given the fill's state.
+struct Allowed {
+    /// Bytes below this may be read from the file.
+    disk: u64,
+    /// Bytes from `disk` on come from the in-memory tail.
+    tail: bool,
+    /// The blob's verified length, once known.
+    done: Option<u64>,
+}
+
 impl ReaderState {
+    fn allowed(&self, state: &FillState) -> io::Result<Allowed> {
+        let total = self.fill.total();
+        // Hold back the last byte of a known-length blob until the digest is verified.
+        let hold = |written: u64| match total {
+            Some(t) => written.min(t.saturating_sub(1)),
+            None => written,
+        };
+        let (disk, tail, done) = match state {
+            FillState::Pending => (0, false, None),
+            FillState::Growing(written) => (hold(*written), false, None),
+            FillState::Uncached { on_disk } => (hold(*on_disk), true, None),
+            FillState::Done(len) => (*len, false, Some(*len)),
+            FillState::Streamed { len, on_disk } => (*on_disk, true, Some(*len)),
+            FillState::Failed(reason) => {
+                return Err(io::Error::other(format!(
+                    "upstream download failed: {reason}"
+                )));
+            }
+        };
+        Ok(Allowed { disk, tail, done })
+    }
+
+    /// `limit` (exclusive), capped at the end of what this reader wants.
+    fn cap(&self, limit: u64) -> u64 {
+        match self.end {
+            Some(end) => limit.min(end.saturating_add(1)),
+            None => limit,
+        }
+    }
+
     async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
         loop {
             if let Some(end) = self.end
@@ -136,26 +317,13 @@ impl ReaderState {
                 return Ok(None);
             }
             let state = self.rx.borrow_and_update().clone();
-            let total = self.fill.total();
-            // How far this reader may go now.
-            let limit = match &state {
-                FillState::Pending => 0,
-                FillState::Growing(written) => match total {
-                    // Hold back the last byte until the digest is verified.
-                    Some(t) => (*written).min(t.saturating_sub(1)),
-                    None => *written,
-                },
-                FillState::Done(len) => *len,
-                FillState::Failed(reason) => {
-                    return Err(io::Error::other(format!(
-                        "upstream download failed: {reason}"
-                    )));
-                }
-            };
-            let limit = match self.end {
-                Some(end) => limit.min(end.saturating_add(1)),
-                None => limit,
-            };
+            let allowed = self.allowed(&state)?;
+            if let Some(len) = allowed.done
+                && self.pos >= len
+            {
+                return Ok(None);
+            }
+            let limit = self.cap(allowed.disk);
             if self.pos < limit {
                 let want = usize::try_from(limit - self.pos)
                     .unwrap_or(READ_CHUNK)
@@ -165,17 +333,66 @@ impl ReaderState {
                     return Err(io::Error::other("blob file shorter than announced"));
                 }
                 self.pos += bytes.len() as u64;
+                if allowed.tail {
+                    self.report();
+                }
                 return Ok(Some(bytes));
             }
-            if let FillState::Done(len) = state
-                && (self.pos >= len || self.end.is_some_and(|e| self.pos > e))
-            {
-                return Ok(None);
+            if allowed.tail && self.pos >= allowed.disk {
+                self.sent.borrow_and_update();
+                if let Some(bytes) = self.take()? {
+                    return Ok(Some(bytes));
+                }
+                if allowed.done.is_some() {
+                    // Every piece is in the tail before `Streamed` is announced.
+                    return Err(io::Error::other("uncached download ended short"));
+                }
+                tokio::select! {
+                    changed = self.sent.changed() => changed.map_err(|_| abandoned())?,
+                    changed = self.rx.changed() => changed.map_err(|_| abandoned())?,
+                }
+                continue;
             }
-            if self.rx.changed().await.is_err() {
-                return Err(io::Error::other("download abandoned"));
-            }
+            self.rx.changed().await.map_err(|_| abandoned())?;
         }
+    }
+
+    /// Records this reader's position in the tail, so the writer may drop what it is past.
+    fn report(&self) {
+        let mut tail = lock(&self.fill.tail);
+        if let Some(pos) = tail.readers.get_mut(&self.id) {
+            *pos = self.pos;
+        }
+        drop(tail);
+        self.fill.taken.notify_one();
+    }
+
+    /// The next bytes from the in-memory tail, if they have arrived.
+    fn take(&mut self) -> io::Result<Option<Bytes>> {
+        let mut tail = lock(&self.fill.tail);
+        if tail.cut.contains(&self.id) || self.pos < tail.base() {
+            return Err(lagged());
+        }
+        let index = tail
+            .pieces
+            .partition_point(|(offset, bytes)| offset + bytes.len() as u64 <= self.pos);
+        let Some((offset, bytes)) = tail.pieces.get(index) else {
+            return Ok(None);
+        };
+        let from = usize::try_from(self.pos - offset).map_err(io::Error::other)?;
+        let to = usize::try_from(self.cap(offset + bytes.len() as u64) - offset)
+            .map_err(io::Error::other)?;
+        if to <= from {
+            return Ok(None);
+        }
+        let out = bytes.slice(from..to);
+        self.pos += out.len() as u64;
+        if let Some(pos) = tail.readers.get_mut(&self.id) {
+            *pos = self.pos;
+        }
+        drop(tail);
+        self.fill.taken.notify_one();
+        Ok(Some(out))
     }
 
     async fn read(&mut self, want: usize) -> io::Result<Bytes> {
@@ -194,6 +411,14 @@ impl ReaderState {
         self.file = Some(file);
         result
     }
+}
+
+fn abandoned() -> io::Error {
+    io::Error::other("download abandoned")
+}
+
+fn lagged() -> io::Error {
+    io::Error::other("client fell too far behind an uncached download")
 }
 
 /// Opens the temp file, or the final file if the fill was committed meanwhile (the rename happens
@@ -219,45 +444,155 @@ pub(crate) fn read_at(file: &mut std::fs::File, pos: u64, want: usize) -> io::Re
     Ok(Bytes::from(buf))
 }
 
-/// The writing side of a fill: appends chunks, hashes them, verifies and commits.
+/// How a download that did not fail ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FillEnd {
+    /// Verified and committed; the length.
+    Committed(u64),
+    /// Verified and delivered to its readers, but not cached because the disk failed.
+    Uncached { len: u64, reason: String },
+}
+
+/// The writing side of a fill: appends chunks, hashes them, verifies and commits. After a disk
+/// failure it passes chunks to the readers through the fill's in-memory tail instead.
 pub(crate) struct FillWriter {
     pub(crate) fill: Arc<Fill>,
     file: std::fs::File,
     hasher: ring::digest::Context,
-    written: u64,
+    /// Bytes received from upstream.
+    received: u64,
+    /// Bytes written to the temp file. Invariant: equals `received` unless `disk_error` is set.
+    on_disk: u64,
+    /// Why the disk is no longer used, once it failed.
+    disk_error: Option<String>,
+    /// The final byte of a known-length blob, held back from the tail until the digest matches.
+    held: Option<(u64, Bytes)>,
+    /// How long the writer waits for a reader that keeps the tail full.
+    stall: Duration,
+    runtime: tokio::runtime::Handle,
+    /// Test hook: the disk "fills up" after this many bytes.
+    disk_limit: Option<u64>,
 }
 
 impl FillWriter {
-    pub(crate) fn new(fill: Arc<Fill>, file: std::fs::File) -> FillWriter {
+    /// Call from a blocking thread spawned by the runtime (the writer may wait for readers).
+    pub(crate) fn new(
+        fill: Arc<Fill>,
+        file: std::fs::File,
+        stall: Duration,
+        runtime: tokio::runtime::Handle,
+        disk_limit: Option<u64>,
+    ) -> FillWriter {
         FillWriter {
             fill,
             file,
             hasher: ring::digest::Context::new(&ring::digest::SHA256),
-            written: 0,
+            received: 0,
+            on_disk: 0,
+            disk_error: None,
+            held: None,
+            stall,
+            runtime,
+            disk_limit,
         }
     }
 
     /// Appends a chunk (blocking I/O: call from a blocking thread) and announces it to readers.
-    pub(crate) fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.file.write_all(chunk)?;
-        self.hasher.update(chunk);
-        self.written += chunk.len() as u64;
-        self.fill.set_state(FillState::Growing(self.written));
-        Ok(())
-    }
-
-    pub(crate) fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Checks length and digest; on success renames the temp file into place (blocking I/O).
-    pub(crate) fn finish(self) -> Result<u64, String> {
-        if let Some(total) = self.fill.total()
-            && total != self.written
-        {
-            return Err(format!("upstream sent {} of {total} bytes", self.written));
+    /// A disk failure is not an error: the download goes on uncached.
+    pub(crate) fn write(&mut self, chunk: Bytes) {
+        self.hasher.update(&chunk);
+        let offset = self.received;
+        self.received += chunk.len() as u64;
+        if self.disk_error.is_none() {
+            match self.write_disk(&chunk) {
+                Ok(()) => {
+                    self.on_disk = self.received;
+                    self.fill.set_state(FillState::Growing(self.on_disk));
+                    return;
+                }
+                Err(e) => {
+                    let reason = format!("cache write failed: {e}");
+                    tracing::warn!(
+                        digest = %self.fill.digest,
+                        on_disk = self.on_disk,
+                        %reason,
+                        "cache disk failed; streaming the rest of the blob uncached"
+                    );
+                    self.disk_error = Some(reason);
+                    lock(&self.fill.tail).next = self.on_disk;
+                    self.fill.set_state(FillState::Uncached {
+                        on_disk: self.on_disk,
+                    });
+                }
+            }
         }
-        let actual = self.hasher.finish();
+        self.send_tail(offset, chunk);
+    }
+
+    fn write_disk(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if let Some(limit) = self.disk_limit
+            && self.on_disk + chunk.len() as u64 > limit
+        {
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        self.file.write_all(chunk)
+    }
+
+    /// Sends `chunk` (at `offset`) to the readers in pieces, holding back a known-length blob's
+    /// final byte.
+    fn send_tail(&mut self, offset: u64, chunk: Bytes) {
+        let mut chunk = chunk;
+        let mut offset = offset;
+        if let Some(total) = self.fill.total()
+            && offset + chunk.len() as u64 == total
+            && !chunk.is_empty()
+        {
+            let last = chunk.split_off(chunk.len() - 1);
+            self.held = Some((total - 1, last));
+        }
+        while !chunk.is_empty() {
+            let piece = chunk.split_to(chunk.len().min(TAIL_PIECE));
+            let len = piece.len() as u64;
+            self.send_piece(offset, piece);
+            offset += len;
+        }
+    }
+
+    /// Adds one piece to the tail, first waiting while the tail is full for a reader that is still
+    /// progressing; a reader that makes no progress for the stall limit is cut off.
+    fn send_piece(&self, offset: u64, piece: Bytes) {
+        loop {
+            let mut tail = lock(&self.fill.tail);
+            tail.trim();
+            if tail.pieces.is_empty() || tail.buffered + piece.len() <= TAIL_BYTES {
+                tail.buffered += piece.len();
+                tail.next = offset + piece.len() as u64;
+                tail.pieces.push_back((offset, piece));
+                let next = tail.next;
+                drop(tail);
+                self.fill.sent.send_replace(next);
+                return;
+            }
+            drop(tail);
+            let taken = self.fill.taken.notified();
+            let progressed = self
+                .runtime
+                .block_on(async { tokio::time::timeout(self.stall, taken).await.is_ok() });
+            if !progressed {
+                lock(&self.fill.tail).cut_slowest();
+            }
+        }
+    }
+
+    /// Checks length and digest; on success renames the temp file into place (blocking I/O), or,
+    /// if the disk failed, releases the held-back byte to the readers.
+    pub(crate) fn finish(mut self) -> Result<FillEnd, String> {
+        if let Some(total) = self.fill.total()
+            && total != self.received
+        {
+            return Err(format!("upstream sent {} of {total} bytes", self.received));
+        }
+        let actual = self.hasher.clone().finish();
         let mut hex = String::with_capacity(64);
         for b in actual.as_ref() {
             hex.push_str(&format!("{b:02x}"));
@@ -265,13 +600,41 @@ impl FillWriter {
         if hex != self.fill.digest.encoded() {
             return Err(format!("digest mismatch: upstream content is sha256:{hex}"));
         }
-        drop(self.file);
+        if self.disk_error.is_none() {
+            match self.commit() {
+                Ok(()) => return Ok(FillEnd::Committed(self.received)),
+                Err(reason) => {
+                    tracing::warn!(digest = %self.fill.digest, %reason, "cannot commit a verified blob; serving it uncached");
+                    self.disk_error = Some(reason);
+                }
+            }
+        }
+        if let Some((offset, last)) = self.held.take() {
+            self.send_piece(offset, last);
+        }
+        self.fill.set_state(FillState::Streamed {
+            len: self.received,
+            on_disk: self.on_disk,
+        });
+        Ok(FillEnd::Uncached {
+            len: self.received,
+            reason: self.disk_error.unwrap_or_default(),
+        })
+    }
+
+    fn commit(&mut self) -> Result<(), String> {
+        self.file
+            .flush()
+            .map_err(|e| format!("flush {}: {e}", self.fill.tmp_path.display()))?;
         if let Some(parent) = self.fill.final_path.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("create {}: {e}", parent.display()))?;
         }
         std::fs::rename(&self.fill.tmp_path, &self.fill.final_path)
-            .map_err(|e| format!("commit: {e}"))?;
-        Ok(self.written)
+            .map_err(|e| format!("commit: {e}"))
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

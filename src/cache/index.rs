@@ -1,5 +1,6 @@
 //! The in-memory index of committed blobs and manifests: sizes and last use, for the size cap and
-//! expiry. Rebuilt at start-up from the store's files (their mtime is the last use).
+//! expiry. Rebuilt at start-up from the store's files: their mtime is the last use, which
+//! [`Index::touch`] asks the cache to rewrite at most once per interval per entry.
 
 use std::collections::HashMap;
 use std::io;
@@ -10,6 +11,8 @@ use std::time::SystemTime;
 struct Entry {
     size: u64,
     last_used: SystemTime,
+    /// Last use as recorded on disk (the file's mtime).
+    persisted: SystemTime,
 }
 
 /// Sizes and last use of every committed object, keyed by path relative to the cache root.
@@ -63,6 +66,7 @@ impl Index {
             Entry {
                 size,
                 last_used: now,
+                persisted: now,
             },
         ) {
             self.total -= old.size;
@@ -71,10 +75,29 @@ impl Index {
     }
 
     /// Marks an entry used; adds it if it was missing (a file committed by another process).
-    pub(super) fn touch(&mut self, rel: &Path, size: u64, now: SystemTime) {
+    /// True when the caller should record the use on disk: the recorded one is `every` old or more.
+    pub(super) fn touch(
+        &mut self,
+        rel: &Path,
+        size: u64,
+        now: SystemTime,
+        every: std::time::Duration,
+    ) -> bool {
         match self.entries.get_mut(rel) {
-            Some(e) => e.last_used = now,
-            None => self.insert(rel, size, now),
+            Some(e) => {
+                e.last_used = now;
+                let stale = now
+                    .duration_since(e.persisted)
+                    .is_ok_and(|age| age >= every);
+                if stale {
+                    e.persisted = now;
+                }
+                stale
+            }
+            None => {
+                self.insert(rel, size, now);
+                false
+            }
         }
     }
 
@@ -83,12 +106,14 @@ impl Index {
     }
 
     /// Removes from the index, and returns, the entries to delete: all unused since
-    /// `inactive_before`, then least recently used ones until the total is at most `max`.
-    /// Blobs still downloading (`inflight`, by hex digest) are never chosen.
+    /// `inactive_before`, then least recently used ones until the total is at most `max` and at
+    /// least `free` bytes are chosen. Blobs still downloading (`inflight`, by hex digest) are never
+    /// chosen.
     pub(super) fn victims(
         &mut self,
         max: u64,
         inactive_before: SystemTime,
+        free: u64,
         inflight: &[String],
     ) -> Vec<PathBuf> {
         let mut candidates: Vec<(PathBuf, Entry)> = self
@@ -103,9 +128,11 @@ impl Index {
         candidates.sort_by_key(|(_, e)| e.last_used);
         let mut victims = Vec::new();
         let mut total = self.total;
+        let mut freed = 0u64;
         for (rel, entry) in candidates {
-            if entry.last_used < inactive_before || total > max {
+            if entry.last_used < inactive_before || total > max || freed < free {
                 total -= entry.size;
+                freed += entry.size;
                 victims.push(rel);
             } else {
                 break;
@@ -140,13 +167,20 @@ mod tests {
             100,
             t0 + Duration::from_secs(20),
         );
-        index.touch(
+        assert!(!index.touch(
             Path::new("blobs/sha256/aa/a"),
             100,
             t0 + Duration::from_secs(30),
-        );
+            Duration::from_secs(60),
+        ));
+        assert!(index.touch(
+            Path::new("blobs/sha256/aa/a"),
+            100,
+            t0 + Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
         assert_eq!(index.total(), 300);
-        let victims = index.victims(150, SystemTime::UNIX_EPOCH, &[]);
+        let victims = index.victims(150, SystemTime::UNIX_EPOCH, 0, &[]);
         assert_eq!(
             victims,
             vec![
@@ -168,8 +202,30 @@ mod tests {
             10,
             t0 + Duration::from_secs(100),
         );
-        let victims = index.victims(1000, t0 + Duration::from_secs(50), &["b".to_owned()]);
+        let victims = index.victims(1000, t0 + Duration::from_secs(50), 0, &["b".to_owned()]);
         assert_eq!(victims, vec![PathBuf::from("blobs/sha256/aa/a")]);
         assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn frees_at_least_the_bytes_asked() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut index = Index::default();
+        for (i, name) in ["aa/a", "bb/b", "cc/c"].iter().enumerate() {
+            index.insert(
+                &Path::new("blobs/sha256").join(name),
+                100,
+                t0 + Duration::from_secs(i as u64),
+            );
+        }
+        let victims = index.victims(1000, SystemTime::UNIX_EPOCH, 150, &[]);
+        assert_eq!(
+            victims,
+            vec![
+                PathBuf::from("blobs/sha256/aa/a"),
+                PathBuf::from("blobs/sha256/bb/b")
+            ]
+        );
+        assert_eq!(index.total(), 100);
     }
 }

@@ -10,12 +10,18 @@
 //! - `tmp/`: downloads in flight, removed at start-up.
 //!
 //! Every file appears by rename from `tmp/`, so a crash never leaves a partial file visible.
+//!
+//! Space: the index (`index.rs`) knows every committed object's size and last use; the store is
+//! kept under `CACHE_MAX_SIZE` (least recently used first; only downloads in flight can exceed it)
+//! and at least `CACHE_MIN_FREE` is kept free on the file system (a fill that cannot fit even after
+//! eviction is refused, and the blob streams uncached). Last use survives restarts as the file's
+//! mtime, written at most once per [`TOUCH_PERSIST_EVERY`] per entry.
 
 mod fill;
 mod index;
 mod verify;
 
-pub use fill::{Fill, FillState};
+pub use fill::{Fill, FillEnd, FillState};
 pub use verify::{VerifyReport, verify};
 
 use std::collections::HashMap;
@@ -49,6 +55,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
         source,
     }
 }
+
+/// How often at most a hit rewrites an entry's mtime (its persisted last use).
+pub const TOUCH_PERSIST_EVERY: Duration = Duration::from_secs(60);
 
 /// Limits the store keeps to.
 #[derive(Debug, Clone)]
@@ -84,6 +93,10 @@ pub struct Cache {
     /// or failed; the temp file exists all that time.
     inflight: Mutex<HashMap<String, Arc<Fill>>>,
     tmp_counter: AtomicU64,
+    /// Minimum age of a persisted last use before a hit rewrites it.
+    touch_every: Duration,
+    /// Test hook: fills behave as if the disk were full after this many bytes.
+    disk_limit: Option<u64>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -124,7 +137,21 @@ impl Cache {
             index: Mutex::new(index),
             inflight: Mutex::new(HashMap::new()),
             tmp_counter: AtomicU64::new(0),
+            touch_every: TOUCH_PERSIST_EVERY,
+            disk_limit: None,
         })
+    }
+
+    #[cfg(test)]
+    fn with_touch_every(mut self, every: Duration) -> Cache {
+        self.touch_every = every;
+        self
+    }
+
+    #[cfg(test)]
+    fn with_disk_limit(mut self, limit: u64) -> Cache {
+        self.disk_limit = Some(limit);
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -240,9 +267,67 @@ impl Cache {
         Ok(FillSlot::Leader(fill, file))
     }
 
+    /// Decides whether a blob of `len` bytes (`None`: unknown) may be cached: it must fit under
+    /// `CACHE_MAX_SIZE`, and under `CACHE_MIN_FREE` after evicting least recently used entries
+    /// (downloads in flight count for what they still have to write). `Err` says why not; the
+    /// caller then streams the blob uncached.
+    pub fn admit(&self, len: Option<u64>) -> Result<(), String> {
+        let want = len.unwrap_or(0);
+        if want > self.limits.max_size {
+            return Err(format!(
+                "blob of {want} bytes is larger than CACHE_MAX_SIZE ({})",
+                self.limits.max_size
+            ));
+        }
+        if self.limits.min_free == 0 {
+            return Ok(());
+        }
+        let reserved: u64 = lock(&self.inflight)
+            .values()
+            .map(|f| f.remaining_on_disk())
+            .sum();
+        let need = want
+            .saturating_add(reserved)
+            .saturating_add(self.limits.min_free);
+        let Some(free) = self.free_space() else {
+            return Ok(());
+        };
+        if free >= need {
+            return Ok(());
+        }
+        let shortfall = need - free;
+        let evictable = lock(&self.index).total();
+        if shortfall > evictable {
+            return Err(format!(
+                "{want} bytes do not fit: {free} bytes free, CACHE_MIN_FREE {}, {reserved} bytes reserved by downloads in flight, {evictable} bytes evictable",
+                self.limits.min_free
+            ));
+        }
+        self.evict_bytes(shortfall);
+        match self.free_space() {
+            Some(free) if free < need => Err(format!(
+                "{want} bytes do not fit: {free} bytes free after eviction, CACHE_MIN_FREE {}",
+                self.limits.min_free
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Bytes available to us on the cache's file system (`None` if it cannot be asked).
+    pub fn free_space(&self) -> Option<u64> {
+        match rustix::fs::statvfs(&self.root) {
+            Ok(st) => Some(st.f_bavail.saturating_mul(st.f_frsize)),
+            Err(e) => {
+                tracing::warn!(root = %self.root.display(), error = %e, "cannot read free space");
+                None
+            }
+        }
+    }
+
     /// Runs a download: writes `body` into the fill's temp file on a blocking thread, verifies the
-    /// digest and commits, or fails the fill (readers abort) and removes the temp file.
-    /// `total` is the upstream's `Content-Length`.
+    /// digest and commits, or fails the fill (readers abort) and removes the temp file. If the
+    /// disk fails meanwhile, the download goes on to the attached readers uncached
+    /// (`FillEnd::Uncached`). `total` is the upstream's `Content-Length`.
     pub async fn run_fill<B>(
         &self,
         fill: Arc<Fill>,
@@ -250,7 +335,7 @@ impl Cache {
         total: Option<u64>,
         body: B,
         read_timeout: Duration,
-    ) -> Result<u64, String>
+    ) -> Result<FillEnd, String>
     where
         B: HttpBody<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
@@ -262,9 +347,13 @@ impl Cache {
             .await;
         lock(&self.inflight).remove(fill.digest.encoded());
         match &result {
-            Ok(len) => {
+            Ok(FillEnd::Committed(len)) => {
                 self.add_to_index(&Cache::blob_rel(&fill.digest), *len);
                 fill.set_state(FillState::Done(*len));
+            }
+            Ok(FillEnd::Uncached { .. }) => {
+                // Readers opened the temp file when they attached; nothing else needs it.
+                let _ = std::fs::remove_file(&fill.tmp_path);
             }
             Err(reason) => {
                 let _ = std::fs::remove_file(&fill.tmp_path);
@@ -287,20 +376,19 @@ impl Cache {
         file: std::fs::File,
         mut body: B,
         read_timeout: Duration,
-    ) -> Result<u64, String>
+    ) -> Result<FillEnd, String>
     where
         B: HttpBody<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let runtime = tokio::runtime::Handle::current();
+        let disk_limit = self.disk_limit;
         let writer = tokio::task::spawn_blocking(move || {
-            let mut writer = fill::FillWriter::new(fill, file);
+            let mut writer = fill::FillWriter::new(fill, file, read_timeout, runtime, disk_limit);
             while let Some(chunk) = rx.blocking_recv() {
-                writer
-                    .write(&chunk)
-                    .map_err(|e| format!("cache write failed: {e}"))?;
+                writer.write(chunk);
             }
-            let _ = writer.written();
             writer.finish()
         });
         let feed = async {
@@ -315,16 +403,19 @@ impl Cache {
                     && !data.is_empty()
                     && tx.send(data).await.is_err()
                 {
-                    // The writer stopped: its own error says why.
-                    return Ok(());
+                    return Err("cache writer stopped".to_owned());
                 }
             }
         };
         let fed = feed.await;
         drop(tx);
         let written = writer.await.map_err(|e| format!("writer task: {e}"))?;
-        fed?;
-        written
+        // A verified blob is good whatever happened after its last byte; otherwise the upstream's
+        // error says more than the writer's.
+        match written {
+            Ok(end) => Ok(end),
+            Err(reason) => Err(fed.err().unwrap_or(reason)),
+        }
     }
 
     /// A committed manifest and its media type.
@@ -424,29 +515,53 @@ impl Cache {
         Ok(())
     }
 
+    /// Marks an entry used; every [`TOUCH_PERSIST_EVERY`] at most, also on disk (its mtime), so
+    /// the order survives a restart.
     fn touch(&self, rel: &Path, len: u64) {
-        lock(&self.index).touch(rel, len, SystemTime::now());
+        let now = SystemTime::now();
+        let persist = lock(&self.index).touch(rel, len, now, self.touch_every);
+        if persist {
+            let path = self.root.join(rel);
+            if let Err(e) = std::fs::File::open(&path).and_then(|f| f.set_modified(now)) {
+                tracing::debug!(path = %path.display(), error = %e, "cannot record last use");
+            }
+        }
     }
 
     fn add_to_index(&self, rel: &Path, len: u64) {
-        let evict = {
+        let over = {
             let mut index = lock(&self.index);
             index.insert(rel, len, SystemTime::now());
             index.over(self.limits.max_size)
         };
-        if evict {
+        if over || self.free_shortfall() > 0 {
             self.evict();
         }
     }
 
-    /// Removes least recently used entries until the store is under its cap, and entries unused
-    /// for longer than `CACHE_INACTIVE`.
+    /// Bytes missing to `CACHE_MIN_FREE` on the file system right now.
+    fn free_shortfall(&self) -> u64 {
+        if self.limits.min_free == 0 {
+            return 0;
+        }
+        self.free_space()
+            .map_or(0, |free| self.limits.min_free.saturating_sub(free))
+    }
+
+    /// Removes entries unused for longer than `CACHE_INACTIVE`, then least recently used entries
+    /// until the store is under its cap and `CACHE_MIN_FREE` is free on the file system.
     pub fn evict(&self) {
+        self.evict_bytes(self.free_shortfall());
+    }
+
+    /// Like [`Cache::evict`], also freeing at least `free` bytes.
+    fn evict_bytes(&self, free: u64) {
         let now = SystemTime::now();
         let inflight: Vec<String> = lock(&self.inflight).keys().cloned().collect();
         let victims = lock(&self.index).victims(
             self.limits.max_size,
             now.checked_sub(self.limits.inactive).unwrap_or(UNIX_EPOCH),
+            free,
             &inflight,
         );
         for rel in &victims {
@@ -556,3 +671,6 @@ pub fn unix_now() -> u64 {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,7 +15,7 @@ use super::{
     upstream_error,
 };
 use crate::body::{self, Body, BoxError};
-use crate::cache::{Fill, FillSlot, LinkKind};
+use crate::cache::{Fill, FillEnd, FillSlot, LinkKind};
 use crate::registry::digest::Digest;
 use crate::registry::error::ErrorCode;
 use crate::registry::name::RepoName;
@@ -67,7 +67,11 @@ pub(super) async fn handle(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> O
                 return outcome;
             }
             match fill.started().await {
-                Ok(total) => Outcome::new(from_fill(digest, &fill, total, range), Verdict::Miss),
+                Ok(total) => match from_fill(digest, &fill, total, range) {
+                    Some(response) => Outcome::new(response, Verdict::Miss),
+                    // The download went uncached and what we need is gone from memory.
+                    None => stream_uncached(ctx, name, digest).await,
+                },
                 // The leader got no blob (an error status, or it failed early): ask upstream ourselves.
                 Err(_) => stream_uncached(ctx, name, digest).await,
             }
@@ -125,6 +129,23 @@ async fn lead(
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        let admitted = {
+            let s = state.clone();
+            tokio::task::spawn_blocking(move || s.cache.admit(total))
+                .await
+                .unwrap_or_else(|e| Err(format!("admission task: {e}")))
+        };
+        if let Err(reason) = admitted {
+            // No room: this client gets the upstream body as it is; followers fetch on their own.
+            tracing::warn!(digest = %task_fill.digest, %reason, "not caching blob; streaming uncached");
+            state.cache.abort_fill(&task_fill, &reason);
+            let (parts, incoming) = response.into_parts();
+            let mut out = Response::new(body::incoming(incoming));
+            *out.status_mut() = parts.status;
+            copy_response_headers(&parts.headers, out.headers_mut());
+            let _ = tx.send(Err(out));
+            return;
+        }
         let _ = tx.send(Ok(ratelimit_note(response.headers())));
         let body = response.into_body();
         match state
@@ -138,12 +159,19 @@ async fn lead(
             )
             .await
         {
-            Ok(len) => {
+            Ok(FillEnd::Committed(len)) => {
                 state
                     .metrics
                     .upstream_bytes
                     .fetch_add(len, Ordering::Relaxed);
                 tracing::debug!(digest = %task_fill.digest, len, "blob committed");
+            }
+            Ok(FillEnd::Uncached { len, reason }) => {
+                state
+                    .metrics
+                    .upstream_bytes
+                    .fetch_add(len, Ordering::Relaxed);
+                tracing::warn!(digest = %task_fill.digest, len, %reason, "blob streamed uncached: the cache disk failed");
             }
             Err(reason) => {
                 tracing::warn!(digest = %task_fill.digest, %reason, "blob download failed; nothing cached")
@@ -153,12 +181,22 @@ async fn lead(
     match rx.await {
         Ok(Ok(note)) => {
             let total = fill.started().await.ok().flatten();
-            let mut outcome = Outcome::new(from_fill(digest, &fill, total, range), Verdict::Miss);
+            let Some(response) = from_fill(digest, &fill, total, range) else {
+                return stream_uncached(ctx, name, digest).await;
+            };
+            let mut outcome = Outcome::new(response, Verdict::Miss);
             outcome.upstream_bytes = total.unwrap_or(0);
             outcome.note = note;
             outcome
         }
-        Ok(Err(response)) => Outcome::new(response, Verdict::Miss),
+        Ok(Err(response)) => {
+            let verdict = if response.status() == StatusCode::OK {
+                Verdict::Pass
+            } else {
+                Verdict::Miss
+            };
+            Outcome::new(response, verdict)
+        }
         Err(_) => Outcome::new(
             error(
                 StatusCode::BAD_GATEWAY,
@@ -339,20 +377,23 @@ fn from_store(
     head.map(|()| body)
 }
 
+/// A response streamed from a download in flight; `None` if the download can no longer serve it
+/// (it went uncached and the bytes needed are gone from memory).
 fn from_fill(
     digest: &Digest,
     fill: &Arc<Fill>,
     total: Option<u64>,
     range: Option<ByteRange>,
-) -> Response<Body> {
+) -> Option<Response<Body>> {
     let (head, start, end) = match window(digest, total, range) {
         Ok(w) => w,
-        Err(response) => return *response,
+        Err(response) => return Some(*response),
     };
     if total == Some(0) {
-        return head.map(|()| body::empty());
+        return Some(head.map(|()| body::empty()));
     }
-    head.map(|()| stream_body(fill.reader(start, end)))
+    let reader = fill.reader(start, end)?;
+    Some(head.map(|()| stream_body(reader)))
 }
 
 fn stream_body(
