@@ -3,6 +3,7 @@
 
 mod auth;
 mod blobs;
+mod cache_disk;
 mod connect;
 mod errors;
 mod fake;
