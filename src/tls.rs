@@ -343,6 +343,26 @@ mod tests {
     }
 
     #[test]
+    fn certificate_files_load_for_the_tls_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertAuthority::load_or_create(dir.path()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["mirror.example".to_owned()]).unwrap();
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        fs::write(&cert_path, format!("{}{}", cert.pem(), ca.ca_pem())).unwrap();
+        fs::write(&key_path, key.serialize_pem()).unwrap();
+        let certified = load_certified_key(&cert_path, &key_path).unwrap();
+        assert_eq!(certified.cert.len(), 2, "leaf and chain");
+        assert!(ca.server_config_from(certified).is_ok());
+        fs::write(&cert_path, "not a certificate").unwrap();
+        assert!(matches!(
+            load_certified_key(&cert_path, &key_path),
+            Err(TlsError::Pem { .. })
+        ));
+    }
+
+    #[test]
     fn leaves_are_cached_per_host() {
         let dir = tempfile::tempdir().unwrap();
         let ca = CertAuthority::load_or_create(dir.path()).unwrap();
