@@ -273,3 +273,30 @@ pub(crate) fn random_bytes(len: usize, seed: u64) -> Bytes {
     out.truncate(len);
     Bytes::from(out)
 }
+
+impl TestProxy {
+    /// Sends a GET to the plain listener and returns the response with its body unread.
+    pub(crate) async fn open(&self, path: &str) -> Response<hyper::body::Incoming> {
+        let stream = TcpStream::connect(self.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .uri(path)
+            .header("host", self.addr.to_string())
+            .body(body::empty())
+            .unwrap();
+        sender.send_request(req).await.unwrap()
+    }
+
+    /// True if the blob with this `sha256:` digest is committed in the cache.
+    pub(crate) fn has_blob(&self, digest: &str) -> bool {
+        let hex = digest.trim_start_matches("sha256:");
+        self.cache_dir()
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .exists()
+    }
+}

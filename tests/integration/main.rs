@@ -3,12 +3,10 @@
 
 mod auth;
 mod blobs;
-mod cache_crash;
-mod cache_disk;
-mod cache_verify;
 mod connect;
 mod errors;
 mod fake;
 mod harness;
 mod manifests;
 mod mirror;
+mod streaming;
