@@ -111,12 +111,18 @@ impl Upstream {
             .map_err(|_| UpstreamError::Request(format!("bad path {:?}", req.path_and_query)))?;
         let replayable = req.body.is_end_stream();
         let own_auth = req.client_auth.is_some();
-        if !replayable && !own_auth && self.auth.authorization(&req.registry, &req.scope).is_none()
-        {
-            self.learn_challenge(&req.registry).await?;
-            self.auth
-                .prepare(&self.client, &req.registry, &req.scope)
-                .await?;
+        if !own_auth && self.auth.authorization(&req.registry, &req.scope).is_none() {
+            // A body cannot be replayed after a 401: learn the scheme first.
+            if !replayable {
+                self.learn_challenge(&req.registry).await?;
+            }
+            // A registry known to want Bearer gets the token for a new scope up front, saving the
+            // 401 round trip.
+            if self.auth.knows(&req.registry) {
+                self.auth
+                    .prepare(&self.client, &req.registry, &req.scope)
+                    .await?;
+            }
         }
         let mut body = Some(std::mem::replace(&mut req.body, body::empty()));
         let mut retried = false;
