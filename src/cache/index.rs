@@ -1,9 +1,8 @@
 //! The in-memory index of committed blobs and manifests: sizes and last use, for the size cap and
-//! expiry. Rebuilt at start-up from the store's files: their mtime is the last use, which
-//! [`Index::touch`] asks the cache to rewrite at most once per interval per entry.
+//! expiry. Rebuilt in the background after start-up from the store's files: their mtime is the
+//! last use, which [`Index::touch`] asks the cache to rewrite at most once per interval per entry.
 
 use std::collections::HashMap;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -24,32 +23,57 @@ pub(super) struct Index {
 }
 
 impl Index {
-    /// Scans `blobs/sha256/*/*` and `manifests/sha256/*/*` under `root`.
-    pub(super) fn load(root: &Path) -> io::Result<Index> {
-        let mut index = Index::default();
+    /// Lists the committed objects under one shard directory of `root` (e.g. `blobs/sha256/ab`):
+    /// path relative to `root`, size, and last use (the file's mtime).
+    pub(super) fn scan_shard(root: &Path, shard: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
+        let Ok(files) = std::fs::read_dir(root.join(shard)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for file in files.flatten() {
+            let name = file.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.contains('.') {
+                continue; // `.type` side files belong to their manifest
+            }
+            let Ok(meta) = file.metadata() else { continue };
+            let last_used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            out.push((shard.join(name), meta.len(), last_used));
+        }
+        out
+    }
+
+    /// The shard directories of the store, relative to `root`.
+    pub(super) fn shards(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
         for top in ["blobs/sha256", "manifests/sha256"] {
-            let dir = root.join(top);
-            let Ok(shards) = std::fs::read_dir(&dir) else {
+            let Ok(shards) = std::fs::read_dir(root.join(top)) else {
                 continue;
             };
-            for shard in shards.flatten() {
-                let Ok(files) = std::fs::read_dir(shard.path()) else {
-                    continue;
-                };
-                for file in files.flatten() {
-                    let name = file.file_name();
-                    let Some(name) = name.to_str() else { continue };
-                    if name.contains('.') {
-                        continue; // `.type` side files belong to their manifest
-                    }
-                    let Ok(meta) = file.metadata() else { continue };
-                    let rel = PathBuf::from(top).join(shard.file_name()).join(name);
-                    let last_used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                    index.insert(&rel, meta.len(), last_used);
-                }
-            }
+            out.extend(
+                shards
+                    .flatten()
+                    .map(|shard| Path::new(top).join(shard.file_name())),
+            );
         }
-        Ok(index)
+        out
+    }
+
+    /// Adds an entry found on disk, unless the running cache already knows it (it then knows
+    /// better: it was committed or used since start).
+    pub(super) fn insert_scanned(&mut self, rel: PathBuf, size: u64, last_used: SystemTime) {
+        if self.entries.contains_key(&rel) {
+            return;
+        }
+        self.entries.insert(
+            rel,
+            Entry {
+                size,
+                last_used,
+                persisted: last_used,
+            },
+        );
+        self.total += size;
     }
 
     pub(super) fn len(&self) -> usize {
@@ -227,5 +251,21 @@ mod tests {
             ]
         );
         assert_eq!(index.total(), 100);
+    }
+
+    #[test]
+    fn scanned_entries_never_override_live_ones() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut index = Index::default();
+        index.insert(
+            Path::new("blobs/sha256/aa/a"),
+            100,
+            t0 + Duration::from_secs(5),
+        );
+        index.insert_scanned(PathBuf::from("blobs/sha256/aa/a"), 100, t0);
+        index.insert_scanned(PathBuf::from("blobs/sha256/bb/b"), 50, t0);
+        assert_eq!((index.len(), index.total()), (2, 150));
+        let victims = index.victims(100, SystemTime::UNIX_EPOCH, 0, &[]);
+        assert_eq!(victims, vec![PathBuf::from("blobs/sha256/bb/b")]);
     }
 }

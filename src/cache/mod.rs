@@ -15,16 +15,21 @@
 //! kept under `CACHE_MAX_SIZE` (least recently used first; only downloads in flight can exceed it)
 //! and at least `CACHE_MIN_FREE` is kept free on the file system (a fill that cannot fit even after
 //! eviction is refused, and the blob streams uncached). Last use survives restarts as the file's
-//! mtime, written at most once per [`TOUCH_PERSIST_EVERY`] per entry.
+//! mtime, written at most once per [`TOUCH_PERSIST_EVERY`] per entry; the index is rebuilt from
+//! the files by a background thread at start-up (`space.rs`), so start-up time does not grow
+//! with the number of cached objects.
+//!
+//! A disk that fails under a download (full, I/O error) does not fail its clients: the rest of the
+//! blob streams to them through a bounded in-memory tail and nothing is committed (`fill.rs`).
 
 mod fill;
 mod index;
+mod space;
 mod verify;
 
 pub use fill::{Fill, FillEnd, FillState};
 pub use verify::{VerifyReport, verify};
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::registry::digest::Digest;
 use crate::registry::host::RegistryHost;
 use crate::registry::name::RepoName;
-use index::Index;
+use space::Space;
 
 /// Store errors (all internal: a client never caused them).
 #[derive(Debug, thiserror::Error)]
@@ -88,10 +93,8 @@ pub enum FillSlot {
 pub struct Cache {
     root: PathBuf,
     limits: Limits,
-    index: Mutex<Index>,
-    /// Invariant: a digest is here from the moment its download is decided until it is committed
-    /// or failed; the temp file exists all that time.
-    inflight: Mutex<HashMap<String, Arc<Fill>>>,
+    /// Index, downloads in flight and eviction (shared with the start-up scan).
+    space: Arc<Space>,
     tmp_counter: AtomicU64,
     /// Minimum age of a persisted last use before a hit rewrites it.
     touch_every: Duration,
@@ -109,7 +112,7 @@ impl std::fmt::Debug for Cache {
 
 impl Cache {
     /// Opens (creating if needed) the store at `root`, removes leftovers of interrupted downloads
-    /// and loads the index.
+    /// and starts loading the index in the background (see [`Cache::wait_loaded`]).
     pub fn open(root: &Path, limits: Limits) -> Result<Cache, CacheError> {
         for dir in ["blobs/sha256", "manifests/sha256", "repos", "tmp"] {
             let path = root.join(dir);
@@ -125,17 +128,12 @@ impl Cache {
         if removed > 0 {
             tracing::info!(removed, "removed leftovers of interrupted downloads");
         }
-        let index = Index::load(root).map_err(io_err(root))?;
-        tracing::info!(
-            entries = index.len(),
-            bytes = index.total(),
-            "cache index loaded"
-        );
+        let space = Arc::new(Space::new(root, limits.clone()));
+        space.load_in_background();
         Ok(Cache {
             root: root.to_path_buf(),
             limits,
-            index: Mutex::new(index),
-            inflight: Mutex::new(HashMap::new()),
+            space,
             tmp_counter: AtomicU64::new(0),
             touch_every: TOUCH_PERSIST_EVERY,
             disk_limit: None,
@@ -158,14 +156,19 @@ impl Cache {
         &self.root
     }
 
+    /// Blocks until the index holds every object found on disk at start-up.
+    pub fn wait_loaded(&self) {
+        self.space.wait_loaded();
+    }
+
     /// Total bytes of committed blobs and manifests.
     pub fn size(&self) -> u64 {
-        lock(&self.index).total()
+        lock(&self.space.index).total()
     }
 
     /// Number of committed blobs and manifests.
     pub fn entries(&self) -> usize {
-        lock(&self.index).len()
+        lock(&self.space.index).len()
     }
 
     fn blob_rel(digest: &Digest) -> PathBuf {
@@ -248,7 +251,7 @@ impl Cache {
 
     /// Decides who downloads `digest`: the first caller leads, later callers follow.
     pub fn begin_fill(&self, digest: &Digest) -> Result<FillSlot, CacheError> {
-        let mut inflight = lock(&self.inflight);
+        let mut inflight = lock(&self.space.inflight);
         if let Some(fill) = inflight.get(digest.encoded()) {
             return Ok(FillSlot::Follower(fill.clone()));
         }
@@ -282,7 +285,7 @@ impl Cache {
         if self.limits.min_free == 0 {
             return Ok(());
         }
-        let reserved: u64 = lock(&self.inflight)
+        let reserved: u64 = lock(&self.space.inflight)
             .values()
             .map(|f| f.remaining_on_disk())
             .sum();
@@ -296,7 +299,9 @@ impl Cache {
             return Ok(());
         }
         let shortfall = need - free;
-        let evictable = lock(&self.index).total();
+        // Eviction needs the whole index.
+        self.space.wait_loaded();
+        let evictable = lock(&self.space.index).total();
         if shortfall > evictable {
             return Err(format!(
                 "{want} bytes do not fit: {free} bytes free, CACHE_MIN_FREE {}, {reserved} bytes reserved by downloads in flight, {evictable} bytes evictable",
@@ -315,13 +320,7 @@ impl Cache {
 
     /// Bytes available to us on the cache's file system (`None` if it cannot be asked).
     pub fn free_space(&self) -> Option<u64> {
-        match rustix::fs::statvfs(&self.root) {
-            Ok(st) => Some(st.f_bavail.saturating_mul(st.f_frsize)),
-            Err(e) => {
-                tracing::warn!(root = %self.root.display(), error = %e, "cannot read free space");
-                None
-            }
-        }
+        self.space.free_space()
     }
 
     /// Runs a download: writes `body` into the fill's temp file on a blocking thread, verifies the
@@ -345,7 +344,7 @@ impl Cache {
         let result = self
             .write_fill(fill.clone(), file, body, read_timeout)
             .await;
-        lock(&self.inflight).remove(fill.digest.encoded());
+        lock(&self.space.inflight).remove(fill.digest.encoded());
         match &result {
             Ok(FillEnd::Committed(len)) => {
                 self.add_to_index(&Cache::blob_rel(&fill.digest), *len);
@@ -365,7 +364,7 @@ impl Cache {
 
     /// Fails a fill that never started streaming (upstream refused or was unreachable).
     pub fn abort_fill(&self, fill: &Fill, reason: &str) {
-        lock(&self.inflight).remove(fill.digest.encoded());
+        lock(&self.space.inflight).remove(fill.digest.encoded());
         let _ = std::fs::remove_file(&fill.tmp_path);
         fill.set_state(FillState::Failed(reason.to_owned()));
     }
@@ -519,7 +518,7 @@ impl Cache {
     /// the order survives a restart.
     fn touch(&self, rel: &Path, len: u64) {
         let now = SystemTime::now();
-        let persist = lock(&self.index).touch(rel, len, now, self.touch_every);
+        let persist = lock(&self.space.index).touch(rel, len, now, self.touch_every);
         if persist {
             let path = self.root.join(rel);
             if let Err(e) = std::fs::File::open(&path).and_then(|f| f.set_modified(now)) {
@@ -530,54 +529,24 @@ impl Cache {
 
     fn add_to_index(&self, rel: &Path, len: u64) {
         let over = {
-            let mut index = lock(&self.index);
+            let mut index = lock(&self.space.index);
             index.insert(rel, len, SystemTime::now());
             index.over(self.limits.max_size)
         };
-        if over || self.free_shortfall() > 0 {
+        if over || self.space.free_shortfall() > 0 {
             self.evict();
         }
-    }
-
-    /// Bytes missing to `CACHE_MIN_FREE` on the file system right now.
-    fn free_shortfall(&self) -> u64 {
-        if self.limits.min_free == 0 {
-            return 0;
-        }
-        self.free_space()
-            .map_or(0, |free| self.limits.min_free.saturating_sub(free))
     }
 
     /// Removes entries unused for longer than `CACHE_INACTIVE`, then least recently used entries
     /// until the store is under its cap and `CACHE_MIN_FREE` is free on the file system.
     pub fn evict(&self) {
-        self.evict_bytes(self.free_shortfall());
+        self.evict_bytes(self.space.free_shortfall());
     }
 
     /// Like [`Cache::evict`], also freeing at least `free` bytes.
     fn evict_bytes(&self, free: u64) {
-        let now = SystemTime::now();
-        let inflight: Vec<String> = lock(&self.inflight).keys().cloned().collect();
-        let victims = lock(&self.index).victims(
-            self.limits.max_size,
-            now.checked_sub(self.limits.inactive).unwrap_or(UNIX_EPOCH),
-            free,
-            &inflight,
-        );
-        for rel in &victims {
-            let path = self.root.join(rel);
-            let _ = std::fs::remove_file(&path);
-            if rel.starts_with("manifests") {
-                let _ = std::fs::remove_file(path.with_extension("type"));
-            }
-        }
-        if !victims.is_empty() {
-            tracing::info!(
-                evicted = victims.len(),
-                size = self.size(),
-                "cache eviction"
-            );
-        }
+        self.space.evict_bytes(free);
     }
 }
 

@@ -226,10 +226,16 @@ async fn last_use_survives_a_reopen() {
     assert!(cache.manifest(&manifests[0].0).await.is_some());
     drop(cache);
 
-    let cache = Cache::open(dir.path(), limits(2000, 0)).unwrap();
+    let cache = Cache::open(dir.path(), limits(u64::MAX, 0)).unwrap();
+    cache.wait_loaded();
     assert_eq!(cache.entries(), 3);
+    assert_eq!(cache.size(), 3000);
+    drop(cache);
+
+    let cache = Cache::open(dir.path(), limits(2000, 0)).unwrap();
+    cache.wait_loaded();
     cache.evict();
-    assert_eq!(cache.entries(), 2);
+    assert_eq!(cache.entries(), 2, "the scan evicts down to the cap");
     assert!(cache.manifest(&manifests[0].0).await.is_some());
     assert!(
         cache.manifest(&manifests[1].0).await.is_none(),

@@ -3,6 +3,9 @@
 
 mod auth;
 mod blobs;
+mod cache_crash;
+mod cache_disk;
+mod cache_verify;
 mod connect;
 mod errors;
 mod fake;

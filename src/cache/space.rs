@@ -1,0 +1,144 @@
+//! Space accounting shared by the cache and its start-up scan: the index, the downloads in flight,
+//! `CACHE_MAX_SIZE`, `CACHE_INACTIVE` and `CACHE_MIN_FREE`, and eviction.
+//!
+//! The index is loaded by a background thread so that start-up does not depend on the number of
+//! cached objects (serving never needs the index: lookups go to the file system). Until the scan
+//! is done nothing is evicted (the order would be wrong), and a fill that needs eviction to fit
+//! waits for it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::fill::Fill;
+use super::index::Index;
+use super::{Limits, lock};
+
+pub(super) struct Space {
+    pub(super) root: PathBuf,
+    pub(super) limits: Limits,
+    pub(super) index: Mutex<Index>,
+    /// Invariant: a digest is here from the moment its download is decided until it is committed
+    /// or failed; the temp file exists all that time.
+    pub(super) inflight: Mutex<HashMap<String, Arc<Fill>>>,
+    /// True once the start-up scan has merged every file into the index.
+    loaded: Mutex<bool>,
+    loaded_cv: Condvar,
+}
+
+impl Space {
+    pub(super) fn new(root: &Path, limits: Limits) -> Space {
+        Space {
+            root: root.to_path_buf(),
+            limits,
+            index: Mutex::new(Index::default()),
+            inflight: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(false),
+            loaded_cv: Condvar::new(),
+        }
+    }
+
+    /// Scans the store on a thread of its own, merges what it finds into the index, then evicts
+    /// what the limits call for.
+    pub(super) fn load_in_background(self: &Arc<Self>) {
+        let space = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cache-index".into())
+            .spawn(move || space.load());
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the index scan thread; scanning now");
+            self.load();
+        }
+    }
+
+    fn load(&self) {
+        let started = Instant::now();
+        for shard in Index::shards(&self.root) {
+            let found = Index::scan_shard(&self.root, &shard);
+            let mut index = lock(&self.index);
+            for (rel, size, last_used) in found {
+                index.insert_scanned(rel, size, last_used);
+            }
+        }
+        let (entries, bytes) = {
+            let index = lock(&self.index);
+            (index.len(), index.total())
+        };
+        *lock(&self.loaded) = true;
+        self.loaded_cv.notify_all();
+        tracing::info!(
+            entries,
+            bytes,
+            took_ms = started.elapsed().as_millis() as u64,
+            "cache index loaded"
+        );
+        self.evict_bytes(self.free_shortfall());
+    }
+
+    pub(super) fn is_loaded(&self) -> bool {
+        *lock(&self.loaded)
+    }
+
+    /// Blocks until the start-up scan is done.
+    pub(super) fn wait_loaded(&self) {
+        let mut loaded = lock(&self.loaded);
+        while !*loaded {
+            loaded = self
+                .loaded_cv
+                .wait(loaded)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Bytes available to us on the cache's file system (`None` if it cannot be asked).
+    pub(super) fn free_space(&self) -> Option<u64> {
+        match rustix::fs::statvfs(&self.root) {
+            Ok(st) => Some(st.f_bavail.saturating_mul(st.f_frsize)),
+            Err(e) => {
+                tracing::warn!(root = %self.root.display(), error = %e, "cannot read free space");
+                None
+            }
+        }
+    }
+
+    /// Bytes missing to `CACHE_MIN_FREE` on the file system right now.
+    pub(super) fn free_shortfall(&self) -> u64 {
+        if self.limits.min_free == 0 {
+            return 0;
+        }
+        self.free_space()
+            .map_or(0, |free| self.limits.min_free.saturating_sub(free))
+    }
+
+    /// Removes entries unused for longer than `CACHE_INACTIVE`, then least recently used ones
+    /// until the store is under its cap and at least `free` bytes are removed. Does nothing before
+    /// the start-up scan is done.
+    pub(super) fn evict_bytes(&self, free: u64) {
+        if !self.is_loaded() {
+            return;
+        }
+        let now = SystemTime::now();
+        let inflight: Vec<String> = lock(&self.inflight).keys().cloned().collect();
+        let (victims, size) = {
+            let mut index = lock(&self.index);
+            let victims = index.victims(
+                self.limits.max_size,
+                now.checked_sub(self.limits.inactive).unwrap_or(UNIX_EPOCH),
+                free,
+                &inflight,
+            );
+            (victims, index.total())
+        };
+        for rel in &victims {
+            let path = self.root.join(rel);
+            let _ = std::fs::remove_file(&path);
+            if rel.starts_with("manifests") {
+                let _ = std::fs::remove_file(path.with_extension("type"));
+            }
+        }
+        if !victims.is_empty() {
+            tracing::info!(evicted = victims.len(), size, "cache eviction");
+        }
+    }
+}
