@@ -116,6 +116,22 @@ wait_http() { # NAME URL : wait until URL answers with any HTTP status (restarts
   echo "e2e-env: $1 does not answer at $2" >&2; exit 1
 }
 
+# ---------------------------------------------------------------- one environment per machine
+# An address held by a process this WORKDIR did not start (an environment in another WORKDIR) would
+# make this one silently use that environment's registries, logs and storage: refuse instead.
+for spec in token:127.0.0.5:443 token:127.0.0.7:443 push:127.0.0.1:5000 registry.test:127.0.0.2:443 \
+            second.test:127.0.0.8:443 basic.test:127.0.0.3:443 token.test:127.0.0.4:443 \
+            registry-1.docker.io:127.0.0.6:443; do
+  name=${spec%%:*} hp=${spec#*:}
+  alive "$name" && continue
+  if (exec 3<>"/dev/tcp/${hp%:*}/${hp#*:}") 2>/dev/null; then
+    echo "e2e-env: $hp ($name) is already served by a process not started for $W — another e2e" \
+         "environment runs with a different WORKDIR (stop it with its down.sh, or use its WORKDIR):" >&2
+    pgrep -a -f 'docker-registry serve|token_server.py' >&2 || true
+    exit 1
+  fi
+done
+
 # ---------------------------------------------------------------- 5. token server
 start token "$PY" "$HERE/token_server.py" --cert "$P/token/signing.crt" --key "$P/token/signing.key" \
   --log "$W/logs/token.log" \
