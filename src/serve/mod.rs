@@ -194,26 +194,6 @@ fn describe(route: &Route) -> (&'static str, String, String) {
     }
 }
 
-/// The path of a route on the upstream registry.
-pub(crate) fn upstream_path(route: &Route) -> String {
-    match route {
-        Route::Base => "/v2/".into(),
-        Route::Catalog => "/v2/_catalog".into(),
-        Route::Manifest { name, reference } => format!("/v2/{name}/manifests/{reference}"),
-        Route::Blob { name, digest } => format!("/v2/{name}/blobs/{digest}"),
-        Route::TagsList { name } => format!("/v2/{name}/tags/list"),
-        Route::Referrers { name, digest } => format!("/v2/{name}/referrers/{digest}"),
-        Route::Upload {
-            name,
-            session: None,
-        } => format!("/v2/{name}/blobs/uploads/"),
-        Route::Upload {
-            name,
-            session: Some(s),
-        } => format!("/v2/{name}/blobs/uploads/{s}"),
-    }
-}
-
 /// The token scope for a repository.
 pub(crate) fn pull_scope(name: &RepoName) -> String {
     format!("repository:{name}:pull")

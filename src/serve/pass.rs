@@ -6,7 +6,7 @@ use hyper::body::Incoming;
 
 use super::{
     Ctx, Outcome, copy_response_headers, forward_request_headers, pull_scope, ratelimit_note,
-    upstream_error, upstream_path,
+    upstream_error,
 };
 use crate::body;
 use crate::registry::route::Route;
@@ -30,7 +30,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: &Route, incoming: Incoming) -> 
         Route::Catalog => "registry:catalog:*".to_owned(),
         Route::Base => String::new(),
     };
-    let mut path_and_query = upstream_path(route);
+    let mut path_and_query = route.path();
     if let Some(q) = &ctx.query {
         path_and_query.push('?');
         path_and_query.push_str(q);

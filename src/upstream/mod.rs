@@ -140,13 +140,7 @@ impl Upstream {
             let response = self.exchange(&req.registry, request).await?;
             if response.status() == StatusCode::UNAUTHORIZED && !own_auth && !retried && replayable
             {
-                let challenges: Vec<_> = response
-                    .headers()
-                    .get_all(WWW_AUTHENTICATE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(parse_www_authenticate)
-                    .collect();
+                let challenges = challenges_of(response.headers());
                 if !challenges.is_empty()
                     && self
                         .auth
@@ -196,13 +190,7 @@ impl Upstream {
             .map_err(|_| UpstreamError::Request("bad registry authority".into()))?;
         let request = build(&Method::GET, &url, &HeaderMap::new(), None, body::empty())?;
         let response = self.exchange(registry, request).await?;
-        let challenges: Vec<_> = response
-            .headers()
-            .get_all(WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(parse_www_authenticate)
-            .collect();
+        let challenges = challenges_of(response.headers());
         if !challenges.is_empty() {
             self.auth
                 .answer(&self.client, registry, &challenges, "")
@@ -277,6 +265,16 @@ impl Upstream {
             }),
         }
     }
+}
+
+/// Every challenge in a response's `WWW-Authenticate` headers.
+fn challenges_of(headers: &HeaderMap) -> Vec<crate::registry::challenge::Challenge> {
+    headers
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(parse_www_authenticate)
+        .collect()
 }
 
 fn is_followed(status: StatusCode) -> bool {
