@@ -82,6 +82,15 @@ impl TestProxy {
 
     /// Stops this proxy and starts a new one on the same cache and CA (a restart).
     pub(crate) async fn restart(&mut self) {
+        self.restart_with(&[]).await;
+    }
+
+    /// A restart with some settings changed (e.g. `CONNECT_TO` pointing at a closed port, to take
+    /// the upstream away).
+    pub(crate) async fn restart_with(&mut self, changes: &[(&str, &str)]) {
+        for (k, v) in changes {
+            self.env.insert((*k).to_owned(), (*v).to_owned());
+        }
         self.task.abort();
         let _ = (&mut self.task).await;
         let cli = Cli::try_parse_from(["registry-proxy"]).unwrap();

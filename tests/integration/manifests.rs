@@ -210,3 +210,66 @@ async fn per_registry_ttl_override_from_the_toml_file() {
         "fake.test tags are fresh for an hour"
     );
 }
+
+#[tokio::test]
+async fn an_image_pulled_once_is_pulled_again_with_the_upstream_gone() {
+    let fake = Fake::start(&["fake.test"]).await;
+    let layer = crate::harness::random_bytes(50_000, 9);
+    let layer_digest = sha256_digest(&layer);
+    let bytes = manifest(9);
+    fake.route(
+        "/v2/lib/app/manifests/v1",
+        Behavior::Manifest {
+            bytes: bytes.clone(),
+            media_type: OCI_MANIFEST.into(),
+        },
+    );
+    fake.route(
+        &format!("/v2/lib/app/blobs/{layer_digest}"),
+        Behavior::Blob(layer.clone()),
+    );
+    let mut proxy = TestProxy::start(&fake, &[]).await;
+    let accept = [("accept", OCI_MANIFEST)];
+    let blob_url = format!("/v2/fake.test/lib/app/blobs/{layer_digest}");
+    assert_eq!(
+        proxy
+            .request("GET", "/v2/fake.test/lib/app/manifests/v1", &accept)
+            .await
+            .2,
+        bytes
+    );
+    assert_eq!(proxy.request("GET", &blob_url, &[]).await.2, layer);
+    // Upstream gone: nothing listens where fake.test now points.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    proxy
+        .restart_with(&[(
+            "CONNECT_TO",
+            &format!("fake.test:443:127.0.0.1:{closed_port}"),
+        )])
+        .await;
+    let (status, headers, body) = proxy
+        .request("HEAD", "/v2/fake.test/lib/app/manifests/v1", &accept)
+        .await;
+    assert_eq!(status, 200, "HEAD served stale");
+    assert!(body.is_empty());
+    assert_eq!(
+        headers["docker-content-digest"],
+        sha256_digest(&bytes).as_str()
+    );
+    let (status, _, body) = proxy
+        .request("GET", "/v2/fake.test/lib/app/manifests/v1", &accept)
+        .await;
+    assert_eq!(status, 200, "GET served stale");
+    assert_eq!(body, bytes);
+    let (status, _, body) = proxy.request("GET", &blob_url, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, layer);
+    // What was never cached gets a clear registry error.
+    let (status, _, body) = proxy
+        .request("GET", "/v2/fake.test/lib/other/manifests/v1", &accept)
+        .await;
+    assert_eq!(status, 502);
+    assert!(String::from_utf8_lossy(&body).contains("UNAVAILABLE"));
+}
