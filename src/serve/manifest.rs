@@ -182,7 +182,7 @@ async fn by_tag(ctx: &Ctx<'_>, name: &RepoName, tag: &str) -> Outcome {
 async fn tag_miss(ctx: &Ctx<'_>, name: &RepoName, tag: &str, accept: &str) -> Outcome {
     let reference = Reference::Tag(tag.to_owned());
     if ctx.method == Method::HEAD {
-        return pass_head(ctx, name, &reference).await;
+        return head_tag(ctx, name, tag, accept).await;
     }
     match fetch(ctx, name, &reference).await {
         Ok(Fetched::Manifest {
@@ -286,6 +286,37 @@ async fn fetch(
         digest,
         note,
     })
+}
+
+/// A client `HEAD` on a tag we cannot answer stays a `HEAD` upstream. The tag's digest is recorded,
+/// so that clients which resolve tags with `HEAD` and fetch manifests by digest (containerd) are
+/// revalidated, and served stale, like any other once the manifest is cached.
+async fn head_tag(ctx: &Ctx<'_>, name: &RepoName, tag: &str, accept: &str) -> Outcome {
+    let outcome = pass_head(ctx, name, &Reference::Tag(tag.to_owned())).await;
+    let headers = outcome.response.headers();
+    let digest = headers
+        .get(CONTENT_DIGEST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Digest::parse(v).ok());
+    let media_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if let (StatusCode::OK, Some(digest), Some(media_type)) =
+        (outcome.response.status(), digest, media_type)
+    {
+        let record = TagRecord {
+            digest: digest.to_string(),
+            media_type: media_type.to_owned(),
+            checked_at: unix_now(),
+        };
+        if let Err(e) = ctx
+            .state
+            .cache
+            .put_tag(&ctx.registry, name, tag, accept, &record)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot store tag record");
+        }
+    }
+    outcome
 }
 
 /// A client `HEAD` that the cache cannot answer stays a `HEAD` upstream.

@@ -273,3 +273,55 @@ async fn an_image_pulled_once_is_pulled_again_with_the_upstream_gone() {
     assert_eq!(status, 502);
     assert!(String::from_utf8_lossy(&body).contains("UNAVAILABLE"));
 }
+
+#[tokio::test]
+async fn head_then_digest_clients_are_served_stale_too() {
+    // containerd resolves a tag with HEAD, then fetches the manifest by digest.
+    let fake = Fake::start(&["fake.test"]).await;
+    let bytes = manifest(10);
+    let digest = sha256_digest(&bytes);
+    let behavior = Behavior::Manifest {
+        bytes: bytes.clone(),
+        media_type: OCI_MANIFEST.into(),
+    };
+    fake.route("/v2/lib/app/manifests/v2", behavior.clone());
+    fake.route(&format!("/v2/lib/app/manifests/{digest}"), behavior);
+    let mut proxy = TestProxy::start(&fake, &[]).await;
+    let accept = [("accept", OCI_MANIFEST)];
+    let (status, headers, _) = proxy
+        .request("HEAD", "/v2/fake.test/lib/app/manifests/v2", &accept)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["docker-content-digest"], digest.as_str());
+    assert_eq!(
+        proxy
+            .request(
+                "GET",
+                &format!("/v2/fake.test/lib/app/manifests/{digest}"),
+                &accept
+            )
+            .await
+            .2,
+        bytes
+    );
+    proxy
+        .restart_with(&[("CONNECT_TO", "fake.test:443:127.0.0.1:9")])
+        .await;
+    let (status, headers, _) = proxy
+        .request("HEAD", "/v2/fake.test/lib/app/manifests/v2", &accept)
+        .await;
+    assert_eq!(
+        status, 200,
+        "the tag resolves from the cache while upstream is gone"
+    );
+    assert_eq!(headers["docker-content-digest"], digest.as_str());
+    let (status, _, body) = proxy
+        .request(
+            "GET",
+            &format!("/v2/fake.test/lib/app/manifests/{digest}"),
+            &accept,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, bytes);
+}
