@@ -16,7 +16,7 @@
 //! back until it matches; nothing is ever committed from such a download.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -203,7 +203,9 @@ impl Fill {
     ) -> Option<impl Stream<Item = io::Result<Bytes>> + Send + use<>> {
         let fill = self.clone();
         // Opened now so that a temp file removed when the download ends stays readable.
-        let file = open_fill_file(&fill).ok();
+        let file = open_fill_file(&fill)
+            .ok()
+            .map(super::chunks::ChunkReader::new);
         // Attach before looking at the state, so no piece of the tail can be dropped unseen.
         let (id, base) = {
             let mut tail = lock(&fill.tail);
@@ -252,7 +254,7 @@ struct ReaderState {
     id: u64,
     rx: watch::Receiver<FillState>,
     sent: watch::Receiver<u64>,
-    file: Option<std::fs::File>,
+    file: Option<super::chunks::ChunkReader>,
     pos: u64,
     /// Inclusive last byte wanted, if a range.
     end: Option<u64>,
@@ -398,12 +400,12 @@ impl ReaderState {
     async fn read(&mut self, want: usize) -> io::Result<Bytes> {
         let file = match self.file.take() {
             Some(f) => f,
-            None => open_fill_file(&self.fill)?,
+            None => super::chunks::ChunkReader::new(open_fill_file(&self.fill)?),
         };
         let pos = self.pos;
         let (file, result) = tokio::task::spawn_blocking(move || {
             let mut file = file;
-            let result = read_at(&mut file, pos, want);
+            let result = file.read_at(pos, want);
             (file, result)
         })
         .await
@@ -428,20 +430,6 @@ fn open_fill_file(fill: &Fill) -> io::Result<std::fs::File> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::File::open(&fill.final_path),
         other => other,
     }
-}
-
-pub(crate) fn read_at(file: &mut std::fs::File, pos: u64, want: usize) -> io::Result<Bytes> {
-    file.seek(SeekFrom::Start(pos))?;
-    let mut buf = vec![0u8; want];
-    let mut filled = 0;
-    while filled < want {
-        match file.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    buf.truncate(filled);
-    Ok(Bytes::from(buf))
 }
 
 /// How a download that did not fail ended.

@@ -22,7 +22,9 @@
 //! A disk that fails under a download (full, I/O error) does not fail its clients: the rest of the
 //! blob streams to them through a bounded in-memory tail and nothing is committed (`fill.rs`).
 
+mod chunks;
 mod fill;
+mod hot;
 mod index;
 mod space;
 mod verify;
@@ -100,6 +102,8 @@ pub struct Cache {
     touch_every: Duration,
     /// Test hook: fills behave as if the disk were full after this many bytes.
     disk_limit: Option<u64>,
+    /// Repository links known to exist.
+    known_links: Mutex<hot::KnownLinks>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -137,6 +141,7 @@ impl Cache {
             tmp_counter: AtomicU64::new(0),
             touch_every: TOUCH_PERSIST_EVERY,
             disk_limit: None,
+            known_links: Mutex::new(hot::KnownLinks::default()),
         })
     }
 
@@ -231,21 +236,33 @@ impl Cache {
         kind: LinkKind,
         digest: &Digest,
     ) -> bool {
-        self.repo_dir(registry, repo)
+        let path = self
+            .repo_dir(registry, repo)
             .join(kind.dir())
-            .join(digest.encoded())
-            .exists()
+            .join(digest.encoded());
+        let key = path.to_string_lossy().into_owned();
+        if lock(&self.known_links).contains(&key) {
+            return true;
+        }
+        let exists = path.exists();
+        if exists {
+            lock(&self.known_links).insert(key);
+        }
+        exists
     }
 
     /// Records that `repo` of `registry` holds `digest`.
     pub fn link(&self, registry: &RegistryHost, repo: &RepoName, kind: LinkKind, digest: &Digest) {
         let dir = self.repo_dir(registry, repo).join(kind.dir());
         let path = dir.join(digest.encoded());
-        if path.exists() {
+        let key = path.to_string_lossy().into_owned();
+        if lock(&self.known_links).contains(&key) || path.exists() {
+            lock(&self.known_links).insert(key);
             return;
         }
-        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, b"")) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot record link");
+        match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, b"")) {
+            Ok(()) => lock(&self.known_links).insert(key),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot record link"),
         }
     }
 
@@ -423,13 +440,18 @@ impl Cache {
             return None;
         }
         let rel = Cache::manifest_rel(digest);
+        if let Some((bytes, media_type)) = lock(&self.space.hot_manifests).get(digest.encoded()) {
+            self.touch(&rel, bytes.len() as u64);
+            return Some((bytes, media_type));
+        }
         let path = self.root.join(&rel);
-        let bytes = tokio::fs::read(&path).await.ok()?;
+        let bytes = Bytes::from(tokio::fs::read(&path).await.ok()?);
         let media_type = tokio::fs::read_to_string(path.with_extension("type"))
             .await
             .ok()?;
         self.touch(&rel, bytes.len() as u64);
-        Some((Bytes::from(bytes), media_type))
+        lock(&self.space.hot_manifests).insert(digest.encoded(), bytes.clone(), media_type.clone());
+        Some((bytes, media_type))
     }
 
     /// Stores a manifest (caller verified its digest) with its media type.
@@ -445,6 +467,11 @@ impl Cache {
             .await?;
         self.write_atomic(&path, bytes).await?;
         self.add_to_index(&rel, bytes.len() as u64);
+        lock(&self.space.hot_manifests).insert(
+            digest.encoded(),
+            bytes.clone(),
+            media_type.to_owned(),
+        );
         Ok(())
     }
 
@@ -574,7 +601,7 @@ pub fn file_stream(
 ) -> impl Stream<Item = io::Result<Bytes>> + Send {
     struct S {
         path: PathBuf,
-        file: Option<std::fs::File>,
+        file: Option<chunks::ChunkReader>,
         pos: u64,
         end: u64,
     }
@@ -598,9 +625,9 @@ pub fn file_stream(
             let joined = tokio::task::spawn_blocking(move || {
                 let mut file = match file {
                     Some(f) => f,
-                    None => std::fs::File::open(&path)?,
+                    None => chunks::ChunkReader::new(std::fs::File::open(&path)?),
                 };
-                let bytes = fill::read_at(&mut file, pos, want)?;
+                let bytes = file.read_at(pos, want)?;
                 Ok::<_, io::Error>((file, bytes))
             })
             .await;

@@ -25,6 +25,8 @@ pub(super) struct Space {
     /// True once the start-up scan has merged every file into the index.
     loaded: Mutex<bool>,
     loaded_cv: Condvar,
+    /// Recently served manifests, in memory; eviction drops them with their files.
+    pub(super) hot_manifests: Mutex<super::hot::HotManifests>,
 }
 
 impl Space {
@@ -36,6 +38,7 @@ impl Space {
             inflight: Mutex::new(HashMap::new()),
             loaded: Mutex::new(false),
             loaded_cv: Condvar::new(),
+            hot_manifests: Mutex::new(super::hot::HotManifests::default()),
         }
     }
 
@@ -135,6 +138,9 @@ impl Space {
             let _ = std::fs::remove_file(&path);
             if rel.starts_with("manifests") {
                 let _ = std::fs::remove_file(path.with_extension("type"));
+                if let Some(hex) = rel.file_name().and_then(|n| n.to_str()) {
+                    lock(&self.hot_manifests).remove(hex);
+                }
             }
         }
         if !victims.is_empty() {
