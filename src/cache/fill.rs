@@ -451,6 +451,9 @@ pub(crate) struct FillWriter {
     received: u64,
     /// Bytes written to the temp file. Invariant: equals `received` unless `disk_error` is set.
     on_disk: u64,
+    /// Bytes announced to readers as `Growing`. Announcing every network frame (16 KiB on HTTP/2)
+    /// would wake every reader for a tiny read each time; see [`FillWriter::write`].
+    announced: u64,
     /// Why the disk is no longer used, once it failed.
     disk_error: Option<String>,
     /// The final byte of a known-length blob, held back from the tail until the digest matches.
@@ -477,6 +480,7 @@ impl FillWriter {
             hasher: ring::digest::Context::new(&ring::digest::SHA256),
             received: 0,
             on_disk: 0,
+            announced: 0,
             disk_error: None,
             held: None,
             stall,
@@ -487,7 +491,10 @@ impl FillWriter {
 
     /// Appends a chunk (blocking I/O: call from a blocking thread) and announces it to readers.
     /// A disk failure is not an error: the download goes on uncached.
-    pub(crate) fn write(&mut self, chunk: Bytes) {
+    /// Appends a chunk. `more_queued` says another chunk is already waiting: progress is then
+    /// announced only once a read chunk's worth has accumulated, so readers read in large pieces
+    /// while the upstream is fast, and at once when it is slow.
+    pub(crate) fn write(&mut self, chunk: Bytes, more_queued: bool) {
         self.hasher.update(&chunk);
         let offset = self.received;
         self.received += chunk.len() as u64;
@@ -495,7 +502,10 @@ impl FillWriter {
             match self.write_disk(&chunk) {
                 Ok(()) => {
                     self.on_disk = self.received;
-                    self.fill.set_state(FillState::Growing(self.on_disk));
+                    if !more_queued || self.on_disk - self.announced >= READ_CHUNK as u64 {
+                        self.announced = self.on_disk;
+                        self.fill.set_state(FillState::Growing(self.on_disk));
+                    }
                     return;
                 }
                 Err(e) => {

@@ -403,7 +403,8 @@ impl Cache {
         let writer = tokio::task::spawn_blocking(move || {
             let mut writer = fill::FillWriter::new(fill, file, read_timeout, runtime, disk_limit);
             while let Some(chunk) = rx.blocking_recv() {
-                writer.write(chunk);
+                let more_queued = !rx.is_empty();
+                writer.write(chunk, more_queued);
             }
             writer.finish()
         });
