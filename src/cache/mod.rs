@@ -22,6 +22,9 @@
 //! A disk that fails under a download (full, I/O error) does not fail its clients: the rest of the
 //! blob streams to them through a bounded in-memory tail and nothing is committed (`fill.rs`).
 
+/// Upstream bytes gathered into one write to the temp file, at most (when already received).
+const COALESCE: usize = 256 * 1024;
+
 mod chunks;
 mod fill;
 mod hot;
@@ -38,7 +41,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use futures_util::Stream;
 use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
@@ -416,11 +420,37 @@ impl Cache {
                     Ok(Some(Err(e))) => return Err(format!("upstream body: {e}")),
                     Ok(Some(Ok(frame))) => frame,
                 };
-                if let Ok(data) = frame.into_data()
-                    && !data.is_empty()
-                    && tx.send(data).await.is_err()
-                {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                // Coalesce the frames that are already here (HTTP/2 delivers 16 KiB at a time) so
+                // the writer makes one write and one announcement per ~256 KiB, not per frame.
+                let mut batch = BytesMut::new();
+                let mut pending = Some(data);
+                let mut ended = false;
+                while let Some(data) = pending.take() {
+                    if batch.is_empty() && data.len() >= COALESCE {
+                        batch = BytesMut::from(data);
+                        break;
+                    }
+                    batch.extend_from_slice(&data);
+                    if batch.len() >= COALESCE {
+                        break;
+                    }
+                    match body.frame().now_or_never() {
+                        Some(Some(Ok(frame))) => {
+                            pending = frame.into_data().ok().or(Some(Bytes::new()))
+                        }
+                        Some(Some(Err(e))) => return Err(format!("upstream body: {e}")),
+                        Some(None) => ended = true,
+                        None => {}
+                    }
+                }
+                if !batch.is_empty() && tx.send(batch.freeze()).await.is_err() {
                     return Err("cache writer stopped".to_owned());
+                }
+                if ended {
+                    return Ok(());
                 }
             }
         };
