@@ -193,19 +193,7 @@ async fn tag_miss(ctx: &Ctx<'_>, name: &RepoName, tag: &str, accept: &str) -> Ou
         }) => {
             let upstream_bytes = bytes.len() as u64;
             store(ctx, name, &digest, &bytes, &media_type).await;
-            let record = TagRecord {
-                digest: digest.to_string(),
-                media_type: media_type.clone(),
-                checked_at: unix_now(),
-            };
-            if let Err(e) = ctx
-                .state
-                .cache
-                .put_tag(&ctx.registry, name, tag, accept, &record)
-                .await
-            {
-                tracing::warn!(error = %e, "cannot store tag record");
-            }
+            remember_tag(ctx, name, tag, accept, &digest, &media_type).await;
             let mut outcome = Outcome::new(
                 manifest_response(&ctx.method, bytes, &media_type, &digest),
                 Verdict::Miss,
@@ -302,19 +290,7 @@ async fn head_tag(ctx: &Ctx<'_>, name: &RepoName, tag: &str, accept: &str) -> Ou
     if let (StatusCode::OK, Some(digest), Some(media_type)) =
         (outcome.response.status(), digest, media_type)
     {
-        let record = TagRecord {
-            digest: digest.to_string(),
-            media_type: media_type.to_owned(),
-            checked_at: unix_now(),
-        };
-        if let Err(e) = ctx
-            .state
-            .cache
-            .put_tag(&ctx.registry, name, tag, accept, &record)
-            .await
-        {
-            tracing::warn!(error = %e, "cannot store tag record");
-        }
+        remember_tag(ctx, name, tag, accept, &digest, media_type).await;
     }
     outcome
 }
@@ -336,6 +312,30 @@ async fn pass_head(ctx: &Ctx<'_>, name: &RepoName, reference: &Reference) -> Out
             outcome
         }
         Err(e) => Outcome::new(upstream_error(&e), Verdict::Miss),
+    }
+}
+
+/// Records that `tag` resolves to `digest` for this Accept set, as upstream just said.
+async fn remember_tag(
+    ctx: &Ctx<'_>,
+    name: &RepoName,
+    tag: &str,
+    accept: &str,
+    digest: &Digest,
+    media_type: &str,
+) {
+    let record = TagRecord {
+        digest: digest.to_string(),
+        media_type: media_type.to_owned(),
+        checked_at: unix_now(),
+    };
+    if let Err(e) = ctx
+        .state
+        .cache
+        .put_tag(&ctx.registry, name, tag, accept, &record)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot store tag record");
     }
 }
 

@@ -226,17 +226,7 @@ impl TestProxy {
             "CONNECT answered {}",
             String::from_utf8_lossy(&head)
         );
-        let ca_pem = std::fs::read(self.dir.path().join("ca/ca.crt")).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let config = rustls::ClientConfig::builder_with_provider(registry_proxy::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let connector = tokio_rustls::TlsConnector::from(self.proxy_trust());
         let name = rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap();
         let tls = connector.connect(name, stream).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
