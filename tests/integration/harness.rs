@@ -185,19 +185,7 @@ impl TestProxy {
         path: &str,
     ) -> (StatusCode, http::HeaderMap, Bytes) {
         let stream = TcpStream::connect(self.tls_addr.unwrap()).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(self.proxy_trust());
-        let server_name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
-        let tls = connector.connect(server_name, stream).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .uri(path)
-            .header("host", name)
-            .body(body::empty())
-            .unwrap();
-        collect(sender.send_request(req).await.unwrap()).await
+        self.over_tls(stream, name, "GET", path).await
     }
 
     /// A request through `CONNECT host:443` and TLS, trusting the proxy's CA.
@@ -226,6 +214,17 @@ impl TestProxy {
             "CONNECT answered {}",
             String::from_utf8_lossy(&head)
         );
+        self.over_tls(stream, host, method, path).await
+    }
+
+    /// One request over TLS on `stream`, verifying the proxy's certificate for `host`.
+    async fn over_tls(
+        &self,
+        stream: TcpStream,
+        host: &str,
+        method: &str,
+        path: &str,
+    ) -> (StatusCode, http::HeaderMap, Bytes) {
         let connector = tokio_rustls::TlsConnector::from(self.proxy_trust());
         let name = rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap();
         let tls = connector.connect(name, stream).await.unwrap();
