@@ -22,7 +22,8 @@ use crate::config::MirrorPolicy;
 use crate::registry::error::ErrorCode;
 use crate::registry::host::RegistryHost;
 use crate::registry::route::parse_path;
-use crate::serve::{self, State, error};
+use crate::serve::error::Failure;
+use crate::serve::{self, State};
 
 /// Largest request head we read (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 64 * 1024;
@@ -142,17 +143,14 @@ async fn mirror(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     });
     let parsed = match parse_path(req.uri().path(), ns.is_none()) {
         Ok(p) => p,
-        Err(e) => return error(e.code().status(), e.code(), &e.to_string()),
+        Err(e) => return Failure::client(e.code(), e.to_string()).into_response(),
     };
     let registry = match (ns, parsed.host) {
         (Some(ns), _) => match RegistryHost::parse(&ns) {
             Ok(host) => host,
             Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::NameInvalid,
-                    &format!("bad ns parameter: {e}"),
-                );
+                return Failure::client(ErrorCode::NameInvalid, format!("bad ns parameter: {e}"))
+                    .into_response();
             }
         },
         (None, Some(host)) => host,
@@ -163,13 +161,10 @@ async fn mirror(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         MirrorPolicy::Configured => state.config.intercepts(&registry),
     };
     if !allowed {
-        return error(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Denied,
-            &format!(
-                "registry {registry} is not configured on this proxy (add it to REGISTRIES, or set MIRROR_ANY=true)"
-            ),
-        );
+        return Failure::denied(format!(
+            "registry {registry} is not configured on this proxy (add it to REGISTRIES, or set MIRROR_ANY=true)"
+        ))
+        .into_response();
     }
     serve::handle(&state, registry, parsed.route, req).await
 }
@@ -320,15 +315,11 @@ async fn intercept<IO>(
         let registry = registry.clone();
         async move {
             if head_too_large(&req) {
-                return Ok(error(
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    ErrorCode::Unsupported,
-                    "request head too large",
-                ));
+                return Ok(Failure::HeadTooLarge.into_response());
             }
             let response = match parse_path(req.uri().path(), false) {
                 Ok(parsed) => serve::handle(&state, registry, parsed.route, req).await,
-                Err(e) => error(e.code().status(), e.code(), &e.to_string()),
+                Err(e) => Failure::client(e.code(), e.to_string()).into_response(),
             };
             Ok::<_, Infallible>(response)
         }

@@ -10,10 +10,8 @@ use http::{HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
-use super::{
-    CONTENT_DIGEST, Ctx, Outcome, copy_response_headers, error, pull_scope, ratelimit_note,
-    upstream_error,
-};
+use super::error::Failure;
+use super::{CONTENT_DIGEST, Ctx, Outcome, copy_response_headers, pull_scope, ratelimit_note};
 use crate::body::{self, Body, BoxError};
 use crate::cache::{Fill, FillEnd, FillSlot, LinkKind};
 use crate::registry::digest::Digest;
@@ -29,11 +27,11 @@ pub(super) async fn handle(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> O
         Some(Ok(Ok(range))) => range,
         Some(_) => {
             return Outcome::new(
-                error(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    ErrorCode::RangeInvalid,
-                    "malformed Range header",
-                ),
+                Failure::Range {
+                    message: "malformed Range header".into(),
+                    len: None,
+                }
+                .into_response(),
                 Verdict::Local,
             );
         }
@@ -101,7 +99,7 @@ async fn lead(
             Err(e) => {
                 let reason = e.to_string();
                 state.cache.abort_fill(&task_fill, &reason);
-                let _ = tx.send(Err(upstream_error(&e)));
+                let _ = tx.send(Err(Failure::Upstream(e).into_response()));
                 return;
             }
         };
@@ -198,11 +196,10 @@ async fn lead(
             Outcome::new(response, verdict)
         }
         Err(_) => Outcome::new(
-            error(
-                StatusCode::BAD_GATEWAY,
-                ErrorCode::Unavailable,
-                "download task ended unexpectedly",
-            ),
+            Failure::Internal {
+                message: "download task ended unexpectedly".into(),
+            }
+            .into_response(),
             Verdict::Miss,
         ),
     }
@@ -231,15 +228,19 @@ async fn confirm(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Result<(), 
                 _ => ErrorCode::Unavailable,
             };
             Err(Outcome::new(
-                error(
+                Failure::UpstreamStatus {
                     status,
                     code,
-                    &format!("upstream answered {status} for {name}@{digest}"),
-                ),
+                    what: format!("{name}@{digest}"),
+                }
+                .into_response(),
                 Verdict::Pass,
             ))
         }
-        Err(e) => Err(Outcome::new(upstream_error(&e), Verdict::Pass)),
+        Err(e) => Err(Outcome::new(
+            Failure::Upstream(e).into_response(),
+            Verdict::Pass,
+        )),
     }
 }
 
@@ -262,7 +263,7 @@ async fn head_upstream(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outco
             copy_response_headers(response.headers(), out.headers_mut());
             Outcome::new(out, Verdict::Miss)
         }
-        Err(e) => Outcome::new(upstream_error(&e), Verdict::Miss),
+        Err(e) => Outcome::new(Failure::Upstream(e).into_response(), Verdict::Miss),
     }
 }
 
@@ -280,7 +281,7 @@ async fn stream_uncached(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Out
             copy_response_headers(&parts.headers, out.headers_mut());
             Outcome::new(out, Verdict::Pass)
         }
-        Err(e) => Outcome::new(upstream_error(&e), Verdict::Pass),
+        Err(e) => Outcome::new(Failure::Upstream(e).into_response(), Verdict::Pass),
     }
 }
 
@@ -339,17 +340,13 @@ fn window(
                 }
                 Ok((response, start, Some(end)))
             }
-            None => {
-                let mut out = error(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    ErrorCode::RangeInvalid,
-                    &format!("range not satisfiable for a blob of {len} bytes"),
-                );
-                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                    out.headers_mut().insert(CONTENT_RANGE, v);
+            None => Err(Box::new(
+                Failure::Range {
+                    message: format!("range not satisfiable for a blob of {len} bytes"),
+                    len: Some(len),
                 }
-                Err(Box::new(out))
-            }
+                .into_response(),
+            )),
         },
         None => {
             response

@@ -8,10 +8,8 @@ use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use super::{
-    CONTENT_DIGEST, Ctx, Outcome, copy_response_headers, error, pull_scope, ratelimit_note,
-    upstream_error,
-};
+use super::error::Failure;
+use super::{CONTENT_DIGEST, Ctx, Outcome, copy_response_headers, pull_scope, ratelimit_note};
 use crate::body;
 use crate::cache::{LinkKind, TagRecord, unix_now};
 use crate::registry::digest::Digest;
@@ -54,11 +52,13 @@ async fn by_digest(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outcome {
         }) => {
             if digest.is_sha256() && &actual != digest {
                 return Outcome::new(
-                    error(
-                        StatusCode::BAD_GATEWAY,
-                        ErrorCode::ManifestInvalid,
-                        &format!("upstream sent a manifest whose digest is {actual}, not {digest}"),
-                    ),
+                    Failure::BadUpstream {
+                        code: ErrorCode::ManifestInvalid,
+                        message: format!(
+                            "upstream sent a manifest whose digest is {actual}, not {digest}"
+                        ),
+                    }
+                    .into_response(),
                     Verdict::Miss,
                 );
             }
@@ -73,7 +73,7 @@ async fn by_digest(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outcome {
             outcome
         }
         Ok(Fetched::Other(outcome)) => outcome,
-        Err(e) => Outcome::new(upstream_error(&e), Verdict::Miss),
+        Err(e) => Outcome::new(Failure::Upstream(e).into_response(), Verdict::Miss),
     }
 }
 
@@ -159,11 +159,12 @@ async fn by_tag(ctx: &Ctx<'_>, name: &RepoName, tag: &str) -> Outcome {
             copy_response_headers(response.headers(), out.headers_mut());
             if ctx.method == Method::GET {
                 // HEAD responses have no error body; give the client one.
-                out = error(
+                out = Failure::UpstreamStatus {
                     status,
-                    code_for(status),
-                    &format!("upstream answered {status} for {name}:{tag}"),
-                );
+                    code: code_for(status),
+                    what: format!("{name}:{tag}"),
+                }
+                .into_response();
             }
             Outcome::new(out, Verdict::Pass)
         }
@@ -175,7 +176,7 @@ async fn by_tag(ctx: &Ctx<'_>, name: &RepoName, tag: &str) -> Outcome {
             outcome.note = Some(format!("upstream unavailable: {e}"));
             outcome
         }
-        Err(e) => Outcome::new(upstream_error(&e), Verdict::Pass),
+        Err(e) => Outcome::new(Failure::Upstream(e).into_response(), Verdict::Pass),
     }
 }
 
@@ -203,7 +204,7 @@ async fn tag_miss(ctx: &Ctx<'_>, name: &RepoName, tag: &str, accept: &str) -> Ou
             outcome
         }
         Ok(Fetched::Other(outcome)) => outcome,
-        Err(e) => Outcome::new(upstream_error(&e), Verdict::Miss),
+        Err(e) => Outcome::new(Failure::Upstream(e).into_response(), Verdict::Miss),
     }
 }
 
@@ -311,7 +312,7 @@ async fn pass_head(ctx: &Ctx<'_>, name: &RepoName, reference: &Reference) -> Out
             outcome.note = ratelimit_note(response.headers());
             outcome
         }
-        Err(e) => Outcome::new(upstream_error(&e), Verdict::Miss),
+        Err(e) => Outcome::new(Failure::Upstream(e).into_response(), Verdict::Miss),
     }
 }
 

@@ -3,6 +3,7 @@
 //! so auth, freshness, single-flight and logs behave the same in every mode.
 
 mod blob;
+pub mod error;
 mod manifest;
 mod pass;
 
@@ -11,19 +12,19 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::{self, Body};
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::registry::error::{ErrorCode, error_body};
 use crate::registry::host::RegistryHost;
 use crate::registry::name::RepoName;
 use crate::registry::route::Route;
 use crate::telemetry::{LoggedBody, Metrics, RequestLog, Verdict};
 use crate::tls::CertAuthority;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::Upstream;
+use error::Failure;
 
 /// Everything a request handler needs; one per proxy, shared.
 pub struct State {
@@ -94,14 +95,10 @@ pub async fn handle(
     let is_read = ctx.method == Method::GET || ctx.method == Method::HEAD;
     let outcome = match route {
         _ if !is_read && !state.config.allow_push => Outcome::new(
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                ErrorCode::Unsupported,
-                &format!(
-                    "{} is not allowed: this proxy is read-only (set ALLOW_PUSH=true to pass writes through)",
-                    ctx.method
-                ),
-            ),
+            Failure::ReadOnly {
+                method: ctx.method.clone(),
+            }
+            .into_response(),
             Verdict::Local,
         ),
         Route::Base if is_read => Outcome::new(base_response(), Verdict::Local),
@@ -209,44 +206,6 @@ fn base_response() -> Response<Body> {
         .headers_mut()
         .insert(CONTENT_LENGTH, HeaderValue::from_static("2"));
     response
-}
-
-/// A registry JSON error response.
-pub fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response<Body> {
-    let bytes = error_body(code, message);
-    let len = bytes.len();
-    let mut response = Response::new(body::full(bytes));
-    *response.status_mut() = status;
-    let h = response.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
-    response
-}
-
-/// The response for an upstream that could not be used at all.
-pub(crate) fn upstream_error(e: &UpstreamError) -> Response<Body> {
-    tracing::warn!(error = %e, "upstream request failed");
-    match e {
-        UpstreamError::TokenDenied { .. } => error(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthorized,
-            &e.to_string(),
-        ),
-        UpstreamError::Timeout { .. } => error(
-            StatusCode::GATEWAY_TIMEOUT,
-            ErrorCode::Unavailable,
-            &e.to_string(),
-        ),
-        _ => error(
-            StatusCode::BAD_GATEWAY,
-            ErrorCode::Unavailable,
-            &e.to_string(),
-        ),
-    }
 }
 
 /// Headers of an upstream response worth passing to the client.

@@ -4,9 +4,9 @@
 use http::Response;
 use hyper::body::Incoming;
 
+use super::error::Failure;
 use super::{
     Ctx, Outcome, copy_response_headers, forward_request_headers, pull_scope, ratelimit_note,
-    upstream_error,
 };
 use crate::body;
 use crate::registry::route::Route;
@@ -60,6 +60,6 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: &Route, incoming: Incoming) -> 
             outcome.note = note;
             outcome
         }
-        Err(e) => Outcome::new(upstream_error(&e), Verdict::Pass),
+        Err(e) => Outcome::new(Failure::Upstream(e).into_response(), Verdict::Pass),
     }
 }
