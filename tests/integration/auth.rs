@@ -359,3 +359,36 @@ async fn redirect_to_another_port_on_the_same_host_drops_credentials() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn auth_registries_from_a_file_and_never_shown() {
+    const PASSWORD: &str = "pw-Zq8.Kx";
+    let fake = Fake::start(&["fake.test"]).await;
+    fake.require_basic("alice", PASSWORD);
+    let data = random_bytes(3000, 27);
+    let digest = sha256_digest(&data);
+    fake.route(
+        &format!("/v2/lib/app/blobs/{digest}"),
+        Behavior::Blob(data.clone()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("auth_registries");
+    // Several lines, the last one ending with a line break, as secrets files usually do.
+    std::fs::write(
+        &secret,
+        format!("other.test:bob:other-pw\nfake.test:alice:{PASSWORD}\n"),
+    )
+    .unwrap();
+    let proxy =
+        TestProxy::start(&fake, &[("AUTH_REGISTRIES_FILE", secret.to_str().unwrap())]).await;
+    let (status, _, body) = proxy
+        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, data);
+    for path in ["/", "/metrics", "/setup/docker", "/setup/systemd"] {
+        let (_, _, body) = proxy.request("GET", path, &[]).await;
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains(PASSWORD), "{path}: {text}");
+    }
+}
