@@ -162,3 +162,48 @@ async fn hostile_setup_requests_get_a_script_that_runs_nothing() {
     );
     assert!(!marker.exists());
 }
+
+/// `registry-proxy setup` refuses hostile values with a non-zero exit, a reason on stderr and
+/// nothing on stdout (so `registry-proxy setup … | sh` runs nothing either).
+#[test]
+fn cli_refuses_hostile_values() {
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("pwned");
+    let m = marker.display();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--proxy".into(), format!("http://x$(touch {m})")],
+            "proxy URL must be http(s)://host[:port]",
+        ),
+        (
+            vec!["--proxy".into(), "http://a@b:3128".into()],
+            "user information",
+        ),
+        (
+            vec![
+                "--proxy".into(),
+                "http://proxy:3128".into(),
+                "--prefix".into(),
+                format!("/x';touch {m};'"),
+            ],
+            "prefix must be an absolute path",
+        ),
+    ];
+    for (args, reason) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_registry-proxy"))
+            .arg("setup")
+            .arg("docker")
+            .args(&args)
+            .env_remove("REGISTRIES")
+            .env_remove("AUTH_REGISTRIES")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        let piped = pipe_to_sh(&String::from_utf8_lossy(&out.stdout), scratch.path());
+        assert!(piped.status.success());
+        assert!(!marker.exists());
+    }
+}
