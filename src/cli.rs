@@ -111,6 +111,10 @@ pub struct ServeArgs {
     /// `host:user:password` entries for upstream auth [env: AUTH_REGISTRIES]
     #[arg(long, value_name = "ENTRIES")]
     pub auth_registries: Option<String>,
+    /// Read AUTH_REGISTRIES from this file (entries separated by line breaks or the delimiter)
+    /// [env: AUTH_REGISTRIES_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub auth_registries_file: Option<String>,
     /// Separator between AUTH_REGISTRIES entries [env: AUTH_REGISTRIES_DELIMITER] [default: " "]
     #[arg(long, value_name = "SEP")]
     pub auth_registries_delimiter: Option<String>,
@@ -238,6 +242,7 @@ const FLAGS: &[(&str, Field)] = &[
     ("LISTEN", |a| &a.listen),
     ("REGISTRIES", |a| &a.registries),
     ("AUTH_REGISTRIES", |a| &a.auth_registries),
+    ("AUTH_REGISTRIES_FILE", |a| &a.auth_registries_file),
     ("AUTH_REGISTRIES_DELIMITER", |a| {
         &a.auth_registries_delimiter
     }),
@@ -296,9 +301,6 @@ const FLAGS: &[(&str, Field)] = &[
     }),
 ];
 
-/// Flags whose values are never printed.
-const SECRET_FLAGS: [&str; 1] = ["AUTH_REGISTRIES"];
-
 impl ServeArgs {
     /// The raw value of the flag for the setting whose environment variable is `env_name`
     /// (`"CACHE_MAX_SIZE"` → `--cache-max-size`), if given. `None` for unknown names.
@@ -319,7 +321,9 @@ impl fmt::Debug for ServeArgs {
         }
         for (name, field) in FLAGS {
             match field(self) {
-                Some(_) if SECRET_FLAGS.contains(name) => s.field(name, &"[REDACTED]"),
+                Some(_) if crate::config::SECRET_SETTINGS.contains(name) => {
+                    s.field(name, &"[REDACTED]")
+                }
                 Some(value) => s.field(name, value),
                 None => continue,
             };

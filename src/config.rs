@@ -5,7 +5,7 @@
 mod load;
 mod units;
 
-pub use load::{ConfigError, Sources};
+pub use load::{ConfigError, SECRET_SETTINGS, Sources};
 pub use units::{parse_duration, parse_size};
 
 use std::net::SocketAddr;

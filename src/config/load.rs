@@ -3,6 +3,11 @@
 //! three spellings (`CACHE_MAX_SIZE`, `--cache-max-size`, `cache_max_size`) and one parser, so a
 //! malformed value fails the same way wherever it came from, with an error that names where it came
 //! from. Passwords never appear in an error.
+//!
+//! Settings listed in [`SECRET_SETTINGS`] may also be read from a file, the Docker/Kubernetes
+//! secrets convention: `NAME_FILE` (flag `--name-file`, file key `name_file`) names the file, and
+//! the file's contents (final line break dropped) are the value, as if given as `NAME` in that
+//! layer. Giving both `NAME` and `NAME_FILE` in one layer is an error naming both.
 
 mod file;
 #[cfg(test)]
@@ -135,6 +140,12 @@ pub enum ConfigError {
     },
     #[error("{setting}: registry {host} is listed twice")]
     DuplicateRegistry { setting: String, host: String },
+    /// A secret given both directly and as a file in the same layer.
+    #[error("{setting} and {file_setting} are both set; give one of them")]
+    SecretTwice {
+        setting: String,
+        file_setting: String,
+    },
 }
 
 fn host_suffix(host: &Option<String>) -> String {
@@ -199,6 +210,14 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("PROXY_CONNECT_CONNECT_TIMEOUT", Kind::Duration),
     ("PROXY_CONNECT_SEND_TIMEOUT", Kind::Duration),
 ];
+
+/// Settings that hold secrets: never echoed in an error, redacted in debug output, and readable
+/// from a file named by `NAME_FILE`. Mark a new secret here (and give its `_FILE` a flag).
+pub const SECRET_SETTINGS: &[&str] = &["AUTH_REGISTRIES"];
+/// Appended to a secret setting's name for the variant that names a file holding it.
+const FILE_SUFFIX: &str = "_FILE";
+/// Largest secret file read.
+const MAX_SECRET_FILE: u64 = 1 << 20;
 
 /// Environment variables with these prefixes must be known settings (typo protection); any other
 /// variable is none of our business.
@@ -310,8 +329,67 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     })
 }
 
+/// A setting's name, or a secret's `NAME_FILE`.
 fn is_known(env_name: &str) -> bool {
     SETTINGS.iter().any(|(name, _)| *name == env_name)
+        || env_name
+            .strip_suffix(FILE_SUFFIX)
+            .is_some_and(|name| SECRET_SETTINGS.contains(&name))
+}
+
+fn flag_name(env_name: &str) -> String {
+    format!("--{}", env_name.to_ascii_lowercase().replace('_', "-"))
+}
+
+/// One layer's value for a secret: given directly (`plain`), or as a file (`from_file`: the
+/// setting that named it and the path; an empty path counts as not given).
+fn secret_or_plain(
+    plain: Option<(String, Raw)>,
+    from_file: Option<(String, String)>,
+) -> Result<Option<(String, Raw)>, ConfigError> {
+    let from_file = from_file.filter(|(_, path)| !path.trim().is_empty());
+    match (plain, from_file) {
+        (Some((setting, _)), Some((file_setting, _))) => Err(ConfigError::SecretTwice {
+            setting,
+            file_setting,
+        }),
+        (Some(found), None) => Ok(Some(found)),
+        (None, Some((setting, path))) => {
+            let path = PathBuf::from(path);
+            let text = read_secret_file(&setting, &path)?;
+            Ok(Some((
+                format!("{setting} ({})", path.display()),
+                Raw::Text(text),
+            )))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// A secret's file: at most 1 MiB of UTF-8, its final line breaks dropped. An error names the
+/// setting and the path, never anything read.
+fn read_secret_file(setting: &str, path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+    let unreadable = |source| ConfigError::Unreadable {
+        setting: setting.to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(unreadable(std::io::Error::other("larger than 1 MiB")));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        unreadable(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8",
+        ))
+    })?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 fn check_env_names(env: &HashMap<String, String>) -> Result<(), ConfigError> {
@@ -361,28 +439,66 @@ struct Layers<'a> {
 
 impl Layers<'_> {
     /// The first layer's value for `env_name`, and the name of the setting it came from.
+    /// A secret ([`SECRET_SETTINGS`]) may come from the file its `NAME_FILE` names, in any layer.
     fn find(&self, env_name: &'static str) -> Result<Option<(String, Raw)>, ConfigError> {
-        if let Some(value) = self.flags.get(env_name) {
-            let flag = format!("--{}", env_name.to_ascii_lowercase().replace('_', "-"));
-            return Ok(Some((flag, Raw::Text(value.to_owned()))));
+        let file_name = SECRET_SETTINGS
+            .contains(&env_name)
+            .then(|| format!("{env_name}{FILE_SUFFIX}"));
+        let file_name = file_name.as_deref();
+
+        let plain = self
+            .flags
+            .get(env_name)
+            .map(|value| (flag_name(env_name), Raw::Text(value.to_owned())));
+        let from_file =
+            file_name.and_then(|name| Some((flag_name(name), self.flags.get(name)?.to_owned())));
+        if let Some(found) = secret_or_plain(plain, from_file)? {
+            return Ok(Some(found));
         }
-        if let Some(value) = self.env.get(env_name) {
-            return Ok(Some((env_name.to_owned(), Raw::Text(value.clone()))));
+
+        let plain = self
+            .env
+            .get(env_name)
+            .map(|value| (env_name.to_owned(), Raw::Text(value.clone())));
+        let from_file =
+            file_name.and_then(|name| Some((name.to_owned(), self.env.get(name)?.clone())));
+        if let Some(found) = secret_or_plain(plain, from_file)? {
+            return Ok(Some(found));
         }
+
         let Some(file) = self.file else {
             return Ok(None);
         };
         let key = env_name.to_ascii_lowercase();
-        let Some(value) = file.table.get(&key) else {
-            return Ok(None);
+        let plain = match file.table.get(&key) {
+            None => None,
+            Some(value) => {
+                let setting = file.setting(&key);
+                let kind = SETTINGS
+                    .iter()
+                    .find(|(name, _)| *name == env_name)
+                    .map_or(Kind::Text, |(_, kind)| *kind);
+                let raw = file_value(&setting, kind, value)?;
+                Some((setting, raw))
+            }
         };
-        let setting = file.setting(&key);
-        let kind = SETTINGS
-            .iter()
-            .find(|(name, _)| *name == env_name)
-            .map_or(Kind::Text, |(_, kind)| *kind);
-        let raw = file_value(&setting, kind, value)?;
-        Ok(Some((setting, raw)))
+        let file_key = file_name.map(str::to_ascii_lowercase);
+        let from_file = match file_key.and_then(|k| Some((file.table.get(&k)?, k))) {
+            None => None,
+            Some((value, key)) => {
+                let setting = file.setting(&key);
+                match file_value(&setting, Kind::Text, value)? {
+                    Raw::Text(path) => Some((setting, path)),
+                    Raw::List(_) => {
+                        return Err(ConfigError::FileType {
+                            setting,
+                            expected: "a string",
+                        });
+                    }
+                }
+            }
+        };
+        secret_or_plain(plain, from_file)
     }
 
     fn text(&self, env_name: &'static str) -> Result<Option<(String, String)>, ConfigError> {
@@ -628,8 +744,10 @@ fn registries(layers: &Layers<'_>) -> Result<Vec<RegistryHost>, ConfigError> {
     Ok(hosts)
 }
 
-/// `AUTH_REGISTRIES`: entries split on `AUTH_REGISTRIES_DELIMITER`, each `host D user D password`
-/// split on `AUTH_REGISTRY_DELIMITER` into at most three parts (so the password may contain `D`).
+/// `AUTH_REGISTRIES`: entries split on line breaks and on `AUTH_REGISTRIES_DELIMITER` (a file read
+/// through `AUTH_REGISTRIES_FILE` may hold one or more entries per line), each
+/// `host D user D password` split on `AUTH_REGISTRY_DELIMITER` into at most three parts (so the
+/// password may contain `D`).
 fn credentials(layers: &Layers<'_>) -> Result<Vec<Credential>, ConfigError> {
     let Some((setting, raw)) = layers.find("AUTH_REGISTRIES")? else {
         return Ok(Vec::new());
@@ -638,7 +756,8 @@ fn credentials(layers: &Layers<'_>) -> Result<Vec<Credential>, ConfigError> {
     let entries: Vec<String> = match raw {
         Raw::Text(text) => {
             let entry_delimiter = layers.delimiter("AUTH_REGISTRIES_DELIMITER", " ")?;
-            text.split(entry_delimiter.as_str())
+            text.split('\n')
+                .flat_map(|line| line.split(entry_delimiter.as_str()))
                 .map(str::to_owned)
                 .collect()
         }

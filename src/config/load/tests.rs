@@ -11,6 +11,9 @@ use crate::cli::Cli;
 use crate::config::{Config, ConfigError, LogFormat, MirrorPolicy, Sources};
 use crate::registry::host::RegistryHost;
 
+/// `NAME_FILE` for secrets.
+mod secret_files;
+
 const SECRET: &str = "s3cr3t-Pa55";
 
 /// Command-line arguments after the program name.
