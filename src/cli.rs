@@ -201,6 +201,17 @@ pub struct ServeArgs {
     /// Space-separated names for the minted TLS_LISTEN certificate [env: TLS_NAMES] [default: "localhost 127.0.0.1"]
     #[arg(long, value_name = "NAMES")]
     pub tls_names: Option<String>,
+    /// bcrypt htpasswd file (`htpasswd -B`); when set, clients must log in; reloaded on SIGHUP and
+    /// when it changes [env: PROXY_HTPASSWD]
+    #[arg(long, value_name = "FILE")]
+    pub proxy_htpasswd: Option<String>,
+    /// PEM CA bundle for client certificates on TLS_LISTEN (user = subject CN) [env: TLS_CLIENT_CA_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca_file: Option<String>,
+    /// How long an upstream's "yes" to a client's own credential for a repository is remembered
+    /// (registries with auth = "verify") [env: AUTH_CACHE_TTL] [default: 5m]
+    #[arg(long, value_name = "DURATION")]
+    pub auth_cache_ttl: Option<String>,
 
     /// nginx send_timeout [env: SEND_TIMEOUT] [default: 60s]
     #[arg(long, value_name = "DURATION")]
@@ -283,6 +294,9 @@ const FLAGS: &[(&str, Field)] = &[
     ("TLS_CERT_FILE", |a| &a.tls_cert_file),
     ("TLS_KEY_FILE", |a| &a.tls_key_file),
     ("TLS_NAMES", |a| &a.tls_names),
+    ("PROXY_HTPASSWD", |a| &a.proxy_htpasswd),
+    ("TLS_CLIENT_CA_FILE", |a| &a.tls_client_ca_file),
+    ("AUTH_CACHE_TTL", |a| &a.auth_cache_ttl),
     ("SEND_TIMEOUT", |a| &a.send_timeout),
     ("CLIENT_BODY_TIMEOUT", |a| &a.client_body_timeout),
     ("CLIENT_HEADER_TIMEOUT", |a| &a.client_header_timeout),

@@ -9,7 +9,6 @@
 //! oldest entries go first. A reload that changes the file forgets everything at once.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +23,7 @@ use rustls_pki_types::pem::PemObject;
 use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 
-use super::htpasswd::{Htpasswd, HtpasswdError, MAX_FILE_LEN};
+use super::htpasswd::{Htpasswd, HtpasswdError};
 
 /// Who made a request.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -184,29 +183,11 @@ fn lock<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Reads and parses the file; also returns its stamp as seen before reading.
+/// Reads and parses the file; also returns its stamp as seen just before reading (so a change
+/// during the read is seen by the next poll).
 fn read_file(path: &Path) -> (Option<FileStamp>, Result<Htpasswd, HtpasswdError>) {
-    let io = |source| HtpasswdError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) => return (None, Err(io(e))),
-    };
-    let stamp = file.metadata().ok().map(|m| FileStamp::of(&m));
-    let mut bytes = Vec::new();
-    let limit = MAX_FILE_LEN as u64 + 1;
-    if let Err(e) = file.take(limit).read_to_end(&mut bytes) {
-        return (stamp, Err(io(e)));
-    }
-    if bytes.len() > MAX_FILE_LEN {
-        return (stamp, Err(HtpasswdError::TooLarge { len: bytes.len() }));
-    }
-    let parsed = String::from_utf8(bytes)
-        .map_err(|_| HtpasswdError::NotUtf8)
-        .and_then(|text| Htpasswd::parse(&text));
-    (stamp, parsed)
+    let stamp = std::fs::metadata(path).ok().map(|m| FileStamp::of(&m));
+    (stamp, Htpasswd::load(path))
 }
 
 impl Users {

@@ -15,16 +15,19 @@ mod tests;
 
 use file::{ConfigFile, file_value};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::units::{UnitError, parse_duration, parse_size};
 use super::{
-    Config, ConnectTo, Credential, LogFormat, ManifestCache, MirrorPolicy, Timeouts, TlsListen,
-    TtlTier,
+    AuthMode, Config, ConnectTo, Credential, LogFormat, ManifestCache, MirrorPolicy, Timeouts,
+    TlsListen, TtlTier,
 };
+use crate::access::htpasswd::{Htpasswd, HtpasswdError};
+use crate::access::identity::{IdentityError, client_verifier};
+use crate::access::rules::{AccessRule, Rules, RulesError};
 use crate::cli::ServeArgs;
 use crate::registry::host::{HostError, RegistryHost};
 use crate::secret::Secret;
@@ -146,6 +149,22 @@ pub enum ConfigError {
         setting: String,
         file_setting: String,
     },
+    /// An unusable htpasswd file; names the line and user, never a hash.
+    #[error("{setting}: {}: {source}", .path.display())]
+    Htpasswd {
+        setting: String,
+        path: PathBuf,
+        source: HtpasswdError,
+    },
+    #[error("{setting}: {source}")]
+    ClientCa {
+        setting: String,
+        source: IdentityError,
+    },
+    #[error("config file {}: {source}", .path.display())]
+    Access { path: PathBuf, source: RulesError },
+    #[error("{setting}: {value:?} is not an auth mode (verify or central)")]
+    AuthMode { setting: String, value: String },
 }
 
 fn host_suffix(host: &Option<String>) -> String {
@@ -199,6 +218,9 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("TLS_CERT_FILE", Kind::Text),
     ("TLS_KEY_FILE", Kind::Text),
     ("TLS_NAMES", Kind::List),
+    ("PROXY_HTPASSWD", Kind::Text),
+    ("TLS_CLIENT_CA_FILE", Kind::Text),
+    ("AUTH_CACHE_TTL", Kind::Duration),
     ("SEND_TIMEOUT", Kind::Duration),
     ("CLIENT_BODY_TIMEOUT", Kind::Duration),
     ("CLIENT_HEADER_TIMEOUT", Kind::Duration),
@@ -221,10 +243,12 @@ const MAX_SECRET_FILE: u64 = 1 << 20;
 
 /// Environment variables with these prefixes must be known settings (typo protection); any other
 /// variable is none of our business.
-const GUARDED_PREFIXES: [&str; 5] = [
+const GUARDED_PREFIXES: [&str; 7] = [
     "MANIFEST_CACHE_",
     "PROXY_CONNECT_",
     "AUTH_REGISTR",
+    "AUTH_CACHE",
+    "PROXY_HTPASS",
     "CACHE_",
     "TLS_",
 ];
@@ -233,6 +257,10 @@ const GUARDED_PREFIXES: [&str; 5] = [
 const CONFIG_ENV: &str = "CONFIG";
 /// The file's table of per-registry settings.
 const REGISTRY_KEY: &str = "registry";
+/// The file's `[groups]` table (TOML only).
+const GROUPS_KEY: &str = "groups";
+/// The file's `[[access]]` entries (TOML only).
+const ACCESS_KEY: &str = "access";
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:3128";
 const DEFAULT_REGISTRIES: &str = "registry.k8s.io gcr.io quay.io ghcr.io";
@@ -244,6 +272,7 @@ const DAY: u64 = 86_400;
 const DEFAULT_PRIMARY_REGEX: &str = "(stable|nightly|production|test)";
 const DEFAULT_SECONDARY_REGEX: &str = r"(.*)(\d|\.)+(.*)(\d|\.)+(.*)(\d|\.)+";
 const DEFAULT_TLS_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
+const DEFAULT_AUTH_CACHE_TTL: Duration = Duration::from_secs(300);
 
 pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     check_env_names(sources.env)?;
@@ -271,9 +300,9 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     let cache_min_free = layers.size("CACHE_MIN_FREE", DEFAULT_CACHE_MIN_FREE, true)?;
     let tags = TagSettings::global(&layers)?;
     let manifest_cache = tags.build()?;
-    let manifest_cache_overrides = match &file {
-        Some(file) => file.manifest_cache_overrides(&tags)?,
-        None => Vec::new(),
+    let (manifest_cache_overrides, registry_auth) = match &file {
+        Some(file) => file.registry_overrides(&tags)?,
+        None => (Vec::new(), Vec::new()),
     };
     let verify_ssl = layers.bool("VERIFY_SSL", true)?;
     let allow_push = layers.bool("ALLOW_PUSH", false)?;
@@ -304,6 +333,25 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     };
     let timeouts = timeouts(&layers)?;
     let tls_listen = tls_listen(&layers)?;
+    let proxy_htpasswd = proxy_htpasswd(&layers)?;
+    let tls_client_ca_file = tls_client_ca_file(&layers, tls_listen.is_some())?;
+    let auth_cache_ttl = layers.duration("AUTH_CACHE_TTL", DEFAULT_AUTH_CACHE_TTL)?;
+    let auth_on = proxy_htpasswd.is_some() || tls_client_ca_file.is_some();
+    let access = match &file {
+        Some(file) => {
+            let (entries, groups) = file.access_rules()?;
+            Rules::new(entries, groups, auth_on).map_err(|source| ConfigError::Access {
+                path: file.path.clone(),
+                source,
+            })?
+        }
+        None => Rules::new(Vec::new(), BTreeMap::new(), auth_on).map_err(|source| {
+            ConfigError::Access {
+                path: PathBuf::new(),
+                source,
+            }
+        })?,
+    };
 
     Ok(Config {
         listen,
@@ -326,6 +374,11 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
         debug,
         manifest_cache_overrides,
         tls_listen,
+        proxy_htpasswd,
+        tls_client_ca_file,
+        auth_cache_ttl,
+        access,
+        registry_auth,
     })
 }
 
@@ -924,6 +977,52 @@ fn tls_listen(layers: &Layers<'_>) -> Result<Option<TlsListen>, ConfigError> {
         cert_files: cert_files.map(|(_, cert, key)| (cert, key)),
         names,
     }))
+}
+
+/// `PROXY_HTPASSWD`: readable and a valid bcrypt htpasswd file, so a bad file stops start-up.
+fn proxy_htpasswd(layers: &Layers<'_>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some((setting, path)) = layers.optional_path("PROXY_HTPASSWD")? else {
+        return Ok(None);
+    };
+    check_readable(&setting, &path)?;
+    Htpasswd::load(&path).map_err(|source| ConfigError::Htpasswd {
+        setting,
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(path))
+}
+
+/// `TLS_CLIENT_CA_FILE`: only with `TLS_LISTEN`; readable and holding at least one usable CA.
+fn tls_client_ca_file(
+    layers: &Layers<'_>,
+    tls_listen: bool,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let Some((setting, path)) = layers.optional_path("TLS_CLIENT_CA_FILE")? else {
+        return Ok(None);
+    };
+    if !tls_listen {
+        return Err(ConfigError::Requires {
+            setting,
+            missing: "TLS_LISTEN",
+            hint: "client certificates are only asked for on the TLS listener",
+        });
+    }
+    check_readable(&setting, &path)?;
+    client_verifier(&path).map_err(|source| ConfigError::ClientCa { setting, source })?;
+    Ok(Some(path))
+}
+
+/// `[registry."host"] auth`.
+fn parse_auth_mode(setting: &str, value: &str) -> Result<AuthMode, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "verify" => Ok(AuthMode::Verify),
+        "central" => Ok(AuthMode::Central),
+        _ => Err(ConfigError::AuthMode {
+            setting: setting.to_owned(),
+            value: value.to_owned(),
+        }),
+    }
 }
 
 /// Start-up check that a file we will read later exists and is readable.
