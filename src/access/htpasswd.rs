@@ -165,6 +165,11 @@ impl Htpasswd {
     }
 }
 
+/// Parses the text of an htpasswd file (the same as [`Htpasswd::parse`]).
+pub fn parse(text: &str) -> Result<Htpasswd, HtpasswdError> {
+    Htpasswd::parse(text)
+}
+
 /// The bcrypt cost of a well-formed `$2y$`/`$2b$`/`$2a$` hash; otherwise `Err(Some(scheme))` for a
 /// recognised but unsupported scheme, `Err(None)` for a malformed hash.
 fn check_hash(hash: &str) -> Result<u32, Option<&'static str>> {
@@ -220,7 +225,7 @@ mod tests {
             "# proxy users\n\n{ALICE}\n   \n{BOB}\r\n  # carol below\n{}\n",
             CAROL.replace("$2y$", "$2b$")
         );
-        let users = Htpasswd::parse(&text).unwrap();
+        let users = parse(&text).unwrap();
         assert_eq!(users.len(), 3);
         assert!(!users.is_empty());
         let cases = [

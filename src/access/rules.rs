@@ -142,10 +142,13 @@ fn valid_pattern_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '[' | ']' | '/' | '*' | '?')
 }
 
+/// A user name as htpasswd or a certificate CN can carry it: 1 to 255 bytes, no control
+/// characters, no leading or trailing blanks (a CN such as `Jane Doe` has inner spaces).
 fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
-        && !name.chars().any(|c| c.is_control() || c.is_whitespace())
+        && name.trim() == name
+        && !name.chars().any(char::is_control)
 }
 
 /// `pattern` in canonical form, or why it is unusable.

@@ -194,6 +194,7 @@ fn identities_groups_any_user_and_anonymous() {
                 &[],
                 &["@admins"],
             ),
+            rule("quay.io/certs/*", &["Jane Doe"], &[], &[]),
         ],
         groups(&[
             ("ci", &["builder1", "builder2"]),
@@ -226,6 +227,9 @@ fn identities_groups_any_user_and_anonymous() {
             // A group may hold `*`.
             ("anybody", Push, "quay.io/mixed/x", true),
             ("-", Push, "quay.io/mixed/x", false),
+            // Certificate CNs may hold inner spaces.
+            ("Jane Doe", Pull, "quay.io/certs/x", true),
+            ("Jane", Pull, "quay.io/certs/x", false),
         ],
     );
 }
@@ -463,9 +467,14 @@ fn invalid_rules() {
             "fetch has an invalid name \"\"",
         ),
         (
-            vec![rule("quay.io/*", &["a b"], &[], &[])],
+            vec![rule("quay.io/*", &[" a"], &[], &[])],
             BTreeMap::new(),
-            "pull has an invalid name \"a b\"",
+            "pull has an invalid name \" a\"",
+        ),
+        (
+            vec![rule("quay.io/*", &["a\nb"], &[], &[])],
+            BTreeMap::new(),
+            "pull has an invalid name \"a\\nb\"",
         ),
         (
             vec![rule("quay.io/*", &["@"], &[], &[])],
