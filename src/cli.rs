@@ -197,6 +197,15 @@ pub struct ServeArgs {
     /// Space-separated names for the minted TLS_LISTEN certificate [env: TLS_NAMES] [default: "localhost 127.0.0.1"]
     #[arg(long, value_name = "NAMES")]
     pub tls_names: Option<String>,
+    /// Space-separated host-glob:port / CIDR:port targets for blind tunnels, absolute-form requests
+    /// and upstreams that are not configured registries; loopback, link-local and the proxy itself
+    /// only by an explicit entry [env: TUNNEL_ALLOW] [default: "*:443"]
+    #[arg(long, value_name = "ENTRIES")]
+    pub tunnel_allow: Option<String>,
+    /// Cap on open client connections across both listeners; beyond it new connections get 503
+    /// (GET /healthz still answers) [env: MAX_CONNECTIONS] [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
 
     /// nginx send_timeout [env: SEND_TIMEOUT] [default: 60s]
     #[arg(long, value_name = "DURATION")]
@@ -278,6 +287,8 @@ const FLAGS: &[(&str, Field)] = &[
     ("TLS_CERT_FILE", |a| &a.tls_cert_file),
     ("TLS_KEY_FILE", |a| &a.tls_key_file),
     ("TLS_NAMES", |a| &a.tls_names),
+    ("TUNNEL_ALLOW", |a| &a.tunnel_allow),
+    ("MAX_CONNECTIONS", |a| &a.max_connections),
     ("SEND_TIMEOUT", |a| &a.send_timeout),
     ("CLIENT_BODY_TIMEOUT", |a| &a.client_body_timeout),
     ("CLIENT_HEADER_TIMEOUT", |a| &a.client_header_timeout),

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::access::tunnel::AllowEntry;
 use crate::registry::host::RegistryHost;
 use crate::secret::Secret;
 
@@ -59,6 +60,12 @@ pub struct Config {
     pub manifest_cache_overrides: Vec<(RegistryHost, ManifestCache)>,
     /// Optional TLS listener for mirror mode (`TLS_LISTEN`).
     pub tls_listen: Option<TlsListen>,
+    /// Where blind tunnels, absolute-form requests and upstream dials to anything but a configured
+    /// registry may go (`TUNNEL_ALLOW`); empty allows nothing.
+    pub tunnel_allow: Vec<AllowEntry>,
+    /// Cap on open client connections across both listeners (`MAX_CONNECTIONS`).
+    /// Invariant: greater than zero.
+    pub max_connections: usize,
 }
 
 /// A TLS listener for mirror-mode clients that refuse plain HTTP.

@@ -20,6 +20,7 @@ use super::{
     Config, ConnectTo, Credential, LogFormat, ManifestCache, MirrorPolicy, Timeouts, TlsListen,
     TtlTier,
 };
+use crate::access::tunnel::{self, AllowEntry, EntryError};
 use crate::cli::ServeArgs;
 use crate::registry::host::{HostError, RegistryHost};
 use crate::secret::Secret;
@@ -135,6 +136,16 @@ pub enum ConfigError {
     },
     #[error("{setting}: registry {host} is listed twice")]
     DuplicateRegistry { setting: String, host: String },
+    #[error(
+        "{setting}: entry {value:?}: {reason} (expected host-glob:port or CIDR:port; port a number or *)"
+    )]
+    TunnelAllow {
+        setting: String,
+        value: String,
+        reason: EntryError,
+    },
+    #[error("{setting}: {value:?} is not a whole number")]
+    Count { setting: String, value: String },
 }
 
 fn host_suffix(host: &Option<String>) -> String {
@@ -152,6 +163,8 @@ enum Kind {
     Duration,
     /// Space-separated in flags and environment; a string or an array of strings in the file.
     List,
+    /// A whole number; an integer or a string in the file.
+    Count,
 }
 
 /// Every setting by its environment variable name. The flag is the lower-case name with `-`, the
@@ -188,6 +201,8 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("TLS_CERT_FILE", Kind::Text),
     ("TLS_KEY_FILE", Kind::Text),
     ("TLS_NAMES", Kind::List),
+    ("TUNNEL_ALLOW", Kind::List),
+    ("MAX_CONNECTIONS", Kind::Count),
     ("SEND_TIMEOUT", Kind::Duration),
     ("CLIENT_BODY_TIMEOUT", Kind::Duration),
     ("CLIENT_HEADER_TIMEOUT", Kind::Duration),
@@ -202,12 +217,13 @@ const SETTINGS: &[(&str, Kind)] = &[
 
 /// Environment variables with these prefixes must be known settings (typo protection); any other
 /// variable is none of our business.
-const GUARDED_PREFIXES: [&str; 5] = [
+const GUARDED_PREFIXES: [&str; 6] = [
     "MANIFEST_CACHE_",
     "PROXY_CONNECT_",
     "AUTH_REGISTR",
     "CACHE_",
     "TLS_",
+    "TUNNEL_",
 ];
 
 /// The environment variable naming the config file (flag `--config`).
@@ -225,6 +241,7 @@ const DAY: u64 = 86_400;
 const DEFAULT_PRIMARY_REGEX: &str = "(stable|nightly|production|test)";
 const DEFAULT_SECONDARY_REGEX: &str = r"(.*)(\d|\.)+(.*)(\d|\.)+(.*)(\d|\.)+";
 const DEFAULT_TLS_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     check_env_names(sources.env)?;
@@ -285,6 +302,8 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     };
     let timeouts = timeouts(&layers)?;
     let tls_listen = tls_listen(&layers)?;
+    let tunnel_allow = tunnel_allow(&layers)?;
+    let max_connections = layers.count("MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)?;
 
     Ok(Config {
         listen,
@@ -307,6 +326,8 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
         debug,
         manifest_cache_overrides,
         tls_listen,
+        tunnel_allow,
+        max_connections,
     })
 }
 
@@ -435,6 +456,22 @@ impl Layers<'_> {
             return Err(ConfigError::Zero { setting, value });
         }
         Ok(size)
+    }
+
+    /// A whole number greater than zero.
+    fn count(&self, env_name: &'static str, default: usize) -> Result<usize, ConfigError> {
+        let Some((setting, value)) = self.text(env_name)? else {
+            return Ok(default);
+        };
+        let trimmed = value.trim();
+        if trimmed.is_empty() || !trimmed.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ConfigError::Count { setting, value });
+        }
+        match trimmed.parse::<usize>() {
+            Ok(0) => Err(ConfigError::Zero { setting, value }),
+            Ok(n) => Ok(n),
+            Err(_) => Err(ConfigError::Count { setting, value }),
+        }
     }
 
     fn duration(&self, env_name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
@@ -805,6 +842,23 @@ fn tls_listen(layers: &Layers<'_>) -> Result<Option<TlsListen>, ConfigError> {
         cert_files: cert_files.map(|(_, cert, key)| (cert, key)),
         names,
     }))
+}
+
+/// `TUNNEL_ALLOW` entries (default `*:443`); an empty value allows no target at all.
+fn tunnel_allow(layers: &Layers<'_>) -> Result<Vec<AllowEntry>, ConfigError> {
+    let (setting, items) = layers.list("TUNNEL_ALLOW")?.unwrap_or_else(|| {
+        (
+            "TUNNEL_ALLOW".to_owned(),
+            vec![tunnel::DEFAULT_TUNNEL_ALLOW.to_owned()],
+        )
+    });
+    tunnel::parse_entries(items.iter().map(String::as_str)).map_err(|(value, reason)| {
+        ConfigError::TunnelAllow {
+            setting,
+            value,
+            reason,
+        }
+    })
 }
 
 /// Start-up check that a file we will read later exists and is readable.

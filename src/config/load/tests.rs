@@ -588,6 +588,18 @@ fn malformed_values_name_their_variable() {
         ("PROXY_CONNECT_CONNECT_TIMEOUT", "x", "\"x\""),
         ("PROXY_CONNECT_SEND_TIMEOUT", "x", "\"x\""),
         ("AUTH_REGISTRIES", "a.test:user", "missing password"),
+        (
+            "TUNNEL_ALLOW",
+            "*:443 example.com",
+            "\"example.com\": missing :port",
+        ),
+        ("TUNNEL_ALLOW", "*:70000", "\"*:70000\": port must be"),
+        ("TUNNEL_ALLOW", "10.0.0.0/33:*", "\"10.0.0.0/33:*\""),
+        ("TUNNEL_ALLOW", "::1:443", "brackets"),
+        ("MAX_CONNECTIONS", "0", "greater than zero"),
+        ("MAX_CONNECTIONS", "lots", "\"lots\" is not a whole number"),
+        ("MAX_CONNECTIONS", "-1", "whole number"),
+        ("MAX_CONNECTIONS", "", "whole number"),
     ];
     for (name, value, detail) in cases {
         let e = load_err(&[], &[(name, value)]);
@@ -930,4 +942,46 @@ fn registries_edge_cases() {
     assert!(c.intercepts(&host("[::1]:5001")));
     assert!(c.intercepts(&RegistryHost::docker_hub()));
     assert!(!c.intercepts(&host("quay.io")));
+}
+
+#[test]
+fn tunnel_allow_and_max_connections() {
+    let shown =
+        |c: &Config| -> Vec<String> { c.tunnel_allow.iter().map(ToString::to_string).collect() };
+    let c = load_ok(&[], &[]);
+    assert_eq!(shown(&c), ["*:443"]);
+    assert_eq!(c.max_connections, 1024);
+    let c = load_ok(
+        &["--max-connections=7"],
+        &[
+            (
+                "TUNNEL_ALLOW",
+                " *.Example.com:443  10.0.0.0/8:*\t[::1]:5000 ",
+            ),
+            ("MAX_CONNECTIONS", "9"),
+        ],
+    );
+    assert_eq!(
+        shown(&c),
+        ["*.example.com:443", "10.0.0.0/8:*", "[::1/128]:5000"]
+    );
+    assert_eq!(c.max_connections, 7, "the flag wins");
+    // An empty list allows nothing (rather than falling back to the default).
+    let c = load_ok(&[], &[("TUNNEL_ALLOW", "")]);
+    assert!(c.tunnel_allow.is_empty());
+    // In the file: an array or a string; a count as an integer or a string.
+    let file =
+        toml_file("tunnel_allow = [\"registry.local:5000\", \"*:443\"]\nmax_connections = 64\n");
+    let c = load_ok(&["--config", file.path().to_str().unwrap()], &[]);
+    assert_eq!(shown(&c), ["registry.local:5000", "*:443"]);
+    assert_eq!(c.max_connections, 64);
+    let file = toml_file("max_connections = true\n");
+    let e = load_err(&["--config", file.path().to_str().unwrap()], &[]);
+    assert!(
+        e.starts_with("max_connections (in") && e.contains("whole number"),
+        "{e}"
+    );
+    // A misspelt variable is caught.
+    let e = load_err(&[], &[("TUNNEL_ALLOWED", "*:*")]);
+    assert!(e.contains("TUNNEL_ALLOWED"), "{e}");
 }
