@@ -166,7 +166,7 @@ fn split_host_port(s: &str) -> Result<(&str, &str), EntryError> {
     match s.rsplit_once(':') {
         None => Err(EntryError::MissingPort),
         Some((host, _)) if host.contains(':') => Err(EntryError::Unbracketed),
-        Some((host, _)) if host.is_empty() => Err(EntryError::BadHost),
+        Some(("", _)) => Err(EntryError::BadHost),
         Some((host, port)) => Ok((host, port)),
     }
 }
@@ -353,6 +353,24 @@ impl TunnelPolicy {
         }
     }
 
+    /// Refuses early, before any name is resolved, a target that no entry could allow whatever
+    /// its address: no entry for the port whose glob matches the name or that is a network.
+    pub fn precheck(&self, name: &str, port: u16) -> Result<(), Refusal> {
+        let name = normalize_name(name.trim_start_matches('[').trim_end_matches(']'));
+        let possible = self.entries.iter().any(|e| {
+            e.port.is_none_or(|p| p == port)
+                && match &e.host {
+                    HostPattern::Glob(glob) => glob_match(glob.as_bytes(), name.as_bytes()),
+                    HostPattern::Net { .. } => true,
+                }
+        });
+        if possible {
+            Ok(())
+        } else {
+            Err(Refusal::NoEntry)
+        }
+    }
+
     /// What makes `ip` (canonical) need an explicit entry, if anything.
     fn restricted(&self, ip: IpAddr, port: u16) -> Option<Restricted> {
         let kind = match ip {
@@ -433,6 +451,9 @@ pub(crate) async fn connect(
     ipv4_only: bool,
 ) -> Result<TcpStream, TunnelError> {
     let target = display_target(host, port);
+    if let Some(Err(reason)) = policy.map(|p| p.precheck(host, port)) {
+        return Err(TunnelError::Refused { target, reason });
+    }
     let attempt = async {
         let resolved: Vec<SocketAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],

@@ -236,6 +236,12 @@ pub(crate) fn upstream_error(e: &UpstreamError) -> Response<Body> {
             ErrorCode::Unauthorized,
             &e.to_string(),
         ),
+        // The message names no target: it may be an internal address.
+        UpstreamError::Refused { .. } => error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Denied,
+            "upstream target not allowed by TUNNEL_ALLOW",
+        ),
         UpstreamError::Timeout { .. } => error(
             StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Unavailable,

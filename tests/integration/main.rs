@@ -13,3 +13,4 @@ mod harness;
 mod manifests;
 mod mirror;
 mod streaming;
+mod tunnel;

@@ -228,6 +228,43 @@ fn decisions() {
 }
 
 #[test]
+fn prechecks_refuse_before_resolving() {
+    let cases: &[(&str, &str, u16, bool)] = &[
+        ("*:443", "example.com", 443, true),
+        ("*:443", "example.com", 80, false),
+        ("*.example.com:*", "a.example.com", 22, true),
+        ("*.example.com:*", "example.org", 22, false),
+        // A network entry depends on the address: only the port can rule it out.
+        ("10.0.0.0/8:443", "internal.test", 443, true),
+        ("10.0.0.0/8:443", "internal.test", 80, false),
+        ("", "example.com", 443, false),
+    ];
+    for (entries, name, port, possible) in cases {
+        assert_eq!(
+            policy(entries).precheck(name, *port).is_ok(),
+            *possible,
+            "{entries:?} {name}:{port}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dial_refuses_without_resolving_when_nothing_could_match() {
+    // A name that cannot resolve: the refusal comes from the policy, not from DNS.
+    let refused = dial(
+        &policy("*:443"),
+        "no-such-host.invalid",
+        80,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(TunnelError::Refused { .. })),
+        "{refused:?}"
+    );
+}
+
+#[test]
 fn refusals_say_why() {
     let p = policy("*:443");
     assert_eq!(
