@@ -21,6 +21,11 @@ pub(crate) const REGISTRIES: &str = "registry.test second.test basic.test token.
 pub(crate) const AUTH_REGISTRIES: &str =
     "basic.test:alice:s3cret-basic token.test:bob:s3cret-token";
 
+/// The token realms of token.test and the emulated Docker Hub are not registries the proxy
+/// intercepts and live on loopback (`auth.test` 127.0.0.5, `auth.docker.io` 127.0.0.7), which the
+/// default `TUNNEL_ALLOW` (`*:443`) refuses: name them, as an operator would.
+pub(crate) const TUNNEL_ALLOW: &str = "*:443 auth.test:443 auth.docker.io:443";
+
 /// The emulated Docker Hub's registry host (its access log is `logs/registry-1.docker.io.log`).
 pub(crate) const HUB: &str = "registry-1.docker.io";
 
@@ -236,7 +241,8 @@ impl Proxy {
             .env("CA_DIR", dir.path().join("ca"))
             .env("UPSTREAM_CA_FILE", &env.upstream_ca)
             .env("REGISTRIES", REGISTRIES)
-            .env("AUTH_REGISTRIES", AUTH_REGISTRIES);
+            .env("AUTH_REGISTRIES", AUTH_REGISTRIES)
+            .env("TUNNEL_ALLOW", TUNNEL_ALLOW);
         for (k, v) in extra {
             cmd.env(k, v);
         }
