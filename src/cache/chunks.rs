@@ -7,6 +7,9 @@ use std::os::unix::fs::FileExt;
 
 use bytes::{Bytes, BytesMut};
 
+/// Bytes read from disk per chunk sent to a client.
+pub(crate) const READ_CHUNK: usize = 256 * 1024;
+
 /// Buffers kept per stream: enough for the chunks a connection holds while sending, plus one.
 const POOL: usize = 3;
 

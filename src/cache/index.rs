@@ -131,22 +131,19 @@ impl Index {
 
     /// Removes from the index, and returns, the entries to delete: all unused since
     /// `inactive_before`, then least recently used ones until the total is at most `max` and at
-    /// least `free` bytes are chosen. Blobs still downloading (`inflight`, by hex digest) are never
+    /// least `free` bytes are chosen. Blobs still downloading (`inflight`, by path) are never
     /// chosen.
     pub(super) fn victims(
         &mut self,
         max: u64,
         inactive_before: SystemTime,
         free: u64,
-        inflight: &[String],
+        inflight: &[PathBuf],
     ) -> Vec<PathBuf> {
         let mut candidates: Vec<(PathBuf, Entry)> = self
             .entries
             .iter()
-            .filter(|(rel, _)| {
-                let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                !inflight.iter().any(|h| h == name)
-            })
+            .filter(|(rel, _)| !inflight.contains(rel))
             .map(|(p, e)| (p.clone(), *e))
             .collect();
         candidates.sort_by_key(|(_, e)| e.last_used);
@@ -226,7 +223,12 @@ mod tests {
             10,
             t0 + Duration::from_secs(100),
         );
-        let victims = index.victims(1000, t0 + Duration::from_secs(50), 0, &["b".to_owned()]);
+        let victims = index.victims(
+            1000,
+            t0 + Duration::from_secs(50),
+            0,
+            &[PathBuf::from("blobs/sha256/bb/b")],
+        );
         assert_eq!(victims, vec![PathBuf::from("blobs/sha256/aa/a")]);
         assert_eq!(index.len(), 2);
     }

@@ -1,12 +1,14 @@
-//! The content store on local disk.
+//! The cache: blobs, manifests, links and tag records behind one object key (`key.rs`) and a store
+//! interface (`store/`), and the whole miss of a blob (`fill/`: [`Cache::get_or_fill`]).
 //!
-//! Layout under the cache root:
+//! Layout under the cache root (the disk store; see `key.rs` for what each object means):
 //! - `blobs/sha256/ab/<hex>`: blob bytes, committed only after their sha256 matched;
 //! - `manifests/sha256/ab/<hex>` (+ `.type`): manifest bytes exactly as upstream sent them, and
 //!   their media type;
 //! - `repos/<registry>/<repository>/_blobs/<hex>`, `_manifests/<hex>`: links recording that a
 //!   repository is known to hold a digest (a blob is served for a repository only once linked);
 //! - `repos/<registry>/<repository>/_tags/<tag>/<accept-hash>.json`: a tag's digest per Accept set;
+//! - `repos/<registry>/<repository>/_public`: upstream served the repository anonymously;
 //! - `tmp/`: downloads in flight, removed at start-up.
 //!
 //! Every file appears by rename from `tmp/`, so a crash never leaves a partial file visible.
@@ -21,39 +23,36 @@
 //! with the number of cached objects.
 //!
 //! A disk that fails under a download (full, I/O error) does not fail its clients: the rest of the
-//! blob streams to them through a bounded in-memory tail and nothing is committed (`fill.rs`).
-
-/// Upstream bytes gathered into one write to the temp file, at most (when already received).
-const COALESCE: usize = 256 * 1024;
+//! blob streams to them through a bounded in-memory tail and nothing is committed (`fill/`).
 
 mod chunks;
 mod fill;
 mod hot;
 mod index;
+pub mod key;
 mod private;
 mod space;
+pub mod store;
 mod verify;
 
-pub use fill::{Fill, FillEnd, FillState};
+pub use fill::{FillEnd, FillSource, Got, Growing, Opened, StoredBlob};
+pub use key::{LinkKind, ObjectKey};
+pub use store::{DiskStore, Store, StoreError};
 pub use verify::{VerifyReport, verify};
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
-use futures_util::Stream;
-use http_body::Body as HttpBody;
-use http_body_util::BodyExt;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::registry::digest::Digest;
 use crate::registry::host::RegistryHost;
 use crate::registry::name::RepoName;
 use space::Space;
+use store::Object;
 
 /// Store errors (all internal: a client never caused them).
 #[derive(Debug, thiserror::Error)]
@@ -89,21 +88,13 @@ pub struct TagRecord {
     pub checked_at: u64,
 }
 
-/// The outcome of asking to download a blob.
-pub enum FillSlot {
-    /// Nobody is downloading it: the caller must run the download ([`Cache::run_fill`]).
-    Leader(Arc<Fill>, std::fs::File),
-    /// Someone is: read from their fill.
-    Follower(Arc<Fill>),
-}
-
 /// The on-disk cache. One per proxy.
 pub struct Cache {
     root: PathBuf,
-    limits: Limits,
+    /// The local disk: every object, and the temp files of downloads in flight.
+    disk: Arc<DiskStore>,
     /// Index, downloads in flight and eviction (shared with the start-up scan).
     space: Arc<Space>,
-    tmp_counter: AtomicU64,
     /// Minimum age of a persisted last use before a hit rewrites it.
     touch_every: Duration,
     /// Test hook: fills behave as if the disk were full after this many bytes.
@@ -153,13 +144,12 @@ impl Cache {
         if removed > 0 {
             tracing::info!(removed, "removed leftovers of interrupted downloads");
         }
-        let space = Arc::new(Space::new(root, limits.clone()));
+        let space = Arc::new(Space::new(root, limits));
         space.load_in_background();
         Ok(Cache {
             root: root.to_path_buf(),
-            limits,
+            disk: Arc::new(DiskStore::new(root)),
             space,
-            tmp_counter: AtomicU64::new(0),
             touch_every: TOUCH_PERSIST_EVERY,
             disk_limit: None,
             known_links: Mutex::new(hot::KnownLinks::default()),
@@ -197,313 +187,70 @@ impl Cache {
         lock(&self.space.index).len()
     }
 
-    fn blob_rel(digest: &Digest) -> PathBuf {
-        let hex = digest.encoded();
-        PathBuf::from(format!("blobs/sha256/{}/{hex}", &hex[..2.min(hex.len())]))
-    }
-
-    fn manifest_rel(digest: &Digest) -> PathBuf {
-        let hex = digest.encoded();
-        PathBuf::from(format!(
-            "manifests/sha256/{}/{hex}",
-            &hex[..2.min(hex.len())]
-        ))
-    }
-
-    fn repo_dir(&self, registry: &RegistryHost, repo: &RepoName) -> PathBuf {
-        // Both parts are validated (no `..`, no `/` in the host, lower-case name grammar).
-        self.root
-            .join("repos")
-            .join(registry.to_string())
-            .join(repo.as_str())
-    }
-
-    fn tmp_path(&self) -> PathBuf {
-        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        self.root
-            .join("tmp")
-            .join(format!("{}-{n}", std::process::id()))
-    }
-
-    /// Length of a committed blob, marking it used.
-    pub fn blob_len(&self, digest: &Digest) -> Option<u64> {
-        if !digest.is_sha256() {
-            return None;
-        }
-        let rel = Cache::blob_rel(digest);
-        let len = std::fs::metadata(self.root.join(&rel))
-            .ok()
-            .map(|m| m.len())?;
-        self.touch(&rel, len);
-        Some(len)
-    }
-
-    /// Streams `start..=end` of a committed blob.
-    pub fn blob_stream(
-        &self,
-        digest: &Digest,
-        start: u64,
-        end: u64,
-    ) -> impl Stream<Item = io::Result<Bytes>> + Send + use<> {
-        let path = self.root.join(Cache::blob_rel(digest));
-        file_stream(path, start, end)
+    /// Bytes available to us on the cache's file system (`None` if it cannot be asked).
+    pub fn free_space(&self) -> Option<u64> {
+        self.space.free_space()
     }
 
     /// True if `repo` of `registry` is known to hold `digest`.
-    pub fn is_linked(
+    pub async fn is_linked(
         &self,
         registry: &RegistryHost,
         repo: &RepoName,
         kind: LinkKind,
         digest: &Digest,
     ) -> bool {
-        let path = self
-            .repo_dir(registry, repo)
-            .join(kind.dir())
-            .join(digest.encoded());
-        let key = path.to_string_lossy().into_owned();
-        if lock(&self.known_links).contains(&key) {
+        let key = ObjectKey::link(registry, repo, kind, digest);
+        if lock(&self.known_links).contains(&key.path()) {
             return true;
         }
-        let exists = path.exists();
+        let exists = self.disk.exists(&key);
         if exists {
-            lock(&self.known_links).insert(key);
+            lock(&self.known_links).insert(key.path());
         }
         exists
     }
 
     /// Records that `repo` of `registry` holds `digest`.
-    pub fn link(&self, registry: &RegistryHost, repo: &RepoName, kind: LinkKind, digest: &Digest) {
-        let dir = self.repo_dir(registry, repo).join(kind.dir());
-        let path = dir.join(digest.encoded());
-        let key = path.to_string_lossy().into_owned();
-        if lock(&self.known_links).contains(&key) || path.exists() {
-            lock(&self.known_links).insert(key);
+    pub async fn link(
+        &self,
+        registry: &RegistryHost,
+        repo: &RepoName,
+        kind: LinkKind,
+        digest: &Digest,
+    ) {
+        let key = ObjectKey::link(registry, repo, kind, digest);
+        if lock(&self.known_links).contains(&key.path()) || self.disk.exists(&key) {
+            lock(&self.known_links).insert(key.path());
             return;
         }
-        match private::create_dir_all(&dir).and_then(|()| private::write(&path, b"")) {
-            Ok(()) => lock(&self.known_links).insert(key),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot record link"),
+        let empty = Object {
+            bytes: Bytes::new(),
+            media_type: None,
+        };
+        match self.disk.put(&key, empty).await {
+            Ok(()) => lock(&self.known_links).insert(key.path()),
+            Err(e) => tracing::warn!(error = %e, "cannot record link"),
         }
     }
 
     /// Records whether upstream serves `repo` anonymously (`verify` mode), so that after a restart
-    /// with upstream down a public repository is still served stale. A file `_public` in the
-    /// repository's directory (no repository path component can start with `_`).
+    /// with upstream down a public repository is still served stale. Blocking (a tiny file).
     pub fn set_public(&self, registry: &RegistryHost, repo: &RepoName, public: bool) {
-        let dir = self.repo_dir(registry, repo);
-        let path = dir.join("_public");
-        let result = match (public, path.exists()) {
-            (true, false) => {
-                std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, b""))
-            }
-            (false, true) => std::fs::remove_file(&path),
+        let key = ObjectKey::public(registry, repo);
+        let result = match (public, self.disk.exists(&key)) {
+            (true, false) => self.disk.put_blocking(&key, b""),
+            (false, true) => self.disk.delete_blocking(&key),
             _ => Ok(()),
         };
         if let Err(e) = result {
-            tracing::warn!(path = %path.display(), error = %e, "cannot record public repository");
+            tracing::warn!(error = %e, "cannot record public repository");
         }
     }
 
     /// True if upstream was last seen serving `repo` anonymously (see [`Cache::set_public`]).
     pub fn was_public(&self, registry: &RegistryHost, repo: &RepoName) -> bool {
-        self.repo_dir(registry, repo).join("_public").exists()
-    }
-
-    /// True if a download of `digest` is in flight (a caller of [`Cache::begin_fill`] would follow).
-    pub fn fill_in_flight(&self, digest: &Digest) -> bool {
-        lock(&self.space.inflight).contains_key(digest.encoded())
-    }
-
-    /// Decides who downloads `digest`: the first caller leads, later callers follow.
-    pub fn begin_fill(&self, digest: &Digest) -> Result<FillSlot, CacheError> {
-        let mut inflight = lock(&self.space.inflight);
-        if let Some(fill) = inflight.get(digest.encoded()) {
-            return Ok(FillSlot::Follower(fill.clone()));
-        }
-        let tmp = self.tmp_path();
-        let file = private::create_new(&tmp).map_err(io_err(&tmp))?;
-        let fill = Arc::new(Fill::new(
-            digest.clone(),
-            tmp,
-            self.root.join(Cache::blob_rel(digest)),
-        ));
-        inflight.insert(digest.encoded().to_owned(), fill.clone());
-        Ok(FillSlot::Leader(fill, file))
-    }
-
-    /// Decides whether a blob of `len` bytes (`None`: unknown) may be cached: it must fit under
-    /// `CACHE_MAX_SIZE`, and under `CACHE_MIN_FREE` after evicting least recently used entries
-    /// (downloads in flight count for what they still have to write). `Err` says why not; the
-    /// caller then streams the blob uncached.
-    pub fn admit(&self, len: Option<u64>) -> Result<(), String> {
-        let want = len.unwrap_or(0);
-        if want > self.limits.max_size {
-            return Err(format!(
-                "blob of {want} bytes is larger than CACHE_MAX_SIZE ({})",
-                self.limits.max_size
-            ));
-        }
-        if self.limits.min_free == 0 {
-            return Ok(());
-        }
-        let reserved: u64 = lock(&self.space.inflight)
-            .values()
-            .map(|f| f.remaining_on_disk())
-            .sum();
-        let need = want
-            .saturating_add(reserved)
-            .saturating_add(self.limits.min_free);
-        let Some(free) = self.free_space() else {
-            return Ok(());
-        };
-        if free >= need {
-            return Ok(());
-        }
-        let shortfall = need - free;
-        // Eviction needs the whole index.
-        self.space.wait_loaded();
-        let evictable = lock(&self.space.index).total();
-        if shortfall > evictable {
-            return Err(format!(
-                "{want} bytes do not fit: {free} bytes free, CACHE_MIN_FREE {}, {reserved} bytes reserved by downloads in flight, {evictable} bytes evictable",
-                self.limits.min_free
-            ));
-        }
-        self.evict_bytes(shortfall);
-        match self.free_space() {
-            Some(free) if free < need => Err(format!(
-                "{want} bytes do not fit: {free} bytes free after eviction, CACHE_MIN_FREE {}",
-                self.limits.min_free
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    /// Bytes available to us on the cache's file system (`None` if it cannot be asked).
-    pub fn free_space(&self) -> Option<u64> {
-        self.space.free_space()
-    }
-
-    /// Runs a download: writes `body` into the fill's temp file on a blocking thread, verifies the
-    /// digest and commits, or fails the fill (readers abort) and removes the temp file. If the
-    /// disk fails meanwhile, the download goes on to the attached readers uncached
-    /// (`FillEnd::Uncached`). `total` is the upstream's `Content-Length`.
-    pub async fn run_fill<B>(
-        &self,
-        fill: Arc<Fill>,
-        file: std::fs::File,
-        total: Option<u64>,
-        body: B,
-        read_timeout: Duration,
-    ) -> Result<FillEnd, String>
-    where
-        B: HttpBody<Data = Bytes> + Unpin,
-        B::Error: std::fmt::Display,
-    {
-        fill.set_total(total);
-        fill.set_state(FillState::Growing(0));
-        let result = self
-            .write_fill(fill.clone(), file, body, read_timeout)
-            .await;
-        lock(&self.space.inflight).remove(fill.digest.encoded());
-        match &result {
-            Ok(FillEnd::Committed(len)) => {
-                self.add_to_index(&Cache::blob_rel(&fill.digest), *len);
-                fill.set_state(FillState::Done(*len));
-            }
-            Ok(FillEnd::Uncached { .. }) => {
-                // Readers opened the temp file when they attached; nothing else needs it.
-                let _ = std::fs::remove_file(&fill.tmp_path);
-            }
-            Err(reason) => {
-                let _ = std::fs::remove_file(&fill.tmp_path);
-                fill.set_state(FillState::Failed(reason.clone()));
-            }
-        }
-        result
-    }
-
-    /// Fails a fill that never started streaming (upstream refused or was unreachable).
-    pub fn abort_fill(&self, fill: &Fill, reason: &str) {
-        lock(&self.space.inflight).remove(fill.digest.encoded());
-        let _ = std::fs::remove_file(&fill.tmp_path);
-        fill.set_state(FillState::Failed(reason.to_owned()));
-    }
-
-    async fn write_fill<B>(
-        &self,
-        fill: Arc<Fill>,
-        file: std::fs::File,
-        mut body: B,
-        read_timeout: Duration,
-    ) -> Result<FillEnd, String>
-    where
-        B: HttpBody<Data = Bytes> + Unpin,
-        B::Error: std::fmt::Display,
-    {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-        let runtime = tokio::runtime::Handle::current();
-        let disk_limit = self.disk_limit;
-        let writer = tokio::task::spawn_blocking(move || {
-            let mut writer = fill::FillWriter::new(fill, file, read_timeout, runtime, disk_limit);
-            while let Some(chunk) = rx.blocking_recv() {
-                let more_queued = !rx.is_empty();
-                writer.write(chunk, more_queued);
-            }
-            writer.finish()
-        });
-        let feed = async {
-            loop {
-                let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
-                    Err(_) => return Err(format!("upstream sent nothing for {read_timeout:?}")),
-                    Ok(None) => return Ok(()),
-                    Ok(Some(Err(e))) => return Err(format!("upstream body: {e}")),
-                    Ok(Some(Ok(frame))) => frame,
-                };
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                // Coalesce the frames that are already here (HTTP/2 delivers 16 KiB at a time) so
-                // the writer makes one write and one announcement per ~256 KiB, not per frame.
-                let mut batch = BytesMut::new();
-                let mut pending = Some(data);
-                let mut ended = false;
-                while let Some(data) = pending.take() {
-                    if batch.is_empty() && data.len() >= COALESCE {
-                        batch = BytesMut::from(data);
-                        break;
-                    }
-                    batch.extend_from_slice(&data);
-                    if batch.len() >= COALESCE {
-                        break;
-                    }
-                    match body.frame().now_or_never() {
-                        Some(Some(Ok(frame))) => {
-                            pending = frame.into_data().ok().or(Some(Bytes::new()))
-                        }
-                        Some(Some(Err(e))) => return Err(format!("upstream body: {e}")),
-                        Some(None) => ended = true,
-                        None => {}
-                    }
-                }
-                if !batch.is_empty() && tx.send(batch.freeze()).await.is_err() {
-                    return Err("cache writer stopped".to_owned());
-                }
-                if ended {
-                    return Ok(());
-                }
-            }
-        };
-        let fed = feed.await;
-        drop(tx);
-        let written = writer.await.map_err(|e| format!("writer task: {e}"))?;
-        // A verified blob is good whatever happened after its last byte; otherwise the upstream's
-        // error says more than the writer's.
-        match written {
-            Ok(end) => Ok(end),
-            Err(reason) => Err(fed.err().unwrap_or(reason)),
-        }
+        self.disk.exists(&ObjectKey::public(registry, repo))
     }
 
     /// A committed manifest and its media type.
@@ -511,17 +258,20 @@ impl Cache {
         if !digest.is_sha256() {
             return None;
         }
-        let rel = Cache::manifest_rel(digest);
+        let key = ObjectKey::manifest(digest);
         if let Some((bytes, media_type)) = lock(&self.space.hot_manifests).get(digest.encoded()) {
-            self.touch(&rel, bytes.len() as u64);
+            self.touch(&key, bytes.len() as u64);
             return Some((bytes, media_type));
         }
-        let path = self.root.join(&rel);
-        let bytes = Bytes::from(tokio::fs::read(&path).await.ok()?);
-        let media_type = tokio::fs::read_to_string(path.with_extension("type"))
-            .await
-            .ok()?;
-        self.touch(&rel, bytes.len() as u64);
+        let object = match self.disk.get(&key).await {
+            Ok(object) => object?,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read a cached manifest");
+                return None;
+            }
+        };
+        let (bytes, media_type) = (object.bytes, object.media_type?);
+        self.touch(&key, bytes.len() as u64);
         lock(&self.space.hot_manifests).insert(digest.encoded(), bytes.clone(), media_type.clone());
         Some((bytes, media_type))
     }
@@ -532,13 +282,14 @@ impl Cache {
         digest: &Digest,
         bytes: &Bytes,
         media_type: &str,
-    ) -> Result<(), CacheError> {
-        let rel = Cache::manifest_rel(digest);
-        let path = self.root.join(&rel);
-        self.write_atomic(&path.with_extension("type"), media_type.as_bytes())
-            .await?;
-        self.write_atomic(&path, bytes).await?;
-        self.add_to_index(&rel, bytes.len() as u64);
+    ) -> Result<(), StoreError> {
+        let key = ObjectKey::manifest(digest);
+        let object = Object {
+            bytes: bytes.clone(),
+            media_type: Some(media_type.to_owned()),
+        };
+        self.disk.put(&key, object).await?;
+        self.space.add(&key, bytes.len() as u64);
         lock(&self.space.hot_manifests).insert(
             digest.encoded(),
             bytes.clone(),
@@ -555,9 +306,9 @@ impl Cache {
         tag: &str,
         accept_key: &str,
     ) -> Option<TagRecord> {
-        let path = self.tag_path(registry, repo, tag, accept_key);
-        let bytes = tokio::fs::read(&path).await.ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let key = ObjectKey::tag(registry, repo, tag, accept_key);
+        let object = self.disk.get(&key).await.ok()??;
+        serde_json::from_slice(&object.bytes).ok()
     }
 
     /// Stores a tag's resolution for an Accept set.
@@ -568,84 +319,25 @@ impl Cache {
         tag: &str,
         accept_key: &str,
         record: &TagRecord,
-    ) -> Result<(), CacheError> {
-        let path = self.tag_path(registry, repo, tag, accept_key);
-        let bytes = serde_json::to_vec(record).map_err(|e| CacheError::Io {
-            path: path.clone(),
-            source: io::Error::other(e),
-        })?;
-        self.write_atomic(&path, &bytes).await
-    }
-
-    fn tag_path(
-        &self,
-        registry: &RegistryHost,
-        repo: &RepoName,
-        tag: &str,
-        accept_key: &str,
-    ) -> PathBuf {
-        let hash = ring::digest::digest(&ring::digest::SHA256, accept_key.as_bytes());
-        let mut hex = String::new();
-        for b in &hash.as_ref()[..8] {
-            hex.push_str(&format!("{b:02x}"));
-        }
-        self.repo_dir(registry, repo)
-            .join("_tags")
-            .join(tag)
-            .join(format!("{hex}.json"))
-    }
-
-    async fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
-        let tmp = self.tmp_path();
-        let (target, bytes) = (path.to_path_buf(), bytes.to_vec());
-        let written = tokio::task::spawn_blocking(move || {
-            private::write(&tmp, &bytes).map_err(io_err(&tmp))?;
-            if let Some(parent) = target.parent()
-                && let Err(e) = private::create_dir_all(parent)
-            {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(CacheError::Io {
-                    path: parent.to_path_buf(),
-                    source: e,
-                });
-            }
-            if let Err(e) = std::fs::rename(&tmp, &target) {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(CacheError::Io {
-                    path: target,
-                    source: e,
-                });
-            }
-            Ok(())
-        })
-        .await;
-        written.map_err(|e| CacheError::Io {
-            path: path.to_path_buf(),
-            source: io::Error::other(e),
-        })?
+    ) -> Result<(), StoreError> {
+        let key = ObjectKey::tag(registry, repo, tag, accept_key);
+        let bytes = serde_json::to_vec(record)
+            .map_err(|e| StoreError::io(self.disk.name(), &key)(io::Error::other(e)))?;
+        let object = Object {
+            bytes: bytes.into(),
+            media_type: None,
+        };
+        self.disk.put(&key, object).await
     }
 
     /// Marks an entry used; every [`TOUCH_PERSIST_EVERY`] at most, also on disk (its mtime), so
     /// the order survives a restart.
-    fn touch(&self, rel: &Path, len: u64) {
+    fn touch(&self, key: &ObjectKey, len: u64) {
         let now = SystemTime::now();
-        let persist = lock(&self.space.index).touch(rel, len, now, self.touch_every);
-        if persist {
-            let path = self.root.join(rel);
-            if let Err(e) = std::fs::File::open(&path).and_then(|f| f.set_modified(now)) {
-                tracing::debug!(path = %path.display(), error = %e, "cannot record last use");
-            }
-        }
-    }
-
-    fn add_to_index(&self, rel: &Path, len: u64) {
-        let over = {
-            let mut index = lock(&self.space.index);
-            index.insert(rel, len, SystemTime::now());
-            index.over(self.limits.max_size)
-        };
-        if over || self.space.free_shortfall() > 0 {
-            self.evict();
+        let persist =
+            lock(&self.space.index).touch(Path::new(&key.path()), len, now, self.touch_every);
+        if persist && let Err(e) = self.disk.set_modified(key, now) {
+            tracing::debug!(key = %key, error = %e, "cannot record last use");
         }
     }
 
@@ -659,86 +351,6 @@ impl Cache {
     fn evict_bytes(&self, free: u64) {
         self.space.evict_bytes(free);
     }
-}
-
-/// Which kind of object a repository link records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkKind {
-    Blob,
-    Manifest,
-}
-
-impl LinkKind {
-    fn dir(self) -> &'static str {
-        match self {
-            LinkKind::Blob => "_blobs",
-            LinkKind::Manifest => "_manifests",
-        }
-    }
-}
-
-/// Streams `start..=end` of a file in chunks read on blocking threads.
-pub fn file_stream(
-    path: PathBuf,
-    start: u64,
-    end: u64,
-) -> impl Stream<Item = io::Result<Bytes>> + Send {
-    struct S {
-        path: PathBuf,
-        file: Option<chunks::ChunkReader>,
-        pos: u64,
-        end: u64,
-    }
-    futures_util::stream::unfold(
-        S {
-            path,
-            file: None,
-            pos: start,
-            end,
-        },
-        |mut s| async move {
-            if s.pos > s.end {
-                return None;
-            }
-            let want = usize::try_from(s.end - s.pos + 1)
-                .unwrap_or(fill::READ_CHUNK)
-                .min(fill::READ_CHUNK);
-            let file = s.file.take();
-            let path = s.path.clone();
-            let pos = s.pos;
-            let joined = tokio::task::spawn_blocking(move || {
-                let mut file = match file {
-                    Some(f) => f,
-                    None => chunks::ChunkReader::new(std::fs::File::open(&path)?),
-                };
-                let bytes = file.read_at(pos, want)?;
-                Ok::<_, io::Error>((file, bytes))
-            })
-            .await;
-            match joined {
-                Ok(Ok((file, bytes))) if !bytes.is_empty() => {
-                    s.pos += bytes.len() as u64;
-                    s.file = Some(file);
-                    Some((Ok(bytes), s))
-                }
-                Ok(Ok(_)) => {
-                    s.pos = u64::MAX;
-                    Some((
-                        Err(io::Error::other("cached file shorter than expected")),
-                        s,
-                    ))
-                }
-                Ok(Err(e)) => {
-                    s.pos = u64::MAX;
-                    Some((Err(e), s))
-                }
-                Err(e) => {
-                    s.pos = u64::MAX;
-                    Some((Err(io::Error::other(e)), s))
-                }
-            }
-        },
-    )
 }
 
 /// Seconds since the epoch.

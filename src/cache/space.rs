@@ -13,15 +13,16 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::fill::Fill;
 use super::index::Index;
+use super::key::ObjectKey;
 use super::{Limits, lock};
 
 pub(super) struct Space {
     pub(super) root: PathBuf,
     pub(super) limits: Limits,
     pub(super) index: Mutex<Index>,
-    /// Invariant: a digest is here from the moment its download is decided until it is committed
-    /// or failed; the temp file exists all that time.
-    pub(super) inflight: Mutex<HashMap<String, Arc<Fill>>>,
+    /// Downloads in flight. Invariant: a blob is here from the moment its download is decided
+    /// until it is committed or failed; the temp file exists all that time.
+    pub(super) inflight: Mutex<HashMap<ObjectKey, Arc<Fill>>>,
     /// True once the start-up scan has merged every file into the index.
     loaded: Mutex<bool>,
     loaded_cv: Condvar,
@@ -114,6 +115,66 @@ impl Space {
             .map_or(0, |free| self.limits.min_free.saturating_sub(free))
     }
 
+    /// Decides whether a blob of `len` bytes (`None`: unknown) may be cached: it must fit under
+    /// `CACHE_MAX_SIZE`, and under `CACHE_MIN_FREE` after evicting least recently used entries
+    /// (downloads in flight count for what they still have to write). `Err` says why not; the
+    /// blob then streams uncached. Blocking (it may wait for the index and evict).
+    pub(super) fn admit(&self, len: Option<u64>) -> Result<(), String> {
+        let want = len.unwrap_or(0);
+        if want > self.limits.max_size {
+            return Err(format!(
+                "blob of {want} bytes is larger than CACHE_MAX_SIZE ({})",
+                self.limits.max_size
+            ));
+        }
+        if self.limits.min_free == 0 {
+            return Ok(());
+        }
+        let reserved: u64 = lock(&self.inflight)
+            .values()
+            .map(|f| f.remaining_on_disk())
+            .sum();
+        let need = want
+            .saturating_add(reserved)
+            .saturating_add(self.limits.min_free);
+        let Some(free) = self.free_space() else {
+            return Ok(());
+        };
+        if free >= need {
+            return Ok(());
+        }
+        let shortfall = need - free;
+        // Eviction needs the whole index.
+        self.wait_loaded();
+        let evictable = lock(&self.index).total();
+        if shortfall > evictable {
+            return Err(format!(
+                "{want} bytes do not fit: {free} bytes free, CACHE_MIN_FREE {}, {reserved} bytes reserved by downloads in flight, {evictable} bytes evictable",
+                self.limits.min_free
+            ));
+        }
+        self.evict_bytes(shortfall);
+        match self.free_space() {
+            Some(free) if free < need => Err(format!(
+                "{want} bytes do not fit: {free} bytes free after eviction, CACHE_MIN_FREE {}",
+                self.limits.min_free
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds a committed object to the index, evicting what the limits then call for.
+    pub(super) fn add(&self, key: &ObjectKey, len: u64) {
+        let over = {
+            let mut index = lock(&self.index);
+            index.insert(Path::new(&key.path()), len, SystemTime::now());
+            index.over(self.limits.max_size)
+        };
+        if over || self.free_shortfall() > 0 {
+            self.evict_bytes(self.free_shortfall());
+        }
+    }
+
     /// Removes entries unused for longer than `CACHE_INACTIVE`, then least recently used ones
     /// until the store is under its cap and at least `free` bytes are removed. Does nothing before
     /// the start-up scan is done.
@@ -122,7 +183,10 @@ impl Space {
             return;
         }
         let now = SystemTime::now();
-        let inflight: Vec<String> = lock(&self.inflight).keys().cloned().collect();
+        let inflight: Vec<PathBuf> = lock(&self.inflight)
+            .keys()
+            .map(|key| PathBuf::from(key.path()))
+            .collect();
         let (victims, size) = {
             let mut index = lock(&self.index);
             let victims = index.victims(

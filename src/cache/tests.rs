@@ -2,14 +2,13 @@
 //! readers of such a download, last use across a reopen, admission.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::StreamBody;
-use hyper::body::Frame;
+use tokio::sync::{mpsc, oneshot};
 
+use super::fill::{FillState, TAIL_BYTES, TAIL_PIECE};
 use super::*;
 
 fn limits(max_size: u64, min_free: u64) -> Limits {
@@ -27,33 +26,114 @@ fn data(len: usize, seed: u8) -> Bytes {
         .into()
 }
 
-/// A body that sends `bytes` in `chunk`-sized frames.
-fn body(
-    bytes: &Bytes,
-    chunk: usize,
-) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Unpin> {
-    let frames: Vec<Result<Frame<Bytes>, Infallible>> = bytes
-        .chunks(chunk)
-        .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
-        .collect();
-    StreamBody::new(futures_util::stream::iter(frames))
-}
-
-async fn collect(
-    stream: impl futures_util::Stream<Item = io::Result<Bytes>>,
-) -> Result<Vec<u8>, String> {
+async fn collect(stream: store::ByteStream) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    let mut stream = std::pin::pin!(stream);
+    let mut stream = stream;
     while let Some(chunk) = stream.next().await {
         out.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
     }
     Ok(out)
 }
 
-fn leader(cache: &Cache, digest: &Digest) -> (Arc<Fill>, std::fs::File) {
-    match cache.begin_fill(digest).unwrap() {
-        FillSlot::Leader(fill, file) => (fill, file),
-        FillSlot::Follower(_) => panic!("expected to lead"),
+/// A source whose body the test feeds (so readers can attach before the first byte), and which
+/// reports how its download ended. `refuse` makes it answer without a body.
+struct TestSource {
+    len: Option<u64>,
+    body: Option<mpsc::Receiver<Bytes>>,
+    idle: Duration,
+    refuse: bool,
+    opened: Arc<std::sync::atomic::AtomicUsize>,
+    ended: Option<oneshot::Sender<Result<FillEnd, String>>>,
+}
+
+/// The test's side of a [`TestSource`].
+struct Feed {
+    tx: mpsc::Sender<Bytes>,
+    ended: oneshot::Receiver<Result<FillEnd, String>>,
+    opened: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Feed {
+    /// Sends `bytes` in `chunk`-sized pieces, ends the body and waits for the download's end.
+    async fn send_all(self, bytes: &Bytes, chunk: usize) -> Result<FillEnd, String> {
+        for piece in bytes.chunks(chunk) {
+            if self.tx.send(Bytes::copy_from_slice(piece)).await.is_err() {
+                break;
+            }
+        }
+        drop(self.tx);
+        self.ended.await.unwrap()
+    }
+}
+
+fn source(len: Option<u64>, idle: Duration) -> (TestSource, Feed) {
+    let (tx, rx) = mpsc::channel(4);
+    let (end_tx, end_rx) = oneshot::channel();
+    let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (
+        TestSource {
+            len,
+            body: Some(rx),
+            idle,
+            refuse: false,
+            opened: opened.clone(),
+            ended: Some(end_tx),
+        },
+        Feed {
+            tx,
+            ended: end_rx,
+            opened,
+        },
+    )
+}
+
+impl FillSource for TestSource {
+    type Head = &'static str;
+    type Refusal = &'static str;
+
+    async fn open(&mut self) -> Result<Opened<Self::Head>, Self::Refusal> {
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.refuse {
+            return Err("refused");
+        }
+        let rx = self.body.take().ok_or("opened twice")?;
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            let bytes = rx.recv().await?;
+            Some((
+                Ok::<_, crate::body::BoxError>(hyper::body::Frame::data(bytes)),
+                rx,
+            ))
+        });
+        Ok(Opened {
+            head: "head",
+            len: self.len,
+            body: http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(frames)),
+            idle: self.idle,
+        })
+    }
+
+    fn finished(mut self, end: &Result<FillEnd, String>) {
+        if let Some(tx) = self.ended.take() {
+            let _ = tx.send(end.clone());
+        }
+    }
+}
+
+/// Starts a download of `digest` (`len` announced) that the test feeds.
+async fn start(
+    cache: &Cache,
+    digest: &Digest,
+    len: Option<u64>,
+    idle: Duration,
+) -> (Growing, Feed) {
+    let (source, feed) = source(len, idle);
+    match cache.get_or_fill(digest, Some(source)).await {
+        Got::Started { blob, head } => {
+            assert_eq!(head, "head");
+            (blob, feed)
+        }
+        _ => panic!("expected to start a download"),
     }
 }
 
@@ -64,6 +144,116 @@ fn tmp_is_empty(cache: &Cache) -> bool {
         .is_none()
 }
 
+fn stored_path(cache: &Cache, digest: &Digest) -> std::path::PathBuf {
+    cache.root().join(ObjectKey::blob(digest).path())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_miss_is_downloaded_once_and_then_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), limits(1 << 30, 0)).unwrap();
+    let blob = data(1_000_000, 9);
+    let digest = Digest::sha256_of(&blob);
+    assert!(
+        matches!(
+            cache.get_or_fill::<TestSource>(&digest, None).await,
+            Got::Absent
+        ),
+        "no source, nothing to join"
+    );
+    let (growing, feed) = start(
+        &cache,
+        &digest,
+        Some(blob.len() as u64),
+        Duration::from_secs(5),
+    )
+    .await;
+    let opened = feed.opened.clone();
+    // A second caller joins the download in flight; its own source is never opened.
+    let (second, second_feed) = source(Some(blob.len() as u64), Duration::from_secs(5));
+    let joined = {
+        let cache = &cache;
+        let digest = &digest;
+        async move { cache.get_or_fill(digest, Some(second)).await }
+    };
+    let (joined, end, first) = tokio::join!(
+        joined,
+        feed.send_all(&blob, 64 * 1024),
+        collect(growing.reader(0, None).unwrap())
+    );
+    assert_eq!(end, Ok(FillEnd::Committed(blob.len() as u64)));
+    assert_eq!(first.unwrap(), blob.as_ref());
+    match joined {
+        Got::Joined(g) => assert_eq!(
+            collect(g.reader(10, Some(19)).unwrap()).await.unwrap(),
+            &blob[10..20]
+        ),
+        // It may also come after the commit.
+        Got::Stored(s) => assert_eq!(s.size(), blob.len() as u64),
+        _ => panic!("expected to join"),
+    }
+    assert_eq!(opened.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        second_feed.opened.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    // Stored now: whole and in ranges, with no source needed.
+    match cache.get_or_fill::<TestSource>(&digest, None).await {
+        Got::Stored(stored) => {
+            assert_eq!(stored.size(), blob.len() as u64);
+            assert_eq!(
+                collect(stored.reader(0, stored.size() - 1)).await.unwrap(),
+                blob.as_ref()
+            );
+            assert_eq!(
+                collect(stored.reader(999_990, 999_999)).await.unwrap(),
+                &blob[999_990..]
+            );
+        }
+        _ => panic!("expected a stored blob"),
+    }
+    assert_eq!(
+        std::fs::read(stored_path(&cache, &digest)).unwrap(),
+        blob.as_ref()
+    );
+    assert_eq!(cache.entries(), 1);
+    assert!(tmp_is_empty(&cache));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusing_source_leaves_nothing_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), limits(1 << 30, 0)).unwrap();
+    let digest = Digest::sha256_of(b"refused");
+    let (mut refusing, _feed) = source(None, Duration::from_secs(5));
+    refusing.refuse = true;
+    assert!(matches!(
+        cache.get_or_fill(&digest, Some(refusing)).await,
+        Got::Refused("refused")
+    ));
+    assert!(tmp_is_empty(&cache));
+    // The next caller leads a new download.
+    let (_growing, feed) = start(&cache, &digest, None, Duration::from_secs(5)).await;
+    drop(feed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_without_room_is_handed_back_to_pass_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), limits(1000, 0)).unwrap();
+    let digest = Digest::sha256_of(b"big");
+    let (big, _feed) = source(Some(1001), Duration::from_secs(5));
+    match cache.get_or_fill(&digest, Some(big)).await {
+        Got::Bypass(opened) => assert_eq!((opened.head, opened.len), ("head", Some(1001))),
+        _ => panic!("expected the body back"),
+    }
+    assert!(tmp_is_empty(&cache));
+    assert!(matches!(
+        cache.get_or_fill::<TestSource>(&digest, None).await,
+        Got::Absent
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn disk_full_midway_streams_the_rest_uncached() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,18 +262,17 @@ async fn disk_full_midway_streams_the_rest_uncached() {
         .with_disk_limit(300_000);
     let blob = data(3_000_000, 1);
     let digest = Digest::sha256_of(&blob);
-    let (fill, file) = leader(&cache, &digest);
-    let early = fill.reader(0, None).unwrap();
-    let ranged = fill.reader(2_999_990, Some(2_999_999)).unwrap();
-    let total = Some(blob.len() as u64);
+    let (growing, feed) = start(
+        &cache,
+        &digest,
+        Some(blob.len() as u64),
+        Duration::from_secs(5),
+    )
+    .await;
+    let early = growing.reader(0, None).unwrap();
+    let ranged = growing.reader(2_999_990, Some(2_999_999)).unwrap();
     let (end, early, ranged) = tokio::join!(
-        cache.run_fill(
-            fill.clone(),
-            file,
-            total,
-            body(&blob, 16 * 1024),
-            Duration::from_secs(5)
-        ),
+        feed.send_all(&blob, 16 * 1024),
         collect(early),
         collect(ranged),
     );
@@ -93,14 +282,12 @@ async fn disk_full_midway_streams_the_rest_uncached() {
     );
     assert_eq!(early.unwrap(), blob.as_ref());
     assert_eq!(ranged.unwrap(), &blob[2_999_990..]);
-    assert!(!fill.final_path.exists(), "nothing committed");
+    assert!(!stored_path(&cache, &digest).exists(), "nothing committed");
     assert!(tmp_is_empty(&cache));
     assert_eq!(cache.entries(), 0);
     // Not in flight any more: the next request leads a new download.
-    assert!(matches!(
-        cache.begin_fill(&digest).unwrap(),
-        FillSlot::Leader(..)
-    ));
+    let (_growing, feed) = start(&cache, &digest, None, Duration::from_secs(5)).await;
+    drop(feed);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -111,19 +298,15 @@ async fn wrong_digest_through_memory_aborts_readers() {
         .with_disk_limit(0);
     let blob = data(500_000, 2);
     let digest = Digest::sha256_of(b"something else");
-    let (fill, file) = leader(&cache, &digest);
-    let reader = fill.reader(0, None).unwrap();
-    let total = Some(blob.len() as u64);
-    let (end, read) = tokio::join!(
-        cache.run_fill(
-            fill.clone(),
-            file,
-            total,
-            body(&blob, 10_000),
-            Duration::from_secs(5)
-        ),
-        collect(reader),
-    );
+    let (growing, feed) = start(
+        &cache,
+        &digest,
+        Some(blob.len() as u64),
+        Duration::from_secs(5),
+    )
+    .await;
+    let reader = growing.reader(0, None).unwrap();
+    let (end, read) = tokio::join!(feed.send_all(&blob, 10_000), collect(reader));
     assert!(end.is_err(), "{end:?}");
     assert!(read.is_err(), "a wrong digest must abort, not end cleanly");
     assert!(tmp_is_empty(&cache));
@@ -135,14 +318,19 @@ async fn a_stalled_reader_is_cut_off_and_memory_stays_bounded() {
     let cache = Cache::open(dir.path(), limits(1 << 30, 0))
         .unwrap()
         .with_disk_limit(0);
-    let blob = data(8 * fill::TAIL_BYTES, 3);
+    let blob = data(8 * TAIL_BYTES, 3);
     let digest = Digest::sha256_of(&blob);
-    let (fill, file) = leader(&cache, &digest);
-    let fast = fill.reader(0, None).unwrap();
-    let stalled = fill.reader(0, None).unwrap();
-    let total = Some(blob.len() as u64);
+    let (growing, feed) = start(
+        &cache,
+        &digest,
+        Some(blob.len() as u64),
+        Duration::from_millis(200),
+    )
+    .await;
+    let fast = growing.reader(0, None).unwrap();
+    let stalled = growing.reader(0, None).unwrap();
     let watcher = {
-        let fill = fill.clone();
+        let fill = growing.fill().clone();
         async move {
             let mut peak = 0;
             while !matches!(
@@ -155,23 +343,10 @@ async fn a_stalled_reader_is_cut_off_and_memory_stays_bounded() {
             peak
         }
     };
-    let (end, fast, peak) = tokio::join!(
-        cache.run_fill(
-            fill.clone(),
-            file,
-            total,
-            body(&blob, 50_000),
-            Duration::from_millis(200)
-        ),
-        collect(fast),
-        watcher,
-    );
+    let (end, fast, peak) = tokio::join!(feed.send_all(&blob, 50_000), collect(fast), watcher);
     assert!(matches!(end, Ok(FillEnd::Uncached { .. })), "{end:?}");
     assert_eq!(fast.unwrap(), blob.as_ref());
-    assert!(
-        peak <= fill::TAIL_BYTES + fill::TAIL_PIECE,
-        "tail held {peak} bytes"
-    );
+    assert!(peak <= TAIL_BYTES + TAIL_PIECE, "tail held {peak} bytes");
     let stalled = collect(stalled).await;
     assert!(
         stalled
@@ -187,20 +362,26 @@ async fn a_reader_joining_after_the_tail_moved_on_is_refused() {
     let cache = Cache::open(dir.path(), limits(1 << 30, 0))
         .unwrap()
         .with_disk_limit(0);
-    let blob = data(4 * fill::TAIL_BYTES, 4);
+    let blob = data(4 * TAIL_BYTES, 4);
     let digest = Digest::sha256_of(&blob);
-    let (fill, file) = leader(&cache, &digest);
-    let end = cache
-        .run_fill(
-            fill.clone(),
-            file,
-            Some(blob.len() as u64),
-            body(&blob, 50_000),
-            Duration::from_secs(5),
-        )
-        .await;
+    let (growing, feed) = start(
+        &cache,
+        &digest,
+        Some(blob.len() as u64),
+        Duration::from_secs(5),
+    )
+    .await;
+    let end = feed.send_all(&blob, 50_000).await;
     assert!(matches!(end, Ok(FillEnd::Uncached { .. })), "{end:?}");
-    assert!(fill.reader(0, None).is_none());
+    assert!(growing.reader(0, None).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_disk_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), limits(1 << 30, 0)).unwrap();
+    store::conformance::check(&DiskStore::new(cache.root())).await;
+    assert!(tmp_is_empty(&cache), "no temp file left behind");
 }
 
 #[tokio::test]
@@ -248,13 +429,13 @@ async fn last_use_survives_a_reopen() {
 fn admission() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), limits(1000, 0)).unwrap();
-    assert!(cache.admit(Some(1000)).is_ok());
-    assert!(cache.admit(None).is_ok());
-    let e = cache.admit(Some(1001)).unwrap_err();
+    assert!(cache.space.admit(Some(1000)).is_ok());
+    assert!(cache.space.admit(None).is_ok());
+    let e = cache.space.admit(Some(1001)).unwrap_err();
     assert!(e.contains("CACHE_MAX_SIZE"), "{e}");
     let free = cache.free_space().unwrap();
     let cache = Cache::open(dir.path(), limits(u64::MAX, free.saturating_mul(2))).unwrap();
-    let e = cache.admit(Some(1)).unwrap_err();
+    let e = cache.space.admit(Some(1)).unwrap_err();
     assert!(e.contains("do not fit"), "{e}");
 }
 
@@ -267,16 +448,14 @@ async fn files_are_0600_and_directories_0700() {
     // A blob through a fill, a manifest, a tag and links: every kind of file the store writes.
     let blob = data(100_000, 7);
     let digest = Digest::sha256_of(&blob);
-    let (fill, file) = leader(&cache, &digest);
-    let end = cache
-        .run_fill(
-            fill,
-            file,
-            Some(blob.len() as u64),
-            body(&blob, 8192),
-            Duration::from_secs(5),
-        )
-        .await;
+    let (_growing, feed) = start(
+        &cache,
+        &digest,
+        Some(blob.len() as u64),
+        Duration::from_secs(5),
+    )
+    .await;
+    let end = feed.send_all(&blob, 8192).await;
     assert!(matches!(end, Ok(FillEnd::Committed(100_000))), "{end:?}");
     let manifest = Bytes::from_static(b"{\"schemaVersion\":2}");
     let manifest_digest = Digest::sha256_of(&manifest);
@@ -286,8 +465,11 @@ async fn files_are_0600_and_directories_0700() {
         .unwrap();
     let registry = RegistryHost::parse("registry.test:5000").unwrap();
     let repo = RepoName::parse("team/app").unwrap();
-    cache.link(&registry, &repo, LinkKind::Blob, &digest);
-    cache.link(&registry, &repo, LinkKind::Manifest, &manifest_digest);
+    cache.link(&registry, &repo, LinkKind::Blob, &digest).await;
+    cache
+        .link(&registry, &repo, LinkKind::Manifest, &manifest_digest)
+        .await;
+    cache.set_public(&registry, &repo, true);
     let record = TagRecord {
         digest: manifest_digest.to_string(),
         media_type: "application/json".into(),
@@ -312,7 +494,7 @@ async fn files_are_0600_and_directories_0700() {
             files += 1;
         }
     }
-    // blob, manifest + .type, two links, one tag.
-    assert_eq!(files, 6);
+    // blob, manifest + .type, two links, one tag, the public mark.
+    assert_eq!(files, 7);
     assert!(dirs >= 10, "{dirs}");
 }

@@ -1,5 +1,10 @@
-//! Blobs: served from the content store once the repository is known to hold them, with `Range`;
-//! on a miss, one upstream download per digest that every concurrent client streams from.
+//! Blobs: served from the cache once the repository is known to hold them, with `Range`; on a
+//! miss the cache downloads the blob once, and every concurrent client streams from that download.
+//!
+//! A request reads top to bottom: accept (its `Range`) → identify (the caller did: `ctx.client`) →
+//! policy (may this client make the proxy fetch? then it hands the cache a source) →
+//! `cache.get_or_fill` → policy for cached bytes (the repository link, `verify` mode), before any
+//! byte → respond.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,221 +16,203 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
 use super::error::Failure;
-use super::{CONTENT_DIGEST, Ctx, Outcome, copy_response_headers, pull_scope, ratelimit_note};
+use super::{
+    CONTENT_DIGEST, Ctx, Outcome, State, copy_response_headers, pull_scope, ratelimit_note,
+};
 use crate::body::{self, Body, BoxError};
-use crate::cache::{Fill, FillEnd, FillSlot, LinkKind};
+use crate::cache::{FillEnd, FillSource, Got, Growing, LinkKind, Opened, StoredBlob};
 use crate::registry::digest::Digest;
 use crate::registry::error::ErrorCode;
+use crate::registry::host::RegistryHost;
 use crate::registry::name::RepoName;
 use crate::registry::range::{ByteRange, parse_range};
 use crate::telemetry::Verdict;
 use crate::upstream::UpstreamRequest;
 
 pub(super) async fn handle(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outcome {
-    let range = match ctx.headers.get(RANGE).map(|v| v.to_str().map(parse_range)) {
-        None => None,
-        Some(Ok(Ok(range))) => range,
-        Some(_) => {
-            return Outcome::new(
-                Failure::Range {
-                    message: "malformed Range header".into(),
-                    len: None,
-                }
-                .into_response(),
-                Verdict::Local,
-            );
-        }
+    let range = match requested_range(ctx) {
+        Ok(range) => range,
+        Err(malformed) => return Outcome::new(malformed.into_response(), Verdict::Local),
     };
-    let cache = &ctx.state.cache;
-    let probe = format!("/v2/{name}/blobs/{digest}");
-    if let Some(len) = cache.blob_len(digest) {
-        if cache.is_linked(&ctx.registry, name, LinkKind::Blob, digest) {
-            if let Err(refusal) = ctx.verify_cached(name, &probe, None).await {
-                return Outcome::new(refusal.into_response(), Verdict::Local);
-            }
-            return Outcome::new(from_store(ctx, digest, len, range), Verdict::Hit);
-        }
-        // Stored for another repository: serve it here only once upstream confirms this one has it.
-        return match confirm(ctx, name, digest).await {
-            Ok(()) => Outcome::new(from_store(ctx, digest, len, range), Verdict::Hit),
-            Err(outcome) => outcome,
-        };
-    }
-    if ctx.method == Method::HEAD {
-        return head_upstream(ctx, name, digest).await;
-    }
-    if cache.fill_in_flight(digest) {
-        // Joining a download in flight is reading it: the same check as a hit, before any byte.
-        if let Err(refusal) = ctx.verify_cached(name, &probe, None).await {
-            return Outcome::new(refusal.into_response(), Verdict::Local);
-        }
-    } else if let Err(refusal) = ctx.may_fetch(name) {
-        return Outcome::new(refusal.into_response(), Verdict::Local);
-    }
-    let slot = match cache.begin_fill(digest) {
-        Ok(slot) => slot,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot start a cache fill; streaming uncached");
-            return stream_uncached(ctx, name, digest).await;
-        }
-    };
-    match slot {
-        FillSlot::Follower(fill) => {
-            // The download may have started after the check above.
-            if let Err(refusal) = ctx.verify_cached(name, &probe, None).await {
-                return Outcome::new(refusal.into_response(), Verdict::Local);
-            }
-            if !cache.is_linked(&ctx.registry, name, LinkKind::Blob, digest)
-                && let Err(outcome) = confirm(ctx, name, digest).await
-            {
+    // Only a GET starts a download, and only for a client that may make the proxy fetch.
+    let fetch = ctx.may_fetch(name);
+    let source = (ctx.method == Method::GET && fetch.is_ok()).then(|| {
+        UpstreamBlob::new(
+            ctx.state,
+            ctx.request(name, digest, Method::GET),
+            name,
+            digest,
+        )
+    });
+    match ctx.state.cache.get_or_fill(digest, source).await {
+        Got::Stored(blob) => {
+            if let Err(outcome) = may_read_stored(ctx, name, digest).await {
                 return outcome;
             }
-            match fill.started().await {
-                Ok(total) => match from_fill(digest, &fill, total, range) {
-                    Some(response) => Outcome::new(response, Verdict::Miss),
-                    // The download went uncached and what we need is gone from memory.
-                    None => stream_uncached(ctx, name, digest).await,
-                },
-                // The leader got no blob (an error status, or it failed early): ask upstream ourselves.
-                Err(_) => stream_uncached(ctx, name, digest).await,
+            Outcome::new(from_store(ctx, digest, &blob, range), Verdict::Hit)
+        }
+        // A client HEAD for a blob we do not hold stays a HEAD upstream.
+        Got::Joined(_) | Got::Absent if ctx.method == Method::HEAD => {
+            head_upstream(ctx, name, digest).await
+        }
+        Got::Joined(blob) => {
+            if let Err(outcome) = may_read_joined(ctx, name, digest).await {
+                return outcome;
+            }
+            match from_fill(digest, &blob, range) {
+                Some(response) => Outcome::new(response, Verdict::Miss),
+                // The download went uncached and what we need is gone from memory.
+                None => stream_uncached(ctx, name, digest).await,
             }
         }
-        FillSlot::Leader(fill, file) => {
-            if let Err(refusal) = ctx.may_fetch(name) {
-                ctx.state.cache.abort_fill(&fill, "client may not fetch");
-                return Outcome::new(refusal.into_response(), Verdict::Local);
-            }
-            lead(ctx, name, digest, fill, file, range).await
+        Got::Started { blob, head } => {
+            ctx.upstream_served(name);
+            let Some(response) = from_fill(digest, &blob, range) else {
+                return stream_uncached(ctx, name, digest).await;
+            };
+            let mut outcome = Outcome::new(response, Verdict::Miss);
+            outcome.upstream_bytes = blob.size().unwrap_or(0);
+            outcome.note = ratelimit_note(&head.headers);
+            outcome
+        }
+        // Upstream's error status, or the error reaching it.
+        Got::Refused(response) => Outcome::new(response, Verdict::Miss),
+        // No room in the cache: this client gets the upstream body as it is.
+        Got::Bypass(opened) => Outcome::new(passthrough(opened.head, opened.body), Verdict::Pass),
+        Got::Absent => match fetch {
+            Err(refusal) => Outcome::new(refusal.into_response(), Verdict::Local),
+            Ok(()) => stream_uncached(ctx, name, digest).await,
+        },
+        Got::Uncached(_) => stream_uncached(ctx, name, digest).await,
+    }
+}
+
+/// The client's `Range`, or why it is malformed (a 416).
+fn requested_range(ctx: &Ctx<'_>) -> Result<Option<ByteRange>, Failure> {
+    match ctx.headers.get(RANGE).map(|v| v.to_str().map(parse_range)) {
+        None => Ok(None),
+        Some(Ok(Ok(range))) => Ok(range),
+        Some(_) => Err(Failure::Range {
+            message: "malformed Range header".into(),
+            len: None,
+        }),
+    }
+}
+
+/// Before any byte of a stored blob: served for a repository known to hold it (to clients upstream
+/// accepts, in `verify` mode), or once upstream confirms this repository has it too.
+async fn may_read_stored(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Result<(), Outcome> {
+    let cache = &ctx.state.cache;
+    if cache
+        .is_linked(&ctx.registry, name, LinkKind::Blob, digest)
+        .await
+    {
+        let probe = format!("/v2/{name}/blobs/{digest}");
+        return ctx
+            .verify_cached(name, &probe, None)
+            .await
+            .map_err(|refusal| Outcome::new(refusal.into_response(), Verdict::Local));
+    }
+    confirm(ctx, name, digest).await
+}
+
+/// Before any byte of someone else's download: joining one is reading what the cache holds.
+async fn may_read_joined(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Result<(), Outcome> {
+    let probe = format!("/v2/{name}/blobs/{digest}");
+    if let Err(refusal) = ctx.verify_cached(name, &probe, None).await {
+        return Err(Outcome::new(refusal.into_response(), Verdict::Local));
+    }
+    if ctx
+        .state
+        .cache
+        .is_linked(&ctx.registry, name, LinkKind::Blob, digest)
+        .await
+    {
+        return Ok(());
+    }
+    confirm(ctx, name, digest).await
+}
+
+/// The upstream GET a download is filled from. The cache runs it in a task of its own (the
+/// download outlives the client that started it), links the blob and counts the fetch once
+/// upstream answers 200, and counts its bytes when it ends.
+struct UpstreamBlob {
+    state: Arc<State>,
+    request: Option<UpstreamRequest>,
+    registry: RegistryHost,
+    name: RepoName,
+    digest: Digest,
+}
+
+impl UpstreamBlob {
+    fn new(state: &Arc<State>, request: UpstreamRequest, name: &RepoName, digest: &Digest) -> Self {
+        UpstreamBlob {
+            state: state.clone(),
+            registry: request.registry.clone(),
+            request: Some(request),
+            name: name.clone(),
+            digest: digest.clone(),
         }
     }
 }
 
-/// Starts the upstream download in its own task (it outlives this client) and serves from it.
-async fn lead(
-    ctx: &Ctx<'_>,
-    name: &RepoName,
-    digest: &Digest,
-    fill: Arc<Fill>,
-    file: std::fs::File,
-    range: Option<ByteRange>,
-) -> Outcome {
-    let state = ctx.state.clone();
-    let request = blob_request(ctx, name, digest, Method::GET);
-    let registry = ctx.registry.clone();
-    let repo = name.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let task_fill = fill.clone();
-    tokio::spawn(async move {
-        let response = match state.upstream.send(request).await {
-            Ok(r) => r,
-            Err(e) => {
-                let reason = e.to_string();
-                state.cache.abort_fill(&task_fill, &reason);
-                let _ = tx.send(Err(Failure::Upstream(e).into_response()));
-                return;
+impl FillSource for UpstreamBlob {
+    type Head = http::response::Parts;
+    type Refusal = Response<Body>;
+
+    async fn open(&mut self) -> Result<Opened<Self::Head>, Self::Refusal> {
+        let Some(request) = self.request.take() else {
+            return Err(Failure::Internal {
+                message: "blob source opened twice".into(),
             }
+            .into_response());
         };
-        let status = response.status();
-        if status != StatusCode::OK {
-            state
-                .cache
-                .abort_fill(&task_fill, &format!("upstream answered {status}"));
-            let (parts, incoming) = response.into_parts();
-            let mut out = Response::new(body::incoming(incoming));
-            *out.status_mut() = status;
-            copy_response_headers(&parts.headers, out.headers_mut());
-            let _ = tx.send(Err(out));
-            return;
+        let response = match self.state.upstream.send(request).await {
+            Ok(response) => response,
+            Err(e) => return Err(Failure::Upstream(e).into_response()),
+        };
+        if response.status() != StatusCode::OK {
+            let (head, incoming) = response.into_parts();
+            return Err(passthrough(head, body::incoming(incoming)));
         }
-        state
+        self.state
             .cache
-            .link(&registry, &repo, LinkKind::Blob, &task_fill.digest);
-        state
+            .link(&self.registry, &self.name, LinkKind::Blob, &self.digest)
+            .await;
+        self.state
             .metrics
             .upstream_blob_fetches
             .fetch_add(1, Ordering::Relaxed);
-        let total = response
+        let len = response
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let admitted = {
-            let s = state.clone();
-            tokio::task::spawn_blocking(move || s.cache.admit(total))
-                .await
-                .unwrap_or_else(|e| Err(format!("admission task: {e}")))
-        };
-        if let Err(reason) = admitted {
-            // No room: this client gets the upstream body as it is; followers fetch on their own.
-            tracing::warn!(digest = %task_fill.digest, %reason, "not caching blob; streaming uncached");
-            state.cache.abort_fill(&task_fill, &reason);
-            let (parts, incoming) = response.into_parts();
-            let mut out = Response::new(body::incoming(incoming));
-            *out.status_mut() = parts.status;
-            copy_response_headers(&parts.headers, out.headers_mut());
-            let _ = tx.send(Err(out));
-            return;
-        }
-        let _ = tx.send(Ok(ratelimit_note(response.headers())));
-        let body = response.into_body();
-        match state
-            .cache
-            .run_fill(
-                task_fill.clone(),
-                file,
-                total,
-                body,
-                state.upstream.read_timeout,
-            )
-            .await
-        {
-            Ok(FillEnd::Committed(len)) => {
-                state
-                    .metrics
-                    .upstream_bytes
-                    .fetch_add(len, Ordering::Relaxed);
-                tracing::debug!(digest = %task_fill.digest, len, "blob committed");
-            }
-            Ok(FillEnd::Uncached { len, reason }) => {
-                state
-                    .metrics
-                    .upstream_bytes
-                    .fetch_add(len, Ordering::Relaxed);
-                tracing::warn!(digest = %task_fill.digest, len, %reason, "blob streamed uncached: the cache disk failed");
-            }
-            Err(reason) => {
-                tracing::warn!(digest = %task_fill.digest, %reason, "blob download failed; nothing cached")
-            }
-        }
-    });
-    match rx.await {
-        Ok(Ok(note)) => {
-            ctx.upstream_served(name);
-            let total = fill.started().await.ok().flatten();
-            let Some(response) = from_fill(digest, &fill, total, range) else {
-                return stream_uncached(ctx, name, digest).await;
-            };
-            let mut outcome = Outcome::new(response, Verdict::Miss);
-            outcome.upstream_bytes = total.unwrap_or(0);
-            outcome.note = note;
-            outcome
-        }
-        Ok(Err(response)) => {
-            let verdict = if response.status() == StatusCode::OK {
-                Verdict::Pass
-            } else {
-                Verdict::Miss
-            };
-            Outcome::new(response, verdict)
-        }
-        Err(_) => Outcome::new(
-            Failure::Internal {
-                message: "download task ended unexpectedly".into(),
-            }
-            .into_response(),
-            Verdict::Miss,
-        ),
+        let (head, incoming) = response.into_parts();
+        Ok(Opened {
+            head,
+            len,
+            body: body::incoming(incoming),
+            idle: self.state.upstream.read_timeout,
+        })
     }
+
+    fn finished(self, end: &Result<FillEnd, String>) {
+        if let Ok(FillEnd::Committed(len) | FillEnd::Uncached { len, .. }) = end {
+            self.state
+                .metrics
+                .upstream_bytes
+                .fetch_add(*len, Ordering::Relaxed);
+        }
+    }
+}
+
+/// An upstream response passed to the client as it is (status, end-to-end headers, body).
+fn passthrough(head: http::response::Parts, body: Body) -> Response<Body> {
+    let mut out = Response::new(body);
+    *out.status_mut() = head.status;
+    copy_response_headers(&head.headers, out.headers_mut());
+    out
 }
 
 /// Asks upstream whether `name` holds `digest` (HEAD) and records the link if so.
@@ -233,14 +220,15 @@ async fn confirm(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Result<(), 
     match ctx
         .state
         .upstream
-        .send(blob_request(ctx, name, digest, Method::HEAD))
+        .send(ctx.request(name, digest, Method::HEAD))
         .await
     {
         Ok(response) if response.status() == StatusCode::OK => {
             ctx.upstream_served(name);
             ctx.state
                 .cache
-                .link(&ctx.registry, name, LinkKind::Blob, digest);
+                .link(&ctx.registry, name, LinkKind::Blob, digest)
+                .await;
             Ok(())
         }
         Ok(response) => {
@@ -276,7 +264,7 @@ async fn head_upstream(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outco
     match ctx
         .state
         .upstream
-        .send(blob_request(ctx, name, digest, Method::HEAD))
+        .send(ctx.request(name, digest, Method::HEAD))
         .await
     {
         Ok(response) => {
@@ -284,7 +272,8 @@ async fn head_upstream(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outco
                 ctx.upstream_served(name);
                 ctx.state
                     .cache
-                    .link(&ctx.registry, name, LinkKind::Blob, digest);
+                    .link(&ctx.registry, name, LinkKind::Blob, digest)
+                    .await;
             }
             let mut out = Response::new(body::empty());
             *out.status_mut() = response.status();
@@ -300,36 +289,31 @@ async fn stream_uncached(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Out
     if let Err(refusal) = ctx.may_fetch(name) {
         return Outcome::new(refusal.into_response(), Verdict::Local);
     }
-    let mut request = blob_request(ctx, name, digest, ctx.method.clone());
+    let mut request = ctx.request(name, digest, ctx.method.clone());
     if let Some(range) = ctx.headers.get(RANGE) {
         request.headers.insert(RANGE, range.clone());
     }
     match ctx.state.upstream.send(request).await {
         Ok(response) => {
-            let (parts, incoming) = response.into_parts();
-            let mut out = Response::new(body::incoming(incoming));
-            *out.status_mut() = parts.status;
-            copy_response_headers(&parts.headers, out.headers_mut());
-            Outcome::new(out, Verdict::Pass)
+            let (head, incoming) = response.into_parts();
+            Outcome::new(passthrough(head, body::incoming(incoming)), Verdict::Pass)
         }
         Err(e) => Outcome::new(Failure::Upstream(e).into_response(), Verdict::Pass),
     }
 }
 
-fn blob_request(
-    ctx: &Ctx<'_>,
-    name: &RepoName,
-    digest: &Digest,
-    method: Method,
-) -> UpstreamRequest {
-    UpstreamRequest {
-        registry: ctx.registry.clone(),
-        method,
-        path_and_query: format!("/v2/{name}/blobs/{digest}"),
-        headers: http::HeaderMap::new(),
-        body: body::empty(),
-        scope: pull_scope(name),
-        auth: ctx.upstream_auth(),
+impl Ctx<'_> {
+    /// The upstream request for a blob, with this client's upstream credentials (or the proxy's).
+    fn request(&self, name: &RepoName, digest: &Digest, method: Method) -> UpstreamRequest {
+        UpstreamRequest {
+            registry: self.registry.clone(),
+            method,
+            path_and_query: format!("/v2/{name}/blobs/{digest}"),
+            headers: http::HeaderMap::new(),
+            body: body::empty(),
+            scope: pull_scope(name),
+            auth: self.upstream_auth(),
+        }
     }
 }
 
@@ -391,28 +375,24 @@ fn window(
 fn from_store(
     ctx: &Ctx<'_>,
     digest: &Digest,
-    len: u64,
+    blob: &StoredBlob,
     range: Option<ByteRange>,
 ) -> Response<Body> {
-    let (head, start, end) = match window(digest, Some(len), range) {
+    let (head, start, end) = match window(digest, Some(blob.size()), range) {
         Ok(w) => w,
         Err(response) => return *response,
     };
     let body = match (ctx.method == Method::HEAD, end) {
         (true, _) | (false, None) => body::empty(),
-        (false, Some(end)) => stream_body(ctx.state.cache.blob_stream(digest, start, end)),
+        (false, Some(end)) => stream_body(blob.reader(start, end)),
     };
     head.map(|()| body)
 }
 
 /// A response streamed from a download in flight; `None` if the download can no longer serve it
 /// (it went uncached and the bytes needed are gone from memory).
-fn from_fill(
-    digest: &Digest,
-    fill: &Arc<Fill>,
-    total: Option<u64>,
-    range: Option<ByteRange>,
-) -> Option<Response<Body>> {
+fn from_fill(digest: &Digest, blob: &Growing, range: Option<ByteRange>) -> Option<Response<Body>> {
+    let total = blob.size();
     let (head, start, end) = match window(digest, total, range) {
         Ok(w) => w,
         Err(response) => return Some(*response),
@@ -420,7 +400,7 @@ fn from_fill(
     if total == Some(0) {
         return Some(head.map(|()| body::empty()));
     }
-    let reader = fill.reader(start, end)?;
+    let reader = blob.reader(start, end)?;
     Some(head.map(|()| stream_body(reader)))
 }
 

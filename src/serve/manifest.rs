@@ -33,7 +33,9 @@ pub(super) async fn handle(ctx: &Ctx<'_>, name: &RepoName, reference: &Reference
 
 async fn by_digest(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outcome {
     let cache = &ctx.state.cache;
-    if cache.is_linked(&ctx.registry, name, LinkKind::Manifest, digest)
+    if cache
+        .is_linked(&ctx.registry, name, LinkKind::Manifest, digest)
+        .await
         && let Some((bytes, media_type)) = cache.manifest(digest).await
     {
         let probe = format!("/v2/{name}/manifests/{digest}");
@@ -376,7 +378,11 @@ async fn remember_tag(
 async fn store(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest, bytes: &Bytes, media_type: &str) {
     let cache = &ctx.state.cache;
     match cache.put_manifest(digest, bytes, media_type).await {
-        Ok(()) => cache.link(&ctx.registry, name, LinkKind::Manifest, digest),
+        Ok(()) => {
+            cache
+                .link(&ctx.registry, name, LinkKind::Manifest, digest)
+                .await
+        }
         Err(e) => tracing::warn!(error = %e, "cannot cache manifest; served uncached"),
     }
 }

@@ -1,6 +1,6 @@
-//! Single-flight blob downloads. A [`Fill`] is one upstream download of one blob into a temp file;
-//! every client that wants the blob meanwhile reads the temp file as it grows, so time to first byte
-//! never waits for the whole blob and a slow client never slows the download.
+//! The reading side of a download in flight. A [`Fill`] is one download of one blob into a temp file
+//! of the local disk; every client that wants the blob meanwhile reads the temp file as it grows, so
+//! time to first byte never waits for the whole blob and a slow client never slows the download.
 //!
 //! What a reader may send is decided by [`FillState`]: while the download is growing, everything
 //! written except the final byte of a known-length blob; the final byte only once the digest has
@@ -16,19 +16,16 @@
 //! back until it matches; nothing is ever committed from such a download.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::{Notify, watch};
 
+use crate::cache::chunks::{ChunkReader, READ_CHUNK};
 use crate::registry::digest::Digest;
-
-/// Bytes read from disk per chunk sent to a client.
-pub(crate) const READ_CHUNK: usize = 256 * 1024;
 
 /// Bytes the in-memory tail of an uncached download holds at most (plus one piece), whatever the
 /// blob size or client count.
@@ -39,8 +36,8 @@ pub(crate) const TAIL_PIECE: usize = 64 * 1024;
 
 /// Progress of a fill, broadcast to readers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FillState {
-    /// Waiting for the upstream's response headers.
+pub(crate) enum FillState {
+    /// Waiting for the source's response headers.
     Pending,
     /// Bytes written to the temp file so far.
     Growing(u64),
@@ -58,18 +55,18 @@ pub enum FillState {
 
 /// The in-memory tail of an uncached download.
 #[derive(Debug, Default)]
-struct Tail {
+pub(super) struct Tail {
     /// Contiguous pieces `(offset, bytes)` not yet taken by every attached reader.
-    pieces: VecDeque<(u64, Bytes)>,
+    pub(super) pieces: VecDeque<(u64, Bytes)>,
     /// Invariant: the sum of the pieces' lengths; at most `TAIL_BYTES + TAIL_PIECE`.
-    buffered: usize,
+    pub(super) buffered: usize,
     /// Offset of the next byte the writer will send. Invariant: zero until the fill is `Uncached`,
     /// then at least `on_disk`.
-    next: u64,
+    pub(super) next: u64,
     /// Attached readers: id → offset of the next byte each wants.
-    readers: HashMap<u64, u64>,
+    pub(super) readers: HashMap<u64, u64>,
     /// Readers cut off for staying behind a full tail.
-    cut: HashSet<u64>,
+    pub(super) cut: HashSet<u64>,
     next_id: u64,
 }
 
@@ -80,7 +77,7 @@ impl Tail {
     }
 
     /// Drops the pieces every attached reader is past.
-    fn trim(&mut self) {
+    pub(super) fn trim(&mut self) {
         let min = self.readers.values().min().copied().unwrap_or(u64::MAX);
         while let Some((offset, bytes)) = self.pieces.front() {
             if offset + bytes.len() as u64 > min {
@@ -92,7 +89,7 @@ impl Tail {
     }
 
     /// Cuts off the readers furthest behind.
-    fn cut_slowest(&mut self) {
+    pub(super) fn cut_slowest(&mut self) {
         let Some(min) = self.readers.values().min().copied() else {
             return;
         };
@@ -116,8 +113,8 @@ impl Tail {
 
 /// One in-flight download.
 #[derive(Debug)]
-pub struct Fill {
-    pub digest: Digest,
+pub(crate) struct Fill {
+    pub(crate) digest: Digest,
     /// Temp file the download writes to. Invariant: exists from creation until commit or failure.
     pub(crate) tmp_path: PathBuf,
     /// Where the blob lives once committed.
@@ -125,11 +122,11 @@ pub struct Fill {
     /// Total length announced by the upstream (`Content-Length`), once known.
     total: watch::Sender<Option<u64>>,
     state: watch::Sender<FillState>,
-    tail: Mutex<Tail>,
+    pub(super) tail: Mutex<Tail>,
     /// Bumped each time the writer adds to the tail (readers wait on it).
-    sent: watch::Sender<u64>,
+    pub(super) sent: watch::Sender<u64>,
     /// Readers signal here each time they advance or leave (the writer waits on it).
-    taken: Notify,
+    pub(super) taken: Notify,
 }
 
 impl Fill {
@@ -146,11 +143,11 @@ impl Fill {
         }
     }
 
-    pub fn state(&self) -> FillState {
+    pub(crate) fn state(&self) -> FillState {
         self.state.borrow().clone()
     }
 
-    pub fn total(&self) -> Option<u64> {
+    pub(crate) fn total(&self) -> Option<u64> {
         *self.total.borrow()
     }
 
@@ -179,7 +176,7 @@ impl Fill {
 
     /// Waits until the upstream has answered: `Ok(total)` once bytes flow (or are done), `Err` if the
     /// fill failed before that.
-    pub async fn started(&self) -> Result<Option<u64>, String> {
+    pub(crate) async fn started(&self) -> Result<Option<u64>, String> {
         let mut rx = self.state.subscribe();
         loop {
             match &*rx.borrow_and_update() {
@@ -196,16 +193,14 @@ impl Fill {
     /// A stream of the bytes `start..=end` (or to the end), read as the blob grows; `None` if this
     /// fill can no longer serve them (it failed, or went uncached and the bytes needed are gone
     /// from memory): the caller should fetch on its own.
-    pub fn reader(
+    pub(crate) fn reader(
         self: &Arc<Self>,
         start: u64,
         end: Option<u64>,
     ) -> Option<impl Stream<Item = io::Result<Bytes>> + Send + use<>> {
         let fill = self.clone();
         // Opened now so that a temp file removed when the download ends stays readable.
-        let file = open_fill_file(&fill)
-            .ok()
-            .map(super::chunks::ChunkReader::new);
+        let file = open_fill_file(&fill).ok().map(ChunkReader::new);
         // Attach before looking at the state, so no piece of the tail can be dropped unseen.
         let (id, base) = {
             let mut tail = lock(&fill.tail);
@@ -254,7 +249,7 @@ struct ReaderState {
     id: u64,
     rx: watch::Receiver<FillState>,
     sent: watch::Receiver<u64>,
-    file: Option<super::chunks::ChunkReader>,
+    file: Option<ChunkReader>,
     pos: u64,
     /// Inclusive last byte wanted, if a range.
     end: Option<u64>,
@@ -400,7 +395,7 @@ impl ReaderState {
     async fn read(&mut self, want: usize) -> io::Result<Bytes> {
         let file = match self.file.take() {
             Some(f) => f,
-            None => super::chunks::ChunkReader::new(open_fill_file(&self.fill)?),
+            None => ChunkReader::new(open_fill_file(&self.fill)?),
         };
         let pos = self.pos;
         let (file, result) = tokio::task::spawn_blocking(move || {
@@ -441,198 +436,6 @@ pub enum FillEnd {
     Uncached { len: u64, reason: String },
 }
 
-/// The writing side of a fill: appends chunks, hashes them, verifies and commits. After a disk
-/// failure it passes chunks to the readers through the fill's in-memory tail instead.
-pub(crate) struct FillWriter {
-    pub(crate) fill: Arc<Fill>,
-    file: std::fs::File,
-    hasher: ring::digest::Context,
-    /// Bytes received from upstream.
-    received: u64,
-    /// Bytes written to the temp file. Invariant: equals `received` unless `disk_error` is set.
-    on_disk: u64,
-    /// Bytes announced to readers as `Growing`. Announcing every network frame (16 KiB on HTTP/2)
-    /// would wake every reader for a tiny read each time; see [`FillWriter::write`].
-    announced: u64,
-    /// Why the disk is no longer used, once it failed.
-    disk_error: Option<String>,
-    /// The final byte of a known-length blob, held back from the tail until the digest matches.
-    held: Option<(u64, Bytes)>,
-    /// How long the writer waits for a reader that keeps the tail full.
-    stall: Duration,
-    runtime: tokio::runtime::Handle,
-    /// Test hook: the disk "fills up" after this many bytes.
-    disk_limit: Option<u64>,
-}
-
-impl FillWriter {
-    /// Call from a blocking thread spawned by the runtime (the writer may wait for readers).
-    pub(crate) fn new(
-        fill: Arc<Fill>,
-        file: std::fs::File,
-        stall: Duration,
-        runtime: tokio::runtime::Handle,
-        disk_limit: Option<u64>,
-    ) -> FillWriter {
-        FillWriter {
-            fill,
-            file,
-            hasher: ring::digest::Context::new(&ring::digest::SHA256),
-            received: 0,
-            on_disk: 0,
-            announced: 0,
-            disk_error: None,
-            held: None,
-            stall,
-            runtime,
-            disk_limit,
-        }
-    }
-
-    /// Appends a chunk (blocking I/O: call from a blocking thread) and announces it to readers.
-    /// A disk failure is not an error: the download goes on uncached.
-    /// Appends a chunk. `more_queued` says another chunk is already waiting: progress is then
-    /// announced only once a read chunk's worth has accumulated, so readers read in large pieces
-    /// while the upstream is fast, and at once when it is slow.
-    pub(crate) fn write(&mut self, chunk: Bytes, more_queued: bool) {
-        self.hasher.update(&chunk);
-        let offset = self.received;
-        self.received += chunk.len() as u64;
-        if self.disk_error.is_none() {
-            match self.write_disk(&chunk) {
-                Ok(()) => {
-                    self.on_disk = self.received;
-                    if !more_queued || self.on_disk - self.announced >= READ_CHUNK as u64 {
-                        self.announced = self.on_disk;
-                        self.fill.set_state(FillState::Growing(self.on_disk));
-                    }
-                    return;
-                }
-                Err(e) => {
-                    let reason = format!("cache write failed: {e}");
-                    tracing::warn!(
-                        digest = %self.fill.digest,
-                        on_disk = self.on_disk,
-                        %reason,
-                        "cache disk failed; streaming the rest of the blob uncached"
-                    );
-                    self.disk_error = Some(reason);
-                    lock(&self.fill.tail).next = self.on_disk;
-                    self.fill.set_state(FillState::Uncached {
-                        on_disk: self.on_disk,
-                    });
-                }
-            }
-        }
-        self.send_tail(offset, chunk);
-    }
-
-    fn write_disk(&mut self, chunk: &[u8]) -> io::Result<()> {
-        if let Some(limit) = self.disk_limit
-            && self.on_disk + chunk.len() as u64 > limit
-        {
-            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
-        }
-        self.file.write_all(chunk)
-    }
-
-    /// Sends `chunk` (at `offset`) to the readers in pieces, holding back a known-length blob's
-    /// final byte.
-    fn send_tail(&mut self, offset: u64, chunk: Bytes) {
-        let mut chunk = chunk;
-        let mut offset = offset;
-        if let Some(total) = self.fill.total()
-            && offset + chunk.len() as u64 == total
-            && !chunk.is_empty()
-        {
-            let last = chunk.split_off(chunk.len() - 1);
-            self.held = Some((total - 1, last));
-        }
-        while !chunk.is_empty() {
-            let piece = chunk.split_to(chunk.len().min(TAIL_PIECE));
-            let len = piece.len() as u64;
-            self.send_piece(offset, piece);
-            offset += len;
-        }
-    }
-
-    /// Adds one piece to the tail, first waiting while the tail is full for a reader that is still
-    /// progressing; a reader that makes no progress for the stall limit is cut off.
-    fn send_piece(&self, offset: u64, piece: Bytes) {
-        loop {
-            let mut tail = lock(&self.fill.tail);
-            tail.trim();
-            if tail.pieces.is_empty() || tail.buffered + piece.len() <= TAIL_BYTES {
-                tail.buffered += piece.len();
-                tail.next = offset + piece.len() as u64;
-                tail.pieces.push_back((offset, piece));
-                let next = tail.next;
-                drop(tail);
-                self.fill.sent.send_replace(next);
-                return;
-            }
-            drop(tail);
-            let taken = self.fill.taken.notified();
-            let progressed = self
-                .runtime
-                .block_on(async { tokio::time::timeout(self.stall, taken).await.is_ok() });
-            if !progressed {
-                lock(&self.fill.tail).cut_slowest();
-            }
-        }
-    }
-
-    /// Checks length and digest; on success renames the temp file into place (blocking I/O), or,
-    /// if the disk failed, releases the held-back byte to the readers.
-    pub(crate) fn finish(mut self) -> Result<FillEnd, String> {
-        if let Some(total) = self.fill.total()
-            && total != self.received
-        {
-            return Err(format!("upstream sent {} of {total} bytes", self.received));
-        }
-        let actual = self.hasher.clone().finish();
-        let mut hex = String::with_capacity(64);
-        for b in actual.as_ref() {
-            hex.push_str(&format!("{b:02x}"));
-        }
-        if hex != self.fill.digest.encoded() {
-            return Err(format!("digest mismatch: upstream content is sha256:{hex}"));
-        }
-        if self.disk_error.is_none() {
-            match self.commit() {
-                Ok(()) => return Ok(FillEnd::Committed(self.received)),
-                Err(reason) => {
-                    tracing::warn!(digest = %self.fill.digest, %reason, "cannot commit a verified blob; serving it uncached");
-                    self.disk_error = Some(reason);
-                }
-            }
-        }
-        if let Some((offset, last)) = self.held.take() {
-            self.send_piece(offset, last);
-        }
-        self.fill.set_state(FillState::Streamed {
-            len: self.received,
-            on_disk: self.on_disk,
-        });
-        Ok(FillEnd::Uncached {
-            len: self.received,
-            reason: self.disk_error.unwrap_or_default(),
-        })
-    }
-
-    fn commit(&mut self) -> Result<(), String> {
-        self.file
-            .flush()
-            .map_err(|e| format!("flush {}: {e}", self.fill.tmp_path.display()))?;
-        if let Some(parent) = self.fill.final_path.parent() {
-            super::private::create_dir_all(parent)
-                .map_err(|e| format!("create {}: {e}", parent.display()))?;
-        }
-        std::fs::rename(&self.fill.tmp_path, &self.fill.final_path)
-            .map_err(|e| format!("commit: {e}"))
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -1,0 +1,286 @@
+//! The writing side of a download: the leader's task feeds the source's body, coalesced, to a
+//! [`FillWriter`] on a blocking thread, which appends to the temp file, hashes, announces progress
+//! to the readers, and on a matching digest commits the file to the blob's key on the local disk.
+//! After a disk failure the writer hands the rest to the readers through the fill's in-memory tail
+//! (see `growing.rs`) and commits nothing.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use http_body::Body as HttpBody;
+use http_body_util::BodyExt;
+
+use super::growing::{Fill, FillEnd, FillState, TAIL_BYTES, TAIL_PIECE, lock};
+use crate::cache::chunks::READ_CHUNK;
+use crate::cache::store::DiskStore;
+
+/// Source bytes gathered into one write to the temp file, at most (when already received).
+const COALESCE: usize = 256 * 1024;
+
+/// Writes `body` into the fill's temp file on a blocking thread and verifies its digest; `Ok` once
+/// the blob was verified (committed, or delivered uncached when the disk failed). `idle` bounds the
+/// wait for each piece of the body, and the writer's wait for a reader that keeps the tail full.
+pub(super) async fn write<B>(
+    fill: Arc<Fill>,
+    file: std::fs::File,
+    mut body: B,
+    idle: Duration,
+    disk_limit: Option<u64>,
+) -> Result<FillEnd, String>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let runtime = tokio::runtime::Handle::current();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut writer = FillWriter::new(fill, file, idle, runtime, disk_limit);
+        while let Some(chunk) = rx.blocking_recv() {
+            let more_queued = !rx.is_empty();
+            writer.write(chunk, more_queued);
+        }
+        writer.finish()
+    });
+    let feed = async {
+        loop {
+            let frame = match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => return Err(format!("upstream sent nothing for {idle:?}")),
+                Ok(None) => return Ok(()),
+                Ok(Some(Err(e))) => return Err(format!("upstream body: {e}")),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            // Coalesce the frames that are already here (HTTP/2 delivers 16 KiB at a time) so
+            // the writer makes one write and one announcement per ~256 KiB, not per frame.
+            let mut batch = BytesMut::new();
+            let mut pending = Some(data);
+            let mut ended = false;
+            while let Some(data) = pending.take() {
+                if batch.is_empty() && data.len() >= COALESCE {
+                    batch = BytesMut::from(data);
+                    break;
+                }
+                batch.extend_from_slice(&data);
+                if batch.len() >= COALESCE {
+                    break;
+                }
+                match body.frame().now_or_never() {
+                    Some(Some(Ok(frame))) => {
+                        pending = frame.into_data().ok().or(Some(Bytes::new()))
+                    }
+                    Some(Some(Err(e))) => return Err(format!("upstream body: {e}")),
+                    Some(None) => ended = true,
+                    None => {}
+                }
+            }
+            if !batch.is_empty() && tx.send(batch.freeze()).await.is_err() {
+                return Err("cache writer stopped".to_owned());
+            }
+            if ended {
+                return Ok(());
+            }
+        }
+    };
+    let fed = feed.await;
+    drop(tx);
+    let written = writer.await.map_err(|e| format!("writer task: {e}"))?;
+    // A verified blob is good whatever happened after its last byte; otherwise the source's
+    // error says more than the writer's.
+    match written {
+        Ok(end) => Ok(end),
+        Err(reason) => Err(fed.err().unwrap_or(reason)),
+    }
+}
+
+/// The writing side of a fill: appends chunks, hashes them, verifies and commits. After a disk
+/// failure it passes chunks to the readers through the fill's in-memory tail instead.
+struct FillWriter {
+    fill: Arc<Fill>,
+    file: std::fs::File,
+    hasher: ring::digest::Context,
+    /// Bytes received from upstream.
+    received: u64,
+    /// Bytes written to the temp file. Invariant: equals `received` unless `disk_error` is set.
+    on_disk: u64,
+    /// Bytes announced to readers as `Growing`. Announcing every network frame (16 KiB on HTTP/2)
+    /// would wake every reader for a tiny read each time; see [`FillWriter::write`].
+    announced: u64,
+    /// Why the disk is no longer used, once it failed.
+    disk_error: Option<String>,
+    /// The final byte of a known-length blob, held back from the tail until the digest matches.
+    held: Option<(u64, Bytes)>,
+    /// How long the writer waits for a reader that keeps the tail full.
+    stall: Duration,
+    runtime: tokio::runtime::Handle,
+    /// Test hook: the disk "fills up" after this many bytes.
+    disk_limit: Option<u64>,
+}
+
+impl FillWriter {
+    /// Call from a blocking thread spawned by the runtime (the writer may wait for readers).
+    fn new(
+        fill: Arc<Fill>,
+        file: std::fs::File,
+        stall: Duration,
+        runtime: tokio::runtime::Handle,
+        disk_limit: Option<u64>,
+    ) -> FillWriter {
+        FillWriter {
+            fill,
+            file,
+            hasher: ring::digest::Context::new(&ring::digest::SHA256),
+            received: 0,
+            on_disk: 0,
+            announced: 0,
+            disk_error: None,
+            held: None,
+            stall,
+            runtime,
+            disk_limit,
+        }
+    }
+
+    /// Appends a chunk (blocking I/O: call from a blocking thread) and announces it to readers.
+    /// A disk failure is not an error: the download goes on uncached.
+    /// Appends a chunk. `more_queued` says another chunk is already waiting: progress is then
+    /// announced only once a read chunk's worth has accumulated, so readers read in large pieces
+    /// while the upstream is fast, and at once when it is slow.
+    fn write(&mut self, chunk: Bytes, more_queued: bool) {
+        self.hasher.update(&chunk);
+        let offset = self.received;
+        self.received += chunk.len() as u64;
+        if self.disk_error.is_none() {
+            match self.write_disk(&chunk) {
+                Ok(()) => {
+                    self.on_disk = self.received;
+                    if !more_queued || self.on_disk - self.announced >= READ_CHUNK as u64 {
+                        self.announced = self.on_disk;
+                        self.fill.set_state(FillState::Growing(self.on_disk));
+                    }
+                    return;
+                }
+                Err(e) => {
+                    let reason = format!("cache write failed: {e}");
+                    tracing::warn!(
+                        digest = %self.fill.digest,
+                        on_disk = self.on_disk,
+                        %reason,
+                        "cache disk failed; streaming the rest of the blob uncached"
+                    );
+                    self.disk_error = Some(reason);
+                    lock(&self.fill.tail).next = self.on_disk;
+                    self.fill.set_state(FillState::Uncached {
+                        on_disk: self.on_disk,
+                    });
+                }
+            }
+        }
+        self.send_tail(offset, chunk);
+    }
+
+    fn write_disk(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if let Some(limit) = self.disk_limit
+            && self.on_disk + chunk.len() as u64 > limit
+        {
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        self.file.write_all(chunk)
+    }
+
+    /// Sends `chunk` (at `offset`) to the readers in pieces, holding back a known-length blob's
+    /// final byte.
+    fn send_tail(&mut self, offset: u64, chunk: Bytes) {
+        let mut chunk = chunk;
+        let mut offset = offset;
+        if let Some(total) = self.fill.total()
+            && offset + chunk.len() as u64 == total
+            && !chunk.is_empty()
+        {
+            let last = chunk.split_off(chunk.len() - 1);
+            self.held = Some((total - 1, last));
+        }
+        while !chunk.is_empty() {
+            let piece = chunk.split_to(chunk.len().min(TAIL_PIECE));
+            let len = piece.len() as u64;
+            self.send_piece(offset, piece);
+            offset += len;
+        }
+    }
+
+    /// Adds one piece to the tail, first waiting while the tail is full for a reader that is still
+    /// progressing; a reader that makes no progress for the stall limit is cut off.
+    fn send_piece(&self, offset: u64, piece: Bytes) {
+        loop {
+            let mut tail = lock(&self.fill.tail);
+            tail.trim();
+            if tail.pieces.is_empty() || tail.buffered + piece.len() <= TAIL_BYTES {
+                tail.buffered += piece.len();
+                tail.next = offset + piece.len() as u64;
+                tail.pieces.push_back((offset, piece));
+                let next = tail.next;
+                drop(tail);
+                self.fill.sent.send_replace(next);
+                return;
+            }
+            drop(tail);
+            let taken = self.fill.taken.notified();
+            let progressed = self
+                .runtime
+                .block_on(async { tokio::time::timeout(self.stall, taken).await.is_ok() });
+            if !progressed {
+                lock(&self.fill.tail).cut_slowest();
+            }
+        }
+    }
+
+    /// Checks length and digest; on success renames the temp file into place (blocking I/O), or,
+    /// if the disk failed, releases the held-back byte to the readers.
+    fn finish(mut self) -> Result<FillEnd, String> {
+        if let Some(total) = self.fill.total()
+            && total != self.received
+        {
+            return Err(format!("upstream sent {} of {total} bytes", self.received));
+        }
+        let actual = self.hasher.clone().finish();
+        let mut hex = String::with_capacity(64);
+        for b in actual.as_ref() {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        if hex != self.fill.digest.encoded() {
+            return Err(format!("digest mismatch: upstream content is sha256:{hex}"));
+        }
+        if self.disk_error.is_none() {
+            match self.commit() {
+                Ok(()) => return Ok(FillEnd::Committed(self.received)),
+                Err(reason) => {
+                    tracing::warn!(digest = %self.fill.digest, %reason, "cannot commit a verified blob; serving it uncached");
+                    self.disk_error = Some(reason);
+                }
+            }
+        }
+        if let Some((offset, last)) = self.held.take() {
+            self.send_piece(offset, last);
+        }
+        self.fill.set_state(FillState::Streamed {
+            len: self.received,
+            on_disk: self.on_disk,
+        });
+        Ok(FillEnd::Uncached {
+            len: self.received,
+            reason: self.disk_error.unwrap_or_default(),
+        })
+    }
+
+    fn commit(&mut self) -> Result<(), String> {
+        self.file
+            .flush()
+            .map_err(|e| format!("flush {}: {e}", self.fill.tmp_path.display()))?;
+        DiskStore::commit(&self.fill.tmp_path, &self.fill.final_path)
+            .map_err(|e| format!("commit: {e}"))
+    }
+}
