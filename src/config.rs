@@ -3,9 +3,11 @@
 //! Nothing below `main` reads the environment; tests feed [`Config::load`] a map.
 
 mod load;
+mod storage;
 mod units;
 
 pub use load::{ConfigError, SECRET_SETTINGS, Sources};
+pub use storage::{S3Settings, STORAGE_SETTINGS, Storage};
 pub use units::{parse_duration, parse_size};
 
 use std::net::SocketAddr;
@@ -81,6 +83,8 @@ pub struct Config {
     pub access: Rules,
     /// Per-registry upstream auth modes given explicitly (TOML `[registry."host"] auth`).
     pub registry_auth: Vec<(RegistryHost, AuthMode)>,
+    /// The object-store tier (`STORAGE`, `S3_*`, `AWS_*`; see `config/storage.rs`).
+    pub storage: Storage,
 }
 
 /// Whose credential decides what a client may read from a registry that needs credentials.

@@ -33,6 +33,8 @@ pub enum StartError {
     Cache(#[from] cache::CacheError),
     #[error("{0}")]
     Trust(#[from] upstream::TrustError),
+    #[error("STORAGE: {0}")]
+    Storage(#[from] cache::StoreError),
     #[error("PROXY_HTPASSWD: {0}")]
     Users(#[from] access::htpasswd::HtpasswdError),
     #[error("TLS_CLIENT_CA_FILE: {0}")]
@@ -109,6 +111,15 @@ impl Proxy {
             config.tunnel_allow.clone(),
             own,
         ));
+        let cache = match &config.storage {
+            config::Storage::Disk => cache,
+            config::Storage::S3(s3) => {
+                let http = cache::store::HyperConnector::for_config(&config, s3, policy.clone())?;
+                let bucket = cache::store::S3Store::new(s3, http)?;
+                tracing::info!(bucket = %s3.bucket, prefix = %s3.prefix, "objects shared through an object store, the local disk in front");
+                cache.with_bucket(Arc::new(bucket))
+            }
+        };
         let upstream = upstream::Upstream::new(&config, policy)?;
         let limit = Arc::new(listener::ConnectionLimit::new(config.max_connections));
         let metrics = Arc::new(telemetry::Metrics::new(

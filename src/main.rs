@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use registry_proxy::cli::{CacheCommand, Cli, Command};
-use registry_proxy::config::{Config, Sources};
+use registry_proxy::config::{Config, S3Settings, Sources, Storage};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,8 +39,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let report =
                 registry_proxy::cache::verify(&config.cache_dir).context("cache verify")?;
             println!("{report}");
-            if report.corrupt > 0 {
-                anyhow::bail!("{} corrupt entries removed", report.corrupt);
+            let mut corrupt = report.corrupt;
+            if let Storage::S3(s3) = &config.storage {
+                let report = runtime
+                    .block_on(verify_bucket(&config, s3))
+                    .context("cache verify: object store")?;
+                println!("object store s3://{}/{}: {report}", s3.bucket, s3.prefix);
+                corrupt += report.corrupt;
+            }
+            if corrupt > 0 {
+                anyhow::bail!("{corrupt} corrupt entries removed");
             }
             Ok(())
         }
@@ -83,6 +91,20 @@ fn serve(
         }
         Ok(())
     })
+}
+
+/// Rehashes every blob and manifest in the object store, removing the corrupt ones.
+async fn verify_bucket(
+    config: &Config,
+    s3: &S3Settings,
+) -> anyhow::Result<registry_proxy::cache::VerifyReport> {
+    use registry_proxy::cache::store::{HyperConnector, S3Store, verify_store};
+    let policy = std::sync::Arc::new(registry_proxy::access::tunnel::TunnelPolicy::new(
+        config.tunnel_allow.clone(),
+        Vec::new(),
+    ));
+    let store = S3Store::new(s3, HyperConnector::for_config(config, s3, policy)?)?;
+    Ok(verify_store(&store).await?)
 }
 
 async fn terminate() {

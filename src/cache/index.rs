@@ -2,7 +2,7 @@
 //! expiry. Rebuilt in the background after start-up from the store's files: their mtime is the
 //! last use, which [`Index::touch`] asks the cache to rewrite at most once per interval per entry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -131,19 +131,19 @@ impl Index {
 
     /// Removes from the index, and returns, the entries to delete: all unused since
     /// `inactive_before`, then least recently used ones until the total is at most `max` and at
-    /// least `free` bytes are chosen. Blobs still downloading (`inflight`, by path) are never
-    /// chosen.
+    /// least `free` bytes are chosen. Entries in `spared` (downloads in flight, uploads not done)
+    /// are never chosen.
     pub(super) fn victims(
         &mut self,
         max: u64,
         inactive_before: SystemTime,
         free: u64,
-        inflight: &[PathBuf],
+        spared: &HashSet<PathBuf>,
     ) -> Vec<PathBuf> {
         let mut candidates: Vec<(PathBuf, Entry)> = self
             .entries
             .iter()
-            .filter(|(rel, _)| !inflight.contains(rel))
+            .filter(|(rel, _)| !spared.contains(*rel))
             .map(|(p, e)| (p.clone(), *e))
             .collect();
         candidates.sort_by_key(|(_, e)| e.last_used);
@@ -201,7 +201,7 @@ mod tests {
             Duration::from_secs(60),
         ));
         assert_eq!(index.total(), 300);
-        let victims = index.victims(150, SystemTime::UNIX_EPOCH, 0, &[]);
+        let victims = index.victims(150, SystemTime::UNIX_EPOCH, 0, &HashSet::new());
         assert_eq!(
             victims,
             vec![
@@ -227,7 +227,7 @@ mod tests {
             1000,
             t0 + Duration::from_secs(50),
             0,
-            &[PathBuf::from("blobs/sha256/bb/b")],
+            &HashSet::from([PathBuf::from("blobs/sha256/bb/b")]),
         );
         assert_eq!(victims, vec![PathBuf::from("blobs/sha256/aa/a")]);
         assert_eq!(index.len(), 2);
@@ -244,7 +244,7 @@ mod tests {
                 t0 + Duration::from_secs(i as u64),
             );
         }
-        let victims = index.victims(1000, SystemTime::UNIX_EPOCH, 150, &[]);
+        let victims = index.victims(1000, SystemTime::UNIX_EPOCH, 150, &HashSet::new());
         assert_eq!(
             victims,
             vec![
@@ -267,7 +267,7 @@ mod tests {
         index.insert_scanned(PathBuf::from("blobs/sha256/aa/a"), 100, t0);
         index.insert_scanned(PathBuf::from("blobs/sha256/bb/b"), 50, t0);
         assert_eq!((index.len(), index.total()), (2, 150));
-        let victims = index.victims(100, SystemTime::UNIX_EPOCH, 0, &[]);
+        let victims = index.victims(100, SystemTime::UNIX_EPOCH, 0, &HashSet::new());
         assert_eq!(victims, vec![PathBuf::from("blobs/sha256/bb/b")]);
     }
 }

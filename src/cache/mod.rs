@@ -25,6 +25,7 @@
 //! A disk that fails under a download (full, I/O error) does not fail its clients: the rest of the
 //! blob streams to them through a bounded in-memory tail and nothing is committed (`fill/`).
 
+mod bucket;
 mod chunks;
 mod fill;
 mod hot;
@@ -101,6 +102,8 @@ pub struct Cache {
     disk_limit: Option<u64>,
     /// Repository links known to exist.
     known_links: Mutex<hot::KnownLinks>,
+    /// The object-store tier behind the local disk (`STORAGE=s3://…`), if any.
+    bucket: Option<Arc<bucket::Bucket>>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -153,7 +156,33 @@ impl Cache {
             touch_every: TOUCH_PERSIST_EVERY,
             disk_limit: None,
             known_links: Mutex::new(hot::KnownLinks::default()),
+            bucket: None,
         })
+    }
+
+    /// Puts an object store behind the local disk (see `bucket.rs`) and starts its uploader, which
+    /// runs as long as this cache. Call from within the runtime.
+    pub fn with_bucket(mut self, store: Arc<dyn Store>) -> Cache {
+        let bucket = bucket::Bucket::new(store);
+        tokio::spawn(bucket::run_uploads(
+            Arc::downgrade(&bucket),
+            self.disk.clone(),
+            self.space.clone(),
+        ));
+        self.bucket = Some(bucket);
+        self
+    }
+
+    /// Objects waiting for their upload to the object store (0 without one).
+    pub fn pending_uploads(&self) -> usize {
+        self.bucket.as_ref().map_or(0, |b| b.pending())
+    }
+
+    /// Queues a local object for the object store, if there is one.
+    fn upload(&self, key: ObjectKey) {
+        if let Some(bucket) = &self.bucket {
+            bucket.enqueue(&self.space, key);
+        }
     }
 
     #[cfg(test)]
@@ -204,11 +233,22 @@ impl Cache {
         if lock(&self.known_links).contains(&key.path()) {
             return true;
         }
-        let exists = self.disk.exists(&key);
-        if exists {
+        if self.disk.exists(&key) {
             lock(&self.known_links).insert(key.path());
+            return true;
         }
-        exists
+        // Another replica may have seen it: keep a local copy of its link.
+        let Some(bucket) = &self.bucket else {
+            return false;
+        };
+        if bucket.len(&key).await.is_none() {
+            return false;
+        }
+        if let Err(e) = self.disk.put(&key, Object::default()).await {
+            tracing::warn!(error = %e, "cannot copy a link from the object store");
+        }
+        lock(&self.known_links).insert(key.path());
+        true
     }
 
     /// Records that `repo` of `registry` holds `digest`.
@@ -224,12 +264,11 @@ impl Cache {
             lock(&self.known_links).insert(key.path());
             return;
         }
-        let empty = Object {
-            bytes: Bytes::new(),
-            media_type: None,
-        };
-        match self.disk.put(&key, empty).await {
-            Ok(()) => lock(&self.known_links).insert(key.path()),
+        match self.disk.put(&key, Object::default()).await {
+            Ok(()) => {
+                lock(&self.known_links).insert(key.path());
+                self.upload(key);
+            }
             Err(e) => tracing::warn!(error = %e, "cannot record link"),
         }
     }
@@ -264,7 +303,8 @@ impl Cache {
             return Some((bytes, media_type));
         }
         let object = match self.disk.get(&key).await {
-            Ok(object) => object?,
+            Ok(Some(object)) => object,
+            Ok(None) => return self.manifest_from_bucket(digest).await,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read a cached manifest");
                 return None;
@@ -276,8 +316,38 @@ impl Cache {
         Some((bytes, media_type))
     }
 
+    /// A manifest the object store holds, copied to the local disk.
+    async fn manifest_from_bucket(&self, digest: &Digest) -> Option<(Bytes, String)> {
+        let object = self
+            .bucket
+            .as_ref()?
+            .get(&ObjectKey::manifest(digest))
+            .await?;
+        let media_type = object.media_type?;
+        if Digest::sha256_of(&object.bytes) != *digest {
+            tracing::warn!(%digest, "the object store holds a manifest that does not match its digest");
+            return None;
+        }
+        if let Err(e) = self.keep_manifest(digest, &object.bytes, &media_type).await {
+            tracing::warn!(error = %e, "cannot copy a manifest from the object store");
+        }
+        Some((object.bytes, media_type))
+    }
+
     /// Stores a manifest (caller verified its digest) with its media type.
     pub async fn put_manifest(
+        &self,
+        digest: &Digest,
+        bytes: &Bytes,
+        media_type: &str,
+    ) -> Result<(), StoreError> {
+        self.keep_manifest(digest, bytes, media_type).await?;
+        self.upload(ObjectKey::manifest(digest));
+        Ok(())
+    }
+
+    /// Stores a manifest on the local disk.
+    async fn keep_manifest(
         &self,
         digest: &Digest,
         bytes: &Bytes,
@@ -307,7 +377,17 @@ impl Cache {
         accept_key: &str,
     ) -> Option<TagRecord> {
         let key = ObjectKey::tag(registry, repo, tag, accept_key);
-        let object = self.disk.get(&key).await.ok()??;
+        let object = match self.disk.get(&key).await.ok()? {
+            Some(object) => object,
+            None => {
+                // Another replica may have resolved it: keep a local copy.
+                let object = self.bucket.as_ref()?.get(&key).await?;
+                if let Err(e) = self.disk.put(&key, object.clone()).await {
+                    tracing::warn!(error = %e, "cannot copy a tag record from the object store");
+                }
+                object
+            }
+        };
         serde_json::from_slice(&object.bytes).ok()
     }
 
@@ -327,7 +407,9 @@ impl Cache {
             bytes: bytes.into(),
             media_type: None,
         };
-        self.disk.put(&key, object).await
+        self.disk.put(&key, object).await?;
+        self.upload(key);
+        Ok(())
     }
 
     /// Marks an entry used; every [`TOUCH_PERSIST_EVERY`] at most, also on disk (its mtime), so

@@ -6,7 +6,7 @@
 //! is done nothing is evicted (the order would be wrong), and a fill that needs eviction to fit
 //! waits for it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -23,6 +23,9 @@ pub(super) struct Space {
     /// Downloads in flight. Invariant: a blob is here from the moment its download is decided
     /// until it is committed or failed; the temp file exists all that time.
     pub(super) inflight: Mutex<HashMap<ObjectKey, Arc<Fill>>>,
+    /// Objects eviction must spare besides those in flight: their upload to the object store has
+    /// not completed (`bucket.rs`).
+    pinned: Mutex<HashSet<PathBuf>>,
     /// True once the start-up scan has merged every file into the index.
     loaded: Mutex<bool>,
     loaded_cv: Condvar,
@@ -37,6 +40,7 @@ impl Space {
             limits,
             index: Mutex::new(Index::default()),
             inflight: Mutex::new(HashMap::new()),
+            pinned: Mutex::new(HashSet::new()),
             loaded: Mutex::new(false),
             loaded_cv: Condvar::new(),
             hot_manifests: Mutex::new(super::hot::HotManifests::default()),
@@ -163,6 +167,15 @@ impl Space {
         }
     }
 
+    /// Spares `key` from eviction until [`Space::unpin`].
+    pub(super) fn pin(&self, key: &ObjectKey) {
+        lock(&self.pinned).insert(PathBuf::from(key.path()));
+    }
+
+    pub(super) fn unpin(&self, key: &ObjectKey) {
+        lock(&self.pinned).remove(Path::new(&key.path()));
+    }
+
     /// Adds a committed object to the index, evicting what the limits then call for.
     pub(super) fn add(&self, key: &ObjectKey, len: u64) {
         let over = {
@@ -183,17 +196,19 @@ impl Space {
             return;
         }
         let now = SystemTime::now();
-        let inflight: Vec<PathBuf> = lock(&self.inflight)
+        // Downloads in flight and uploads not done are never chosen.
+        let mut spared: HashSet<PathBuf> = lock(&self.inflight)
             .keys()
             .map(|key| PathBuf::from(key.path()))
             .collect();
+        spared.extend(lock(&self.pinned).iter().cloned());
         let (victims, size) = {
             let mut index = lock(&self.index);
             let victims = index.victims(
                 self.limits.max_size,
                 now.checked_sub(self.limits.inactive).unwrap_or(UNIX_EPOCH),
                 free,
-                &inflight,
+                &spared,
             );
             (victims, index.total())
         };

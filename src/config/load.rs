@@ -174,6 +174,12 @@ pub enum ConfigError {
         value: String,
         reason: EntryError,
     },
+    /// A malformed object-store setting (`config/storage.rs`).
+    #[error("{setting}: {message}")]
+    Storage {
+        setting: &'static str,
+        message: String,
+    },
     #[error("{setting}: {value:?} is not a whole number")]
     Count { setting: String, value: String },
 }
@@ -371,6 +377,7 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     };
     let tunnel_allow = tunnel_allow(&layers)?;
     let max_connections = layers.count("MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)?;
+    let storage = super::storage::load(sources.env)?;
 
     Ok(Config {
         listen,
@@ -400,6 +407,7 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
         registry_auth,
         tunnel_allow,
         max_connections,
+        storage,
     })
 }
 
@@ -442,7 +450,7 @@ fn secret_or_plain(
 
 /// A secret's file: at most 1 MiB of UTF-8, its final line breaks dropped. An error names the
 /// setting and the path, never anything read.
-fn read_secret_file(setting: &str, path: &Path) -> Result<String, ConfigError> {
+pub(super) fn read_secret_file(setting: &str, path: &Path) -> Result<String, ConfigError> {
     use std::io::Read as _;
     let unreadable = |source| ConfigError::Unreadable {
         setting: setting.to_owned(),
@@ -771,7 +779,7 @@ impl TagSettings {
     }
 }
 
-fn parse_bool(setting: &str, value: &str) -> Result<bool, ConfigError> {
+pub(super) fn parse_bool(setting: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),

@@ -4,6 +4,7 @@
 mod access;
 mod auth;
 mod blobs;
+mod bucket;
 mod cache_crash;
 mod cache_disk;
 mod cache_verify;

@@ -119,6 +119,9 @@ pub(crate) struct Fill {
     pub(crate) tmp_path: PathBuf,
     /// Where the blob lives once committed.
     pub(crate) final_path: PathBuf,
+    /// True if this copies a blob the cache already holds in its bucket to the local disk, rather
+    /// than downloading it from upstream.
+    pub(crate) from_bucket: bool,
     /// Total length announced by the upstream (`Content-Length`), once known.
     total: watch::Sender<Option<u64>>,
     state: watch::Sender<FillState>,
@@ -130,11 +133,17 @@ pub(crate) struct Fill {
 }
 
 impl Fill {
-    pub(crate) fn new(digest: Digest, tmp_path: PathBuf, final_path: PathBuf) -> Fill {
+    pub(crate) fn new(
+        digest: Digest,
+        tmp_path: PathBuf,
+        final_path: PathBuf,
+        from_bucket: bool,
+    ) -> Fill {
         Fill {
             digest,
             tmp_path,
             final_path,
+            from_bucket,
             total: watch::Sender::new(None),
             state: watch::Sender::new(FillState::Pending),
             tail: Mutex::new(Tail::default()),
@@ -174,7 +183,7 @@ impl Fill {
         }
     }
 
-    /// Waits until the upstream has answered: `Ok(total)` once bytes flow (or are done), `Err` if the
+    /// Waits until the source has answered: `Ok(total)` once bytes flow (or are done), `Err` if the
     /// fill failed before that.
     pub(crate) async fn started(&self) -> Result<Option<u64>, String> {
         let mut rx = self.state.subscribe();

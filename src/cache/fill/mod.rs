@@ -19,11 +19,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{StreamExt, TryStreamExt};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+
+use super::bucket::Bucket;
 use super::key::ObjectKey;
 use super::space::Space;
-use super::store::{ByteStream, DiskStore};
+use super::store::{ByteStream, DiskStore, Store};
 use super::{Cache, lock};
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 use crate::registry::digest::Digest;
 
 /// Where the bytes of a blob come from on a miss, provided by the caller of
@@ -72,12 +77,18 @@ pub enum Got<S: FillSource> {
     Uncached(String),
 }
 
-/// A committed blob.
-#[derive(Debug)]
+/// A blob the cache holds: on the local disk, being copied there from the bucket, or (when the
+/// local disk has no room for it) in the bucket only.
 pub struct StoredBlob {
-    disk: Arc<DiskStore>,
-    key: ObjectKey,
     len: u64,
+    at: Where,
+}
+
+enum Where {
+    Local(Arc<DiskStore>, ObjectKey),
+    /// Being copied from the bucket; read from the bucket itself what the copy cannot serve.
+    Copying(Growing, Arc<dyn Store>, ObjectKey),
+    Bucket(Arc<dyn Store>, ObjectKey),
 }
 
 impl StoredBlob {
@@ -87,7 +98,13 @@ impl StoredBlob {
 
     /// Bytes `start..=end`.
     pub fn reader(&self, start: u64, end: u64) -> ByteStream {
-        Box::pin(self.disk.read_range(&self.key, start, end))
+        match &self.at {
+            Where::Local(disk, key) => Box::pin(disk.read_range(key, start, end)),
+            Where::Copying(growing, store, key) => growing
+                .reader(start, Some(end))
+                .unwrap_or_else(|| store.read(key, start, end)),
+            Where::Bucket(store, key) => store.read(key, start, end),
+        }
     }
 }
 
@@ -132,15 +149,25 @@ enum Opening<S: FillSource> {
 }
 
 impl Cache {
-    /// The blob `digest`: stored, joined while in flight, or downloaded from `source` (`None`: the
-    /// caller may not cause a download). Nothing is read and no byte is served until the caller
-    /// asks a reader of what it got, so access checks on the answer come before any byte.
+    /// The blob `digest`: stored (on the local disk, else in the bucket), joined while in flight,
+    /// or downloaded from `source` (`None`: the caller may not cause a download). Nothing is read
+    /// and no byte is served until the caller asks a reader of what it got, so access checks on
+    /// the answer come before any byte.
     pub async fn get_or_fill<S: FillSource>(&self, digest: &Digest, source: Option<S>) -> Got<S> {
         let key = ObjectKey::blob(digest);
         if let Some(blob) = self.stored(&key) {
             return Got::Stored(blob);
         }
-        let slot = match self.slot(digest, &key, source.is_some()) {
+        if let Some(fill) = self.in_flight(&key) {
+            return self.follow(fill).await;
+        }
+        if let Some(bucket) = &self.bucket
+            && let Some(len) = bucket.len(&key).await
+            && let Some(got) = self.copy_from_bucket(bucket, digest, &key, len).await
+        {
+            return got;
+        }
+        let slot = match self.slot(digest, &key, source.is_some(), false) {
             Ok(Some(slot)) => slot,
             // Committed between the lookup and the slot.
             Ok(None) => match self.stored(&key) {
@@ -153,11 +180,7 @@ impl Cache {
             }
         };
         match (slot, source) {
-            (Slot::Follow(fill), _) => match fill.started().await {
-                Ok(len) => Got::Joined(Growing { fill, len }),
-                // The leader got no body (an error status, no room, or it failed early).
-                Err(reason) => Got::Uncached(reason),
-            },
+            (Slot::Follow(fill), _) => self.follow(fill).await,
             (Slot::Lead(fill, file), Some(source)) => self.lead(fill, file, source).await,
             (Slot::Lead(fill, _), None) => {
                 // `slot` leads only with a source.
@@ -167,24 +190,99 @@ impl Cache {
         }
     }
 
+    /// A blob the bucket holds (`len` bytes): copied to the local disk by a fill of its own, or
+    /// read from the bucket directly when the local disk has no room. `None`: the bucket could not
+    /// serve it after all; the caller goes on as for a miss.
+    async fn copy_from_bucket<S: FillSource>(
+        &self,
+        bucket: &Arc<Bucket>,
+        digest: &Digest,
+        key: &ObjectKey,
+        len: u64,
+    ) -> Option<Got<S>> {
+        let remote = || StoredBlob {
+            len,
+            at: Where::Bucket(bucket.store.clone(), key.clone()),
+        };
+        let admitted = {
+            let space = self.space.clone();
+            tokio::task::spawn_blocking(move || space.admit(Some(len)))
+                .await
+                .unwrap_or_else(|e| Err(format!("admission task: {e}")))
+        };
+        if admitted.is_err() {
+            return Some(Got::Stored(remote()));
+        }
+        let (fill, file) = match self.slot(digest, key, true, true) {
+            Ok(Some(Slot::Lead(fill, file))) => (fill, file),
+            Ok(Some(Slot::Follow(fill))) => return Some(self.follow(fill).await),
+            Ok(None) => return self.stored(key).map(Got::Stored),
+            Err(_) => return Some(Got::Stored(remote())),
+        };
+        let source = BucketCopy {
+            store: bucket.store.clone(),
+            key: key.clone(),
+            len,
+        };
+        match self.lead(fill, file, source).await {
+            Got::Started { blob, .. } => Some(Got::Stored(StoredBlob {
+                len,
+                at: Where::Copying(blob, bucket.store.clone(), key.clone()),
+            })),
+            Got::Bypass(_) => Some(Got::Stored(remote())),
+            Got::Refused(reason) | Got::Uncached(reason) => {
+                tracing::warn!(%digest, %reason, "cannot copy a blob from the object store");
+                None
+            }
+            Got::Stored(blob) => Some(Got::Stored(blob)),
+            Got::Joined(growing) => Some(Got::Joined(growing)),
+            Got::Absent => None,
+        }
+    }
+
+    /// Waits until a download in flight streams: a copy from the bucket is a stored blob, anything
+    /// else a joined download.
+    async fn follow<S: FillSource>(&self, fill: Arc<Fill>) -> Got<S> {
+        let len = match fill.started().await {
+            Ok(len) => len,
+            // The leader got no body (an error status, no room, or it failed early).
+            Err(reason) => return Got::Uncached(reason),
+        };
+        let key = ObjectKey::blob(&fill.digest);
+        let growing = Growing { fill, len };
+        match (&self.bucket, len) {
+            (Some(bucket), Some(len)) if growing.fill.from_bucket => Got::Stored(StoredBlob {
+                len,
+                at: Where::Copying(growing, bucket.store.clone(), key),
+            }),
+            _ => Got::Joined(growing),
+        }
+    }
+
+    /// The download of `key` in flight, if any.
+    fn in_flight(&self, key: &ObjectKey) -> Option<Arc<Fill>> {
+        lock(&self.space.inflight).get(key).cloned()
+    }
+
     /// A committed blob, marked used.
     fn stored(&self, key: &ObjectKey) -> Option<StoredBlob> {
         let len = self.disk.len(key)?;
         self.touch(key, len);
         Some(StoredBlob {
-            disk: self.disk.clone(),
-            key: key.clone(),
             len,
+            at: Where::Local(self.disk.clone(), key.clone()),
         })
     }
 
-    /// Joins the download in flight, or registers a new one when `may_lead`; `None` if there is
-    /// none and either this may not lead or the blob was committed meanwhile.
+    /// Joins the download in flight, or registers a new one when `may_lead` (`from_bucket`: a copy
+    /// from the bucket); `None` if there is none and either this may not lead or the blob was
+    /// committed meanwhile.
     fn slot(
         &self,
         digest: &Digest,
         key: &ObjectKey,
         may_lead: bool,
+        from_bucket: bool,
     ) -> Result<Option<Slot>, String> {
         let mut inflight = lock(&self.space.inflight);
         if let Some(fill) = inflight.get(key) {
@@ -198,7 +296,12 @@ impl Cache {
             .disk
             .create_temp()
             .map_err(|e| format!("temp file: {e}"))?;
-        let fill = Arc::new(Fill::new(digest.clone(), tmp, self.disk.path(key)));
+        let fill = Arc::new(Fill::new(
+            digest.clone(),
+            tmp,
+            self.disk.path(key),
+            from_bucket,
+        ));
         inflight.insert(key.clone(), fill.clone());
         Ok(Some(Slot::Lead(fill, file)))
     }
@@ -213,6 +316,7 @@ impl Cache {
         let (tx, rx) = tokio::sync::oneshot::channel::<Opening<S>>();
         let space = self.space.clone();
         let disk_limit = self.disk_limit;
+        let bucket = self.bucket.clone().filter(|_| !fill.from_bucket);
         let task_fill = fill.clone();
         tokio::spawn(async move {
             let fill = task_fill;
@@ -245,6 +349,12 @@ impl Cache {
                 idle,
             } = opened;
             let _ = tx.send(Opening::Streaming(head));
+            // The upload to the bucket is one more reader, attached before the first byte.
+            if let Some(bucket) = bucket
+                && let Some(reader) = fill.reader(0, None)
+            {
+                bucket.upload_growing(space.clone(), fill.digest.clone(), Box::pin(reader));
+            }
             let end = run(&space, &fill, file, len, body, idle, disk_limit).await;
             match &end {
                 Ok(FillEnd::Committed(len)) => {
@@ -270,6 +380,50 @@ impl Cache {
             Ok(Opening::Refused(refusal)) => Got::Refused(refusal),
             Ok(Opening::Bypass(opened)) => Got::Bypass(opened),
             Err(_) => Got::Uncached("download task ended unexpectedly".into()),
+        }
+    }
+}
+
+/// How long a copy from the bucket waits for its next bytes.
+const BUCKET_IDLE: Duration = Duration::from_secs(60);
+
+/// The bucket as the source of a fill: copies a blob it holds to the local disk.
+struct BucketCopy {
+    store: Arc<dyn Store>,
+    key: ObjectKey,
+    len: u64,
+}
+
+impl FillSource for BucketCopy {
+    type Head = ();
+    type Refusal = String;
+
+    async fn open(&mut self) -> Result<Opened<()>, String> {
+        let mut stream = if self.len == 0 {
+            Box::pin(futures_util::stream::empty())
+        } else {
+            self.store.read(&self.key, 0, self.len - 1)
+        };
+        // The first bytes tell whether the bucket serves it at all (else the caller goes upstream).
+        let first = match stream.next().await {
+            Some(Err(e)) => return Err(e.to_string()),
+            first => first,
+        };
+        let frames = futures_util::stream::iter(first)
+            .chain(stream)
+            .map_ok(Frame::data)
+            .map_err(|e| -> BoxError { Box::new(e) });
+        Ok(Opened {
+            head: (),
+            len: Some(self.len),
+            body: BodyExt::boxed(StreamBody::new(frames)),
+            idle: BUCKET_IDLE,
+        })
+    }
+
+    fn finished(self, end: &Result<FillEnd, String>) {
+        if let Err(reason) = end {
+            tracing::warn!(key = %self.key, %reason, "copy from the object store failed");
         }
     }
 }

@@ -47,9 +47,9 @@ where
     let feed = async {
         loop {
             let frame = match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => return Err(format!("upstream sent nothing for {idle:?}")),
+                Err(_) => return Err(format!("the source sent nothing for {idle:?}")),
                 Ok(None) => return Ok(()),
-                Ok(Some(Err(e))) => return Err(format!("upstream body: {e}")),
+                Ok(Some(Err(e))) => return Err(format!("source body: {e}")),
                 Ok(Some(Ok(frame))) => frame,
             };
             let Ok(data) = frame.into_data() else {
@@ -73,7 +73,7 @@ where
                     Some(Some(Ok(frame))) => {
                         pending = frame.into_data().ok().or(Some(Bytes::new()))
                     }
-                    Some(Some(Err(e))) => return Err(format!("upstream body: {e}")),
+                    Some(Some(Err(e))) => return Err(format!("source body: {e}")),
                     Some(None) => ended = true,
                     None => {}
                 }
@@ -244,7 +244,10 @@ impl FillWriter {
         if let Some(total) = self.fill.total()
             && total != self.received
         {
-            return Err(format!("upstream sent {} of {total} bytes", self.received));
+            return Err(format!(
+                "the source sent {} of {total} bytes",
+                self.received
+            ));
         }
         let actual = self.hasher.clone().finish();
         let mut hex = String::with_capacity(64);
@@ -252,7 +255,7 @@ impl FillWriter {
             hex.push_str(&format!("{b:02x}"));
         }
         if hex != self.fill.digest.encoded() {
-            return Err(format!("digest mismatch: upstream content is sha256:{hex}"));
+            return Err(format!("digest mismatch: the content is sha256:{hex}"));
         }
         if self.disk_error.is_none() {
             match self.commit() {

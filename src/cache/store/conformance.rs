@@ -1,6 +1,7 @@
-//! What every [`Store`] must do, run against each implementation: the disk here, the object store
-//! against a real S3 server in the integration tests.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
+//! What every [`Store`] must do, run against each implementation: the disk in the unit tests, the
+//! object store against a real S3 server in the integration tests. Test code: it panics on the
+//! first store that does not conform.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed test
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -26,8 +27,9 @@ async fn read_all(
 }
 
 /// Runs every check against `store`, which must be empty.
-pub(crate) async fn check(store: &dyn Store) {
-    let blob: Bytes = (0..700_000u32)
+pub async fn check(store: &dyn Store) {
+    // Larger than one part of a multipart upload (8 MiB), so the object store streams it in parts.
+    let blob: Bytes = (0..9_000_000u32)
         .map(|i| (i % 253) as u8)
         .collect::<Vec<u8>>()
         .into();
@@ -39,7 +41,8 @@ pub(crate) async fn check(store: &dyn Store) {
     // A streamed write is invisible until finished.
     let mut writer = store.begin_write(&key, None).await.unwrap();
     writer.write(blob.slice(..300_000)).await.unwrap();
-    writer.write(blob.slice(300_000..)).await.unwrap();
+    writer.write(blob.slice(300_000..8_500_000)).await.unwrap();
+    writer.write(blob.slice(8_500_000..)).await.unwrap();
     assert_eq!(
         store.head(&key).await.unwrap(),
         None,
@@ -60,8 +63,9 @@ pub(crate) async fn check(store: &dyn Store) {
     );
     assert_eq!(read_all(store, &key, 10, 19).await.unwrap(), &blob[10..20]);
     assert_eq!(
-        read_all(store, &key, 299_990, 300_009).await.unwrap(),
-        &blob[299_990..300_010]
+        read_all(store, &key, 8_388_600, 8_388_700).await.unwrap(),
+        &blob[8_388_600..=8_388_700],
+        "across the parts"
     );
     let missing = ObjectKey::blob(&Digest::sha256_of(b"missing"));
     assert!(
@@ -72,7 +76,7 @@ pub(crate) async fn check(store: &dyn Store) {
     // An abandoned write leaves nothing.
     let other = ObjectKey::blob(&Digest::sha256_of(b"abandoned"));
     let mut writer = store.begin_write(&other, None).await.unwrap();
-    writer.write(Bytes::from_static(b"partial")).await.unwrap();
+    writer.write(blob.slice(..8_500_000)).await.unwrap();
     drop(writer);
     assert_eq!(store.head(&other).await.unwrap(), None, "abandoned");
 

@@ -8,8 +8,12 @@
 //! stream through it, since their readers read its growing temp file.
 
 mod disk;
+mod s3;
+mod verify;
 
 pub use disk::DiskStore;
+pub use s3::{HyperConnector, S3Store};
+pub use verify::verify_store;
 
 use std::io;
 use std::pin::Pin;
@@ -33,6 +37,13 @@ pub enum StoreError {
         key: String,
         source: io::Error,
     },
+    /// The remote store refused or could not be reached; its message names no credential.
+    #[error("{store} {key}: {message}")]
+    Remote {
+        store: &'static str,
+        key: String,
+        message: String,
+    },
 }
 
 impl StoreError {
@@ -50,8 +61,8 @@ pub struct ObjectMeta {
     pub modified: SystemTime,
 }
 
-/// A small object read or written whole: a manifest, a tag record, a link.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A small object read or written whole: a manifest, a tag record, a link (empty).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Object {
     pub bytes: Bytes,
     /// The media type stored with it (manifests).
@@ -119,5 +130,6 @@ pub trait ObjectWrite: Send {
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<u64, StoreError>>;
 }
 
-#[cfg(test)]
-pub(crate) mod conformance;
+/// What every store must do; run by the tests against each implementation.
+#[doc(hidden)]
+pub mod conformance;
