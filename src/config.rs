@@ -3,11 +3,11 @@
 //! Nothing below `main` reads the environment; tests feed [`Config::load`] a map.
 
 mod load;
-mod storage;
+mod scale_out;
 mod units;
 
 pub use load::{ConfigError, SECRET_SETTINGS, Sources};
-pub use storage::{S3Settings, STORAGE_SETTINGS, Storage};
+pub use scale_out::{PeerSettings, S3Settings, SCALE_OUT_SETTINGS, Storage};
 pub use units::{parse_duration, parse_size};
 
 use std::net::SocketAddr;
@@ -83,8 +83,10 @@ pub struct Config {
     pub access: Rules,
     /// Per-registry upstream auth modes given explicitly (TOML `[registry."host"] auth`).
     pub registry_auth: Vec<(RegistryHost, AuthMode)>,
-    /// The object-store tier (`STORAGE`, `S3_*`, `AWS_*`; see `config/storage.rs`).
+    /// The object-store tier (`STORAGE`, `S3_*`, `AWS_*`; see `config/scale_out.rs`).
     pub storage: Storage,
+    /// Replicas that share upstream downloads (`PEERS`, `PEER_LISTEN`, `PEER_SECRET`).
+    pub peers: Option<PeerSettings>,
 }
 
 /// Whose credential decides what a client may read from a registry that needs credentials.

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod listener;
+pub mod peer;
 pub mod registry;
 pub mod secret;
 pub mod serve;
@@ -56,6 +57,8 @@ pub struct Proxy {
     tls_listener: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     /// `MAX_CONNECTIONS`, shared by both listeners.
     limit: Arc<listener::ConnectionLimit>,
+    /// The peer port (`PEER_LISTEN`) and the replicas' view, with `PEERS`.
+    peer_listener: Option<(TcpListener, Arc<peer::Peers>)>,
 }
 
 impl Proxy {
@@ -136,6 +139,18 @@ impl Proxy {
         }
         let tokens = access::token::TokenKey::load_or_create(&config.ca_dir)?;
         let verifier = access::verify::Verifier::new(config.auth_cache_ttl);
+        let peer_listener = match &config.peers {
+            None => None,
+            Some(settings) => {
+                let listener = TcpListener::bind(settings.listen).await.map_err(|source| {
+                    StartError::Listen {
+                        addr: settings.listen,
+                        source,
+                    }
+                })?;
+                Some((listener, peer::Peers::new(settings)))
+            }
+        };
         let state = Arc::new(serve::State {
             config,
             cache,
@@ -145,12 +160,14 @@ impl Proxy {
             users,
             tokens,
             verifier,
+            peers: peer_listener.as_ref().map(|(_, peers)| peers.clone()),
         });
         Ok(Proxy {
             state,
             listener,
             tls_listener,
             limit,
+            peer_listener,
         })
     }
 
@@ -181,6 +198,14 @@ impl Proxy {
                 let _ = tokio::task::spawn_blocking(move || s.cache.evict()).await;
             }
         }));
+        let _peers = self.peer_listener.map(|(listener, peers)| {
+            peers.spawn_prober();
+            AbortOnDrop(tokio::spawn(peer::accept_loop(
+                self.state.clone(),
+                peers,
+                listener,
+            )))
+        });
         let _tls = self.tls_listener.map(|(listener, acceptor)| {
             AbortOnDrop(tokio::spawn(listener::accept_loop(
                 self.state.clone(),

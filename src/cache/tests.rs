@@ -110,6 +110,7 @@ impl FillSource for TestSource {
             len: self.len,
             body: http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(frames)),
             idle: self.idle,
+            upload: true,
         })
     }
 

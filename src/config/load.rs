@@ -174,7 +174,7 @@ pub enum ConfigError {
         value: String,
         reason: EntryError,
     },
-    /// A malformed object-store setting (`config/storage.rs`).
+    /// A malformed scale-out setting (`config/scale_out.rs`).
     #[error("{setting}: {message}")]
     Storage {
         setting: &'static str,
@@ -377,7 +377,7 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     };
     let tunnel_allow = tunnel_allow(&layers)?;
     let max_connections = layers.count("MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)?;
-    let storage = super::storage::load(sources.env)?;
+    let (storage, peers) = super::scale_out::load(sources.env)?;
 
     Ok(Config {
         listen,
@@ -408,6 +408,7 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
         tunnel_allow,
         max_connections,
         storage,
+        peers,
     })
 }
 

@@ -17,31 +17,92 @@ use hyper::body::Frame;
 
 use super::error::Failure;
 use super::{
-    CONTENT_DIGEST, Ctx, Outcome, State, copy_response_headers, pull_scope, ratelimit_note,
+    CONTENT_DIGEST, Client, Ctx, Outcome, State, copy_response_headers, pull_scope, ratelimit_note,
 };
 use crate::body::{self, Body, BoxError};
 use crate::cache::{FillEnd, FillSource, Got, Growing, LinkKind, Opened, StoredBlob};
+use crate::peer::Owner;
 use crate::registry::digest::Digest;
 use crate::registry::error::ErrorCode;
 use crate::registry::host::RegistryHost;
 use crate::registry::name::RepoName;
 use crate::registry::range::{ByteRange, parse_range};
 use crate::telemetry::Verdict;
-use crate::upstream::UpstreamRequest;
+use crate::upstream::{UpstreamAuth, UpstreamRequest};
+
+/// Who asks for a blob.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// A client: the rules apply, and a miss may be forwarded to the blob's owner replica.
+    Client,
+    /// A peer replica that found this one the owner: it checked its client already, and this
+    /// replica downloads the blob itself.
+    Peer,
+}
 
 pub(super) async fn handle(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outcome {
+    serve(ctx, name, digest, Caller::Client).await
+}
+
+/// A blob a peer replica asks this one for, as its owner (`peer/listen.rs`): served like the GET
+/// of an anonymous client whose access the peer checked (with the central credentials in `central`
+/// mode, anonymously in `verify` mode, where a private repository is refused and the peer fetches
+/// with its client's own credentials), never forwarded again. Only for registries this proxy caches.
+pub(crate) async fn for_peer(
+    state: &Arc<State>,
+    registry: RegistryHost,
+    name: RepoName,
+    digest: Digest,
+) -> Response<Body> {
+    let cached = state.config.intercepts(&registry)
+        || state.config.mirror == crate::config::MirrorPolicy::Any;
+    if !cached {
+        return Failure::denied(format!("{registry} is not cached here")).into_response();
+    }
+    let ctx = Ctx {
+        state,
+        registry,
+        method: Method::GET,
+        headers: http::HeaderMap::new(),
+        query: None,
+        client: Client::anonymous(String::new()),
+    };
+    let outcome = serve(&ctx, &name, &digest, Caller::Peer).await;
+    tracing::info!(
+        verdict = ?outcome.verdict,
+        registry = %ctx.registry,
+        repository = %name,
+        %digest,
+        status = outcome.response.status().as_u16(),
+        "PEER blob"
+    );
+    outcome.response
+}
+
+async fn serve(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest, caller: Caller) -> Outcome {
     let range = match requested_range(ctx) {
         Ok(range) => range,
         Err(malformed) => return Outcome::new(malformed.into_response(), Verdict::Local),
     };
     // Only a GET starts a download, and only for a client that may make the proxy fetch.
-    let fetch = ctx.may_fetch(name);
+    let fetch = match caller {
+        Caller::Client => ctx.may_fetch(name),
+        Caller::Peer => Ok(()),
+    };
     let source = (ctx.method == Method::GET && fetch.is_ok()).then(|| {
+        // The owner fetches with the proxy's central credentials or none: a download that needs
+        // this client's own credentials stays with the replica that has them.
+        let forward = caller == Caller::Client
+            && matches!(
+                ctx.upstream_auth(),
+                UpstreamAuth::Central | UpstreamAuth::Anonymous
+            );
         UpstreamBlob::new(
             ctx.state,
             ctx.request(name, digest, Method::GET),
             name,
             digest,
+            forward,
         )
     });
     match ctx.state.cache.get_or_fill(digest, source).await {
@@ -133,27 +194,80 @@ async fn may_read_joined(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Res
     confirm(ctx, name, digest).await
 }
 
-/// The upstream GET a download is filled from. The cache runs it in a task of its own (the
-/// download outlives the client that started it), links the blob and counts the fetch once
-/// upstream answers 200, and counts its bytes when it ends.
+/// The download a fill is filled from: the blob's owner replica, if it is another and answers
+/// (`PEERS`), else the upstream GET. The cache runs it in a task of its own (the download outlives
+/// the client that started it); the blob is linked once either answers 200, and upstream fetches
+/// and bytes are counted here, by the replica that made them.
 struct UpstreamBlob {
     state: Arc<State>,
     request: Option<UpstreamRequest>,
     registry: RegistryHost,
     name: RepoName,
     digest: Digest,
+    /// Ask the owner replica first.
+    forward: bool,
+    /// The bytes came from a peer, not from upstream.
+    from_peer: bool,
 }
 
 impl UpstreamBlob {
-    fn new(state: &Arc<State>, request: UpstreamRequest, name: &RepoName, digest: &Digest) -> Self {
+    fn new(
+        state: &Arc<State>,
+        request: UpstreamRequest,
+        name: &RepoName,
+        digest: &Digest,
+        forward: bool,
+    ) -> Self {
         UpstreamBlob {
             state: state.clone(),
             registry: request.registry.clone(),
             request: Some(request),
             name: name.clone(),
             digest: digest.clone(),
+            forward,
+            from_peer: false,
         }
     }
+
+    /// The owner replica's growing download, if another replica owns the blob and serves it.
+    async fn ask_owner(&self) -> Option<Opened<http::response::Parts>> {
+        let peers = self.state.peers.as_ref().filter(|_| self.forward)?;
+        let Owner::Peer(owner) = peers.owner(&self.digest) else {
+            return None;
+        };
+        let response = match peers
+            .fetch(owner, &self.registry, &self.name, &self.digest)
+            .await
+        {
+            Ok(response) => response,
+            Err(reason) => {
+                tracing::info!(%owner, %reason, digest = %self.digest, "owner replica unreachable; fetching from upstream");
+                peers.lost(owner);
+                return None;
+            }
+        };
+        if response.status() != StatusCode::OK {
+            tracing::info!(%owner, status = response.status().as_u16(), digest = %self.digest, "owner replica did not serve the blob; fetching from upstream");
+            return None;
+        }
+        let len = content_length(response.headers());
+        let (head, incoming) = response.into_parts();
+        Some(Opened {
+            head,
+            len,
+            body: body::incoming(incoming),
+            idle: self.state.upstream.read_timeout,
+            // The owner uploads what it downloads.
+            upload: false,
+        })
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 impl FillSource for UpstreamBlob {
@@ -161,6 +275,14 @@ impl FillSource for UpstreamBlob {
     type Refusal = Response<Body>;
 
     async fn open(&mut self) -> Result<Opened<Self::Head>, Self::Refusal> {
+        if let Some(opened) = self.ask_owner().await {
+            self.from_peer = true;
+            self.state
+                .cache
+                .link(&self.registry, &self.name, LinkKind::Blob, &self.digest)
+                .await;
+            return Ok(opened);
+        }
         let Some(request) = self.request.take() else {
             return Err(Failure::Internal {
                 message: "blob source opened twice".into(),
@@ -183,21 +305,21 @@ impl FillSource for UpstreamBlob {
             .metrics
             .upstream_blob_fetches
             .fetch_add(1, Ordering::Relaxed);
-        let len = response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let len = content_length(response.headers());
         let (head, incoming) = response.into_parts();
         Ok(Opened {
             head,
             len,
             body: body::incoming(incoming),
             idle: self.state.upstream.read_timeout,
+            upload: true,
         })
     }
 
     fn finished(self, end: &Result<FillEnd, String>) {
+        if self.from_peer {
+            return;
+        }
         if let Ok(FillEnd::Committed(len) | FillEnd::Uncached { len, .. }) = end {
             self.state
                 .metrics

@@ -8,6 +8,8 @@ pub mod error;
 mod manifest;
 mod pass;
 
+pub(crate) use blob::for_peer as blob_for_peer;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -44,6 +46,8 @@ pub struct State {
     pub tokens: TokenKey,
     /// Upstream's answers about client credentials, for `verify`-mode registries.
     pub verifier: Verifier,
+    /// The other replicas (`PEERS`), if any.
+    pub peers: Option<Arc<crate::peer::Peers>>,
 }
 
 pub(crate) const API_VERSION: HeaderName =

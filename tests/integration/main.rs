@@ -14,6 +14,7 @@ mod fake;
 mod harness;
 mod manifests;
 mod mirror;
+mod replicas;
 mod setup;
 mod streaming;
 mod tunnel;

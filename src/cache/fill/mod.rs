@@ -56,6 +56,9 @@ pub struct Opened<H> {
     /// Longest wait for the next piece of the body; also how long the download waits for a
     /// reader that holds a full in-memory tail (see `growing.rs`).
     pub idle: Duration,
+    /// Upload the blob to the object store, if there is one (`false`: the source's side does, as a
+    /// peer replica downloading it from upstream).
+    pub upload: bool,
 }
 
 /// What [`Cache::get_or_fill`] found or did.
@@ -347,7 +350,9 @@ impl Cache {
                 len,
                 body,
                 idle,
+                upload,
             } = opened;
+            let bucket = bucket.filter(|_| upload);
             let _ = tx.send(Opening::Streaming(head));
             // The upload to the bucket is one more reader, attached before the first byte.
             if let Some(bucket) = bucket
@@ -418,6 +423,7 @@ impl FillSource for BucketCopy {
             len: Some(self.len),
             body: BodyExt::boxed(StreamBody::new(frames)),
             idle: BUCKET_IDLE,
+            upload: false,
         })
     }
 

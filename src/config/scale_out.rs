@@ -1,18 +1,21 @@
-//! Where the cache keeps its objects besides the local disk (DESIGN §6): `STORAGE=s3://bucket/prefix`
-//! with `S3_ENDPOINT`, `S3_REGION`, `S3_PATH_STYLE` and the standard `AWS_ACCESS_KEY_ID` /
-//! `AWS_SECRET_ACCESS_KEY` (each also as `NAME_FILE`). Read from the environment only.
+//! Scale-out (DESIGN §6): where the cache keeps its objects besides the local disk
+//! (`STORAGE=s3://bucket/prefix` with `S3_ENDPOINT`, `S3_REGION`, `S3_PATH_STYLE` and the standard
+//! `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`), and the replicas that share upstream downloads
+//! (`PEERS`, `PEER_LISTEN`, `PEER_SECRET`). Secrets also as `NAME_FILE`. Read from the environment
+//! only.
 //!
-//! Every setting of the object-store tier is declared in [`STORAGE_SETTINGS`] and parsed by
-//! [`load`]; nothing else in the configuration knows about them.
+//! Every scale-out setting is declared in [`SCALE_OUT_SETTINGS`] and parsed by [`load`]; nothing
+//! else in the configuration knows about them.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::load::{ConfigError, parse_bool, read_secret_file};
 use crate::secret::Secret;
 
 /// The settings of this module: name, default, whether secret (also read from `NAME_FILE`).
-pub const STORAGE_SETTINGS: &[(&str, &str, bool)] = &[
+pub const SCALE_OUT_SETTINGS: &[(&str, &str, bool)] = &[
     ("STORAGE", "disk", false),
     ("S3_ENDPOINT", "AWS, from S3_REGION", false),
     ("S3_REGION", DEFAULT_REGION, false),
@@ -23,6 +26,9 @@ pub const STORAGE_SETTINGS: &[(&str, &str, bool)] = &[
         true,
     ),
     ("AWS_SECRET_ACCESS_KEY", "none", true),
+    ("PEERS", "none", false),
+    ("PEER_LISTEN", "none", false),
+    ("PEER_SECRET", "none", true),
 ];
 
 const DEFAULT_REGION: &str = "us-east-1";
@@ -53,8 +59,93 @@ pub struct S3Settings {
     pub credentials: Option<(String, Secret)>,
 }
 
-/// Reads the object-store settings from the environment.
-pub(super) fn load(env: &HashMap<String, String>) -> Result<Storage, ConfigError> {
+/// Replicas that forward each blob's download to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSettings {
+    /// `PEERS`: `host:port` of every replica's peer port (this one's too), or one DNS name and
+    /// port whose A/AAAA records are the replicas. Invariant: not empty; each has a port.
+    pub peers: Vec<String>,
+    /// `PEER_LISTEN`: this replica's peer port.
+    pub listen: SocketAddr,
+    /// `PEER_SECRET`: what replicas authenticate each other with.
+    pub secret: Secret,
+}
+
+/// Reads the scale-out settings from the environment.
+pub(super) fn load(
+    env: &HashMap<String, String>,
+) -> Result<(Storage, Option<PeerSettings>), ConfigError> {
+    Ok((storage(env)?, peers(env)?))
+}
+
+/// `PEERS`, `PEER_LISTEN` and `PEER_SECRET`: all or none.
+fn peers(env: &HashMap<String, String>) -> Result<Option<PeerSettings>, ConfigError> {
+    let list: Vec<String> = env
+        .get("PEERS")
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let listen = env
+        .get("PEER_LISTEN")
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty());
+    let secret = secret(env, "PEER_SECRET")?;
+    if list.is_empty() {
+        if listen.is_some() || secret.is_some() {
+            return Err(ConfigError::Requires {
+                setting: if listen.is_some() {
+                    "PEER_LISTEN"
+                } else {
+                    "PEER_SECRET"
+                }
+                .into(),
+                missing: "PEERS",
+                hint: "list the replicas' peer addresses (host:port …, or a DNS name:port)",
+            });
+        }
+        return Ok(None);
+    }
+    let Some(listen) = listen else {
+        return Err(ConfigError::Requires {
+            setting: "PEERS".into(),
+            missing: "PEER_LISTEN",
+            hint: "give this replica's peer port (e.g. 0.0.0.0:3129)",
+        });
+    };
+    let listen = listen
+        .parse::<SocketAddr>()
+        .map_err(|e| ConfigError::Storage {
+            setting: "PEER_LISTEN",
+            message: format!("{listen:?} is not a socket address (e.g. 0.0.0.0:3129): {e}"),
+        })?;
+    let Some(secret) = secret.filter(|s| !s.expose().is_empty()) else {
+        return Err(ConfigError::Requires {
+            setting: "PEERS".into(),
+            missing: "PEER_SECRET",
+            hint: "replicas authenticate each other with a shared secret",
+        });
+    };
+    for entry in &list {
+        let port = entry
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.is_empty())
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .filter(|port| *port > 0);
+        if port.is_none() {
+            return Err(ConfigError::Storage {
+                setting: "PEERS",
+                message: format!("{entry:?} is not host:port"),
+            });
+        }
+    }
+    Ok(Some(PeerSettings {
+        peers: list,
+        listen,
+        secret,
+    }))
+}
+
+/// `STORAGE` and what goes with it.
+fn storage(env: &HashMap<String, String>) -> Result<Storage, ConfigError> {
     let value = |name: &str| env.get(name).map(|v| v.trim().to_owned());
     let storage = value("STORAGE").filter(|v| !v.is_empty());
     let Some(url) = storage.filter(|v| v != "disk") else {
@@ -209,10 +300,13 @@ mod tests {
 
     #[test]
     fn disk_by_default() {
-        assert_eq!(load(&env(&[])).unwrap(), Storage::Disk);
-        assert_eq!(load(&env(&[("STORAGE", "disk")])).unwrap(), Storage::Disk);
+        assert_eq!(storage(&env(&[])).unwrap(), Storage::Disk);
+        assert_eq!(
+            storage(&env(&[("STORAGE", "disk")])).unwrap(),
+            Storage::Disk
+        );
         assert!(matches!(
-            load(&env(&[("S3_ENDPOINT", "http://127.0.0.1:9000")])),
+            storage(&env(&[("S3_ENDPOINT", "http://127.0.0.1:9000")])),
             Err(ConfigError::Requires { .. })
         ));
     }
@@ -222,14 +316,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key_file = dir.path().join("secret");
         std::fs::write(&key_file, "s3cr3t\n").unwrap();
-        let storage = load(&env(&[
+        let found = storage(&env(&[
             ("STORAGE", "s3://cache-bucket/team/proxy/"),
             ("S3_ENDPOINT", "http://127.0.0.1:9000/"),
             ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
             ("AWS_SECRET_ACCESS_KEY_FILE", key_file.to_str().unwrap()),
         ]))
         .unwrap();
-        let Storage::S3(s3) = storage else {
+        let Storage::S3(s3) = found else {
             panic!("expected s3")
         };
         assert_eq!(s3.bucket, "cache-bucket");
@@ -241,7 +335,7 @@ mod tests {
         assert_eq!((id.as_str(), key.expose()), ("AKIDEXAMPLE", "s3cr3t"));
         assert!(!format!("{key:?}").contains("s3cr3t"));
 
-        let Storage::S3(aws) = load(&env(&[
+        let Storage::S3(aws) = storage(&env(&[
             ("STORAGE", "s3://bucket"),
             ("S3_REGION", "eu-west-3"),
         ]))
@@ -253,6 +347,49 @@ mod tests {
             ("", "eu-west-3")
         );
         assert!(!aws.path_style && aws.credentials.is_none() && aws.endpoint.is_none());
+    }
+
+    #[test]
+    fn peers_come_with_their_port_and_secret() {
+        assert_eq!(peers(&env(&[])).unwrap(), None);
+        let found = peers(&env(&[
+            ("PEERS", "10.0.0.1:3129 10.0.0.2:3129"),
+            ("PEER_LISTEN", "0.0.0.0:3129"),
+            ("PEER_SECRET", "hunter2"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(found.peers, ["10.0.0.1:3129", "10.0.0.2:3129"]);
+        assert_eq!(found.listen, "0.0.0.0:3129".parse().unwrap());
+        assert_eq!(found.secret.expose(), "hunter2");
+        for (pairs, setting) in [
+            (vec![("PEERS", "a:1")], "PEER_LISTEN"),
+            (
+                vec![("PEERS", "a:1"), ("PEER_LISTEN", "0.0.0.0:1")],
+                "PEER_SECRET",
+            ),
+            (vec![("PEER_LISTEN", "0.0.0.0:1")], "PEERS"),
+            (
+                vec![
+                    ("PEERS", "no-port"),
+                    ("PEER_LISTEN", "0.0.0.0:1"),
+                    ("PEER_SECRET", "hunter2"),
+                ],
+                "PEERS",
+            ),
+            (
+                vec![
+                    ("PEERS", "a:1"),
+                    ("PEER_LISTEN", "nowhere"),
+                    ("PEER_SECRET", "hunter2"),
+                ],
+                "PEER_LISTEN",
+            ),
+        ] {
+            let e = peers(&env(&pairs)).unwrap_err().to_string();
+            assert!(e.contains(setting), "{e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
     }
 
     #[test]
@@ -294,7 +431,7 @@ mod tests {
                 "AWS_SECRET_ACCESS_KEY",
             ),
         ] {
-            let e = load(&env(&pairs)).unwrap_err().to_string();
+            let e = storage(&env(&pairs)).unwrap_err().to_string();
             assert!(e.contains(setting), "{e}");
             assert!(!e.contains("hunter2"), "{e}");
         }
