@@ -27,9 +27,8 @@ use crate::access::identity::{Identity, cert_user};
 use crate::access::tunnel;
 use crate::body::{self, Body};
 use crate::config::MirrorPolicy;
-use crate::registry::error::ErrorCode;
 use crate::registry::host::RegistryHost;
-use crate::registry::route::parse_path;
+use crate::registry::route::{mirror_target, parse_path};
 use crate::serve::error::Failure;
 use crate::serve::{self, State, Surface};
 
@@ -236,29 +235,9 @@ async fn mirror(
     realm: String,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let ns = req.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("ns="))
-            .map(|v| {
-                percent_encoding::percent_decode_str(v)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-    });
-    let parsed = match parse_path(req.uri().path(), ns.is_none()) {
-        Ok(p) => p,
+    let (registry, route) = match mirror_target(req.uri().path(), req.uri().query()) {
+        Ok(target) => target,
         Err(e) => return Failure::client(e.code(), e.to_string()).into_response(),
-    };
-    let registry = match (ns, parsed.host) {
-        (Some(ns), _) => match RegistryHost::parse(&ns) {
-            Ok(host) => host,
-            Err(e) => {
-                return Failure::client(ErrorCode::NameInvalid, format!("bad ns parameter: {e}"))
-                    .into_response();
-            }
-        },
-        (None, Some(host)) => host,
-        (None, None) => RegistryHost::docker_hub(),
     };
     let allowed = match state.config.mirror {
         MirrorPolicy::Any => true,
@@ -283,7 +262,7 @@ async fn mirror(
         Ok(client) => client,
         Err(refusal) => return refusal.into_response(),
     };
-    serve::handle(&state, registry, parsed.route, req, client).await
+    serve::handle(&state, registry, route, req, client).await
 }
 
 /// The token endpoint as a mirror-mode client reaches it: the scheme of the port it came in on and
@@ -315,10 +294,7 @@ async fn admin_needs_user(
     {
         return false;
     }
-    let basic = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::registry::basic::parse_basic);
+    let basic = crate::registry::basic::basic_credentials(headers, &http::header::AUTHORIZATION);
     match (basic, &state.users) {
         (Some((user, password)), Some(users)) => users.check(&user, &password).await.is_none(),
         _ => true,

@@ -4,6 +4,8 @@
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use http::HeaderMap;
+use http::header::HeaderName;
 
 /// Longest `Basic` header value accepted, in bytes.
 pub const MAX_BASIC_LEN: usize = 4096;
@@ -48,6 +50,16 @@ pub fn parse_basic(header_value: &str) -> Option<(String, String)> {
         return None;
     }
     Some((user.to_owned(), password.to_owned()))
+}
+
+/// The `Basic` credentials in the first `name` header of `headers` (`Proxy-Authorization` on
+/// `CONNECT` and absolute-form requests, `Authorization` on the proxy's own pages): `None` if there
+/// is none, or if it is not visible ASCII or not valid for [`parse_basic`].
+pub fn basic_credentials(headers: &HeaderMap, name: &HeaderName) -> Option<(String, String)> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_basic)
 }
 
 /// Parses `Bearer <token>` and returns the token.
@@ -137,6 +149,25 @@ mod tests {
             let got = got.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
             assert_eq!(got, *want, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn basic_from_headers() {
+        use http::header::{AUTHORIZATION, PROXY_AUTHORIZATION};
+        let mut headers = HeaderMap::new();
+        assert_eq!(basic_credentials(&headers, &PROXY_AUTHORIZATION), None);
+        headers.insert(AUTHORIZATION, basic(b"up:stream").parse().unwrap());
+        assert_eq!(basic_credentials(&headers, &PROXY_AUTHORIZATION), None);
+        headers.append(PROXY_AUTHORIZATION, basic(b"alice:pw").parse().unwrap());
+        headers.append(PROXY_AUTHORIZATION, basic(b"bob:pw").parse().unwrap());
+        let alice = Some(("alice".to_owned(), "pw".to_owned()));
+        assert_eq!(basic_credentials(&headers, &PROXY_AUTHORIZATION), alice);
+        let upstream = Some(("up".to_owned(), "stream".to_owned()));
+        assert_eq!(basic_credentials(&headers, &AUTHORIZATION), upstream);
+        // Not visible ASCII: refused, not decoded lossily.
+        let obs_text = http::HeaderValue::from_bytes(b"Basic YWxpY2U6cHc=\xff").unwrap();
+        headers.insert(PROXY_AUTHORIZATION, obs_text);
+        assert_eq!(basic_credentials(&headers, &PROXY_AUTHORIZATION), None);
     }
 
     #[test]

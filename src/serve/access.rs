@@ -20,7 +20,7 @@ use crate::access::token::{Claims, TokenRequest, parse_token_request, token_resp
 use crate::access::verify::{Known, Principal};
 use crate::body::{self, Body};
 use crate::config::AuthMode;
-use crate::registry::basic::{parse_basic, parse_bearer};
+use crate::registry::basic::{basic_credentials, parse_basic, parse_bearer};
 use crate::registry::error::ErrorCode;
 use crate::registry::host::RegistryHost;
 use crate::registry::name::RepoName;
@@ -109,11 +109,7 @@ pub async fn proxy_identity(state: &State, headers: &HeaderMap) -> Result<Identi
     let Some(users) = &state.users else {
         return Ok(Identity::Anonymous);
     };
-    let basic = headers
-        .get(http::header::PROXY_AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_basic);
-    match basic {
+    match basic_credentials(headers, &http::header::PROXY_AUTHORIZATION) {
         Some((user, password)) => users
             .check(&user, &password)
             .await
