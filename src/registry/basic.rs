@@ -9,7 +9,8 @@ use http::header::HeaderName;
 
 /// Longest `Basic` header value accepted, in bytes.
 pub const MAX_BASIC_LEN: usize = 4096;
-/// Longest `Bearer` header value accepted, in bytes (the proxy's own tokens stay under 8 KiB).
+/// Longest `Bearer` token accepted, in bytes: room for the proxy's own tokens, which are at most
+/// 8 KiB (`access::token::MAX_TOKEN_LEN`) without the scheme.
 pub const MAX_BEARER_LEN: usize = 8192;
 
 /// Standard base64, padding optional (some clients drop it).
@@ -67,10 +68,10 @@ pub fn basic_credentials(headers: &HeaderMap, name: &HeaderName) -> Option<(Stri
 /// The scheme is case-insensitive and surrounding spaces are ignored; the token must be a non-empty
 /// `token68` (`A-Z a-z 0-9 - . _ ~ + /`, then optional trailing `=`) of at most [`MAX_BEARER_LEN`] bytes.
 pub fn parse_bearer(header_value: &str) -> Option<&str> {
-    if header_value.len() > MAX_BEARER_LEN {
+    let token = strip_scheme(header_value, "bearer")?;
+    if token.len() > MAX_BEARER_LEN {
         return None;
     }
-    let token = strip_scheme(header_value, "bearer")?;
     let body = token.trim_end_matches('=');
     let valid = !body.is_empty()
         && body.bytes().all(|b| {
@@ -206,9 +207,10 @@ mod tests {
             assert_eq!(parse_bearer(input), *want, "input {input:?}");
         }
         assert_eq!(parse_bearer(&format!("Bearer {jwt}")), Some(jwt));
-        let long = format!("Bearer {}", "a".repeat(MAX_BEARER_LEN));
+        // The cap is on the token, not the header: a token of the full length still fits.
+        let long = format!("Bearer {}", "a".repeat(MAX_BEARER_LEN + 1));
         assert_eq!(parse_bearer(&long), None);
-        let fits = format!("Bearer {}", "a".repeat(MAX_BEARER_LEN - 7));
+        let fits = format!("Bearer  {}", "a".repeat(MAX_BEARER_LEN));
         assert!(parse_bearer(&fits).is_some());
     }
 
