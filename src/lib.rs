@@ -109,11 +109,13 @@ impl Proxy {
             config.tunnel_allow.clone(),
             own,
         ));
-        let upstream = upstream::Upstream::new(&config, policy)?;
-        let limit = Arc::new(listener::ConnectionLimit::new(config.max_connections));
         let metrics = Arc::new(telemetry::Metrics::new(
             config.log_format == config::LogFormat::Json,
+            &config.registries,
         ));
+        metrics.sample();
+        let upstream = upstream::Upstream::new(&config, policy, metrics.clone())?;
+        let limit = Arc::new(listener::ConnectionLimit::new(config.max_connections));
         let users = match &config.proxy_htpasswd {
             Some(path) => Some(Arc::new(access::identity::Users::load(path)?)),
             None => None,
@@ -156,13 +158,23 @@ impl Proxy {
             users.clone().spawn_reloader();
         }
         let state = self.state.clone();
-        // Both tasks end with this future, also when it is dropped rather than finished.
+        // These tasks end with this future, also when it is dropped rather than finished.
         let _housekeeping = AbortOnDrop(tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
             loop {
                 tick.tick().await;
                 let s = state.clone();
                 let _ = tokio::task::spawn_blocking(move || s.cache.evict()).await;
+            }
+        }));
+        // The status page's per-minute history (its first sample was taken by `bind`).
+        let metrics = self.state.metrics.clone();
+        let _sampling = AbortOnDrop(tokio::spawn(async move {
+            let minute = std::time::Duration::from_secs(60);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + minute, minute);
+            loop {
+                tick.tick().await;
+                metrics.sample();
             }
         }));
         let _tls = self.tls_listener.map(|(listener, acceptor)| {

@@ -6,6 +6,7 @@
 //!   repository before any cached byte goes out ([`Ctx::verify_cached`]);
 //! - the proxy's token endpoint, which is how registry clients log in to it.
 
+use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -23,9 +24,11 @@ use crate::config::AuthMode;
 use crate::registry::basic::{parse_basic, parse_bearer};
 use crate::registry::error::ErrorCode;
 use crate::registry::host::RegistryHost;
+use crate::registry::link::PathStyle;
 use crate::registry::name::RepoName;
 use crate::registry::route::Route;
 use crate::secret::Secret;
+use crate::telemetry::{Refusal, VerifyResult};
 use crate::upstream::{ClientCredential, UpstreamAuth, UpstreamRequest};
 
 /// How long the proxy's tokens are valid.
@@ -48,6 +51,10 @@ pub struct Client {
     pub presented: bool,
     /// The token endpoint as this client reaches it (the realm of our challenges).
     pub realm: String,
+    /// The client's address (for the log), when the listener knows it.
+    pub peer: Option<SocketAddr>,
+    /// How the client names the registry in its paths (pagination links are written that way).
+    pub style: PathStyle,
 }
 
 impl Client {
@@ -59,6 +66,16 @@ impl Client {
             bound_to: None,
             presented: false,
             realm,
+            peer: None,
+            style: PathStyle::Upstream,
+        }
+    }
+
+    /// The proxy user's name for the log (`None` for anonymous clients).
+    pub fn user(&self) -> Option<&str> {
+        match &self.identity {
+            Identity::Anonymous => None,
+            Identity::User(name) => Some(name),
         }
     }
 
@@ -431,14 +448,22 @@ impl Ctx<'_> {
         if self.rules_allow(Action::Fetch, name) {
             return Ok(());
         }
-        Err(self.refuse(
+        Err(self.refused_by_rules(self.refuse(
             Some(name),
             format!(
                 "{} may read cached content of {}/{name} but not make the proxy fetch it",
                 self.client.identity.name(),
                 self.registry
             ),
-        ))
+        )))
+    }
+
+    /// Counts a refusal by the rules (or a request to log in) in the metrics.
+    pub(crate) fn refused_by_rules(&self, refusal: Failure) -> Failure {
+        if let Some(r) = Refusal::by_rules(refusal.status()) {
+            self.state.metrics.refused(r);
+        }
+        refusal
     }
 
     /// Before any cached (or in-flight) byte of `name` goes to the client of a `verify`-mode
@@ -453,17 +478,40 @@ impl Ctx<'_> {
         if self.auth_mode() != AuthMode::Verify {
             return Ok(());
         }
+        let checked = self.verify_check(name, probe, accept).await;
+        if let Err(refusal) = &checked
+            && let Some(r) = Refusal::by_verify(refusal.status())
+        {
+            self.state.metrics.refused(r);
+        }
+        checked
+    }
+
+    async fn verify_check(
+        &self,
+        name: &RepoName,
+        probe: &str,
+        accept: Option<&HeaderValue>,
+    ) -> Result<(), Failure> {
+        let metrics = &self.state.metrics;
         let verifier = &self.state.verifier;
         let public = verifier.known(Principal::Anonymous, &self.registry, name);
         if public == Known::Fresh(true) {
+            metrics.verify_check(&self.registry, VerifyResult::Remembered);
             return Ok(());
         }
         let credential = self.client.credential_for(&self.registry).cloned();
         let principal = credential.as_ref().map(ClientCredential::principal);
         let known = principal.map_or(Known::Unknown, |p| verifier.known(p, &self.registry, name));
         match known {
-            Known::Fresh(true) => return Ok(()),
-            Known::Fresh(false) => return Err(self.verify_denied(name, StatusCode::UNAUTHORIZED)),
+            Known::Fresh(true) => {
+                metrics.verify_check(&self.registry, VerifyResult::Remembered);
+                return Ok(());
+            }
+            Known::Fresh(false) => {
+                metrics.verify_check(&self.registry, VerifyResult::Remembered);
+                return Err(self.verify_denied(name, StatusCode::UNAUTHORIZED));
+            }
             _ => {}
         }
         // Ask upstream: first whether the repository is public, then about this credential.
@@ -556,14 +604,28 @@ impl Ctx<'_> {
             scope: pull_scope(name),
             auth,
         };
-        let response = self.state.upstream.send(request).await?;
+        let metrics = &self.state.metrics;
+        let response = match self.state.upstream.send(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                metrics.verify_check(&self.registry, VerifyResult::Unavailable);
+                return Err(e);
+            }
+        };
         let status = response.status();
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            metrics.verify_check(&self.registry, VerifyResult::Unavailable);
             return Err(crate::upstream::UpstreamError::Unreachable {
                 registry: self.registry.to_string(),
                 reason: format!("answered {}", status.as_u16()),
             });
         }
+        let result = if status.is_success() {
+            VerifyResult::Accepted
+        } else {
+            VerifyResult::Refused
+        };
+        metrics.verify_check(&self.registry, result);
         Ok(status)
     }
 }

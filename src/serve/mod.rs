@@ -101,7 +101,10 @@ pub async fn handle(
     };
     let is_read = ctx.method == Method::GET || ctx.method == Method::HEAD;
     let outcome = match ctx.admit(&route) {
-        Err(refusal) => Outcome::new(refusal.into_response(), Verdict::Local),
+        Err(refusal) => Outcome::new(
+            ctx.refused_by_rules(refusal).into_response(),
+            Verdict::Local,
+        ),
         Ok(()) => match route {
             _ if !is_read && !state.config.allow_push => Outcome::new(
                 Failure::ReadOnly {
@@ -148,6 +151,8 @@ pub async fn handle(
         reference,
         status: parts.status.as_u16(),
         upstream_bytes,
+        client: ctx.client.peer,
+        user: ctx.client.user().map(str::to_owned),
         note,
     };
     let expected = if ctx.method == Method::HEAD {

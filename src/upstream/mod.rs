@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::registry::challenge::parse_www_authenticate;
 use crate::registry::host::RegistryHost;
 use crate::secret::Secret;
+use crate::telemetry::{Metrics, UpstreamFault};
 
 pub use connector::TrustError;
 
@@ -51,6 +52,19 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The metrics label of this failure.
+    pub fn fault(&self) -> UpstreamFault {
+        match self {
+            UpstreamError::Unreachable { .. } => UpstreamFault::Unreachable,
+            UpstreamError::Timeout { .. } => UpstreamFault::Timeout,
+            UpstreamError::Token { .. } => UpstreamFault::Token,
+            UpstreamError::TokenDenied { .. } => UpstreamFault::TokenDenied,
+            UpstreamError::Redirect { .. } => UpstreamFault::Redirect,
+            UpstreamError::Request(_) => UpstreamFault::Request,
+            UpstreamError::Refused { .. } => UpstreamFault::Policy,
+        }
+    }
+
     /// True if the upstream could not be reached or did not answer (stale content may be served).
     pub fn is_unavailable(&self) -> bool {
         matches!(
@@ -118,12 +132,18 @@ pub struct Upstream {
     policy: Arc<TunnelPolicy>,
     /// Time allowed for an upstream to send response headers or the next body chunk.
     pub read_timeout: Duration,
+    /// Counts every exchange per registry (requests, failures, health, rate-limit headers).
+    metrics: Arc<Metrics>,
 }
 
 impl Upstream {
     /// Builds the client from the configuration (trust roots, timeouts, overrides, credentials).
     /// Targets other than the configured registries and `CONNECT_TO` go through `policy`.
-    pub fn new(config: &Config, policy: Arc<TunnelPolicy>) -> Result<Upstream, TrustError> {
+    pub fn new(
+        config: &Config,
+        policy: Arc<TunnelPolicy>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Upstream, TrustError> {
         let tls =
             connector::client_tls_config(config.verify_ssl, config.upstream_ca_file.as_deref())?;
         let trusted = std::iter::once(RegistryHost::docker_hub())
@@ -148,6 +168,7 @@ impl Upstream {
             auth: auth::Authenticator::new(config.credentials.clone(), config.registries.clone()),
             policy,
             read_timeout: config.timeouts.proxy_read,
+            metrics,
         })
     }
 
@@ -156,8 +177,27 @@ impl Upstream {
         &self.policy
     }
 
-    /// Sends `req`, answering an auth challenge once and following redirects for GET and HEAD.
-    pub async fn send(
+    /// Sends `req`, answering an auth challenge once and following redirects for GET and HEAD;
+    /// counts the exchange in the metrics.
+    pub async fn send(&self, req: UpstreamRequest) -> Result<Response<Incoming>, UpstreamError> {
+        let registry = req.registry.clone();
+        let method = req.method.clone();
+        let result = self.send_inner(req).await;
+        match &result {
+            Ok(response) => self.metrics.upstream_answered(
+                &registry,
+                &method,
+                response.status(),
+                response.headers(),
+            ),
+            Err(e) => self
+                .metrics
+                .upstream_failed(&registry, Some(&method), e.fault()),
+        }
+        result
+    }
+
+    async fn send_inner(
         &self,
         mut req: UpstreamRequest,
     ) -> Result<Response<Incoming>, UpstreamError> {
