@@ -134,6 +134,7 @@ impl Proxy {
             users,
             tokens,
             verifier,
+            opened_tokens: serve::access::OpenedTokens::default(),
         });
         Ok(Proxy {
             state,
