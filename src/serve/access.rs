@@ -615,7 +615,16 @@ impl Ctx<'_> {
             scope: pull_scope(name),
             auth,
         };
-        let response = self.state.upstream.send(request).await?;
+        let response = match self.state.upstream.send(request).await {
+            Ok(response) => response,
+            // The realm refused the credential: upstream's "no", not an outage.
+            Err(crate::upstream::UpstreamError::TokenDenied { status, .. })
+                if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) =>
+            {
+                return Ok(status);
+            }
+            Err(e) => return Err(e),
+        };
         let status = response.status();
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             return Err(crate::upstream::UpstreamError::Unreachable {
