@@ -111,6 +111,10 @@ pub struct ServeArgs {
     /// `host:user:password` entries for upstream auth [env: AUTH_REGISTRIES]
     #[arg(long, value_name = "ENTRIES")]
     pub auth_registries: Option<String>,
+    /// Read AUTH_REGISTRIES from this file (entries separated by line breaks or the delimiter)
+    /// [env: AUTH_REGISTRIES_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub auth_registries_file: Option<String>,
     /// Separator between AUTH_REGISTRIES entries [env: AUTH_REGISTRIES_DELIMITER] [default: " "]
     #[arg(long, value_name = "SEP")]
     pub auth_registries_delimiter: Option<String>,
@@ -197,6 +201,17 @@ pub struct ServeArgs {
     /// Space-separated names for the minted TLS_LISTEN certificate [env: TLS_NAMES] [default: "localhost 127.0.0.1"]
     #[arg(long, value_name = "NAMES")]
     pub tls_names: Option<String>,
+    /// bcrypt htpasswd file (`htpasswd -B`); when set, clients must log in; reloaded on SIGHUP and
+    /// when it changes [env: PROXY_HTPASSWD]
+    #[arg(long, value_name = "FILE")]
+    pub proxy_htpasswd: Option<String>,
+    /// PEM CA bundle for client certificates on TLS_LISTEN (user = subject CN) [env: TLS_CLIENT_CA_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca_file: Option<String>,
+    /// How long an upstream's "yes" to a client's own credential for a repository is remembered
+    /// (registries with auth = "verify") [env: AUTH_CACHE_TTL] [default: 5m]
+    #[arg(long, value_name = "DURATION")]
+    pub auth_cache_ttl: Option<String>,
 
     /// nginx send_timeout [env: SEND_TIMEOUT] [default: 60s]
     #[arg(long, value_name = "DURATION")]
@@ -238,6 +253,7 @@ const FLAGS: &[(&str, Field)] = &[
     ("LISTEN", |a| &a.listen),
     ("REGISTRIES", |a| &a.registries),
     ("AUTH_REGISTRIES", |a| &a.auth_registries),
+    ("AUTH_REGISTRIES_FILE", |a| &a.auth_registries_file),
     ("AUTH_REGISTRIES_DELIMITER", |a| {
         &a.auth_registries_delimiter
     }),
@@ -278,6 +294,9 @@ const FLAGS: &[(&str, Field)] = &[
     ("TLS_CERT_FILE", |a| &a.tls_cert_file),
     ("TLS_KEY_FILE", |a| &a.tls_key_file),
     ("TLS_NAMES", |a| &a.tls_names),
+    ("PROXY_HTPASSWD", |a| &a.proxy_htpasswd),
+    ("TLS_CLIENT_CA_FILE", |a| &a.tls_client_ca_file),
+    ("AUTH_CACHE_TTL", |a| &a.auth_cache_ttl),
     ("SEND_TIMEOUT", |a| &a.send_timeout),
     ("CLIENT_BODY_TIMEOUT", |a| &a.client_body_timeout),
     ("CLIENT_HEADER_TIMEOUT", |a| &a.client_header_timeout),
@@ -295,9 +314,6 @@ const FLAGS: &[(&str, Field)] = &[
         &a.proxy_connect_send_timeout
     }),
 ];
-
-/// Flags whose values are never printed.
-const SECRET_FLAGS: [&str; 1] = ["AUTH_REGISTRIES"];
 
 impl ServeArgs {
     /// The raw value of the flag for the setting whose environment variable is `env_name`
@@ -319,7 +335,9 @@ impl fmt::Debug for ServeArgs {
         }
         for (name, field) in FLAGS {
             match field(self) {
-                Some(_) if SECRET_FLAGS.contains(name) => s.field(name, &"[REDACTED]"),
+                Some(_) if crate::config::SECRET_SETTINGS.contains(name) => {
+                    s.field(name, &"[REDACTED]")
+                }
                 Some(value) => s.field(name, value),
                 None => continue,
             };

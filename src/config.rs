@@ -5,13 +5,14 @@
 mod load;
 mod units;
 
-pub use load::{ConfigError, Sources};
+pub use load::{ConfigError, SECRET_SETTINGS, Sources};
 pub use units::{parse_duration, parse_size};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::access::rules::Rules;
 use crate::registry::host::RegistryHost;
 use crate::secret::Secret;
 
@@ -59,6 +60,31 @@ pub struct Config {
     pub manifest_cache_overrides: Vec<(RegistryHost, ManifestCache)>,
     /// Optional TLS listener for mirror mode (`TLS_LISTEN`).
     pub tls_listen: Option<TlsListen>,
+    /// bcrypt htpasswd file of the proxy's users (`PROXY_HTPASSWD`); when set, clients must log in.
+    /// Checked and parsed once at start-up; `access::identity::Users` reloads it while running.
+    pub proxy_htpasswd: Option<PathBuf>,
+    /// PEM CA bundle for client certificates on the TLS listener (`TLS_CLIENT_CA_FILE`).
+    /// Invariant: `Some` only if `tls_listen` is.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// How long an upstream's acceptance of a client's credential for a repository is remembered
+    /// (`AUTH_CACHE_TTL`).
+    pub auth_cache_ttl: Duration,
+    /// Per-repository access rules (TOML `[groups]` and `[[access]]`), with the defaults for
+    /// whether client authentication is on.
+    pub access: Rules,
+    /// Per-registry upstream auth modes given explicitly (TOML `[registry."host"] auth`).
+    pub registry_auth: Vec<(RegistryHost, AuthMode)>,
+}
+
+/// Whose credential decides what a client may read from a registry that needs credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// A cached private object goes only to a client whose own credential upstream accepted for
+    /// that repository.
+    Verify,
+    /// The proxy's rules decide; upstream is reached with the central credentials
+    /// (`AUTH_REGISTRIES`), or anonymously if there are none.
+    Central,
 }
 
 /// A TLS listener for mirror-mode clients that refuse plain HTTP.
@@ -171,5 +197,33 @@ impl Config {
     pub fn credential_for(&self, host: &str) -> Option<&Credential> {
         let host = host.to_ascii_lowercase();
         self.credentials.iter().find(|c| c.host == host)
+    }
+
+    /// How clients' access to `registry` is decided: the file's `[registry."host"] auth` if given;
+    /// otherwise [`AuthMode::Central`] if `AUTH_REGISTRIES` has credentials for the registry (under
+    /// its name, its upstream authority or, for Docker Hub, any of its aliases including
+    /// `auth.docker.io`), else [`AuthMode::Verify`]. Credentials keyed by another token-realm host
+    /// are not seen here: give such registries `auth = "central"` explicitly.
+    pub fn auth_mode(&self, registry: &RegistryHost) -> AuthMode {
+        if let Some((_, mode)) = self.registry_auth.iter().find(|(host, _)| host == registry) {
+            return *mode;
+        }
+        let mut names = vec![registry.to_string(), registry.upstream_authority()];
+        if registry.is_docker_hub() {
+            names.extend(
+                [
+                    "docker.io",
+                    "index.docker.io",
+                    "registry-1.docker.io",
+                    "auth.docker.io",
+                ]
+                .map(String::from),
+            );
+        }
+        if names.iter().any(|name| self.credential_for(name).is_some()) {
+            AuthMode::Central
+        } else {
+            AuthMode::Verify
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! `main.rs` parses the configuration and calls [`Proxy::bind`] then [`Proxy::run`]; tests do the
 //! same on `127.0.0.1:0`. See `ARCHITECTURE.md` for the request flow.
 
+pub mod access;
 pub mod body;
 pub mod cache;
 pub mod cli;

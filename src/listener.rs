@@ -334,71 +334,24 @@ async fn intercept<IO>(
     }
 }
 
-/// `GET /setup/<client>?mode=mirror|connect&proxy=URL`: the same script as `registry-proxy setup`.
-/// The proxy URL defaults to the address the request was sent to.
+/// `GET /setup/<client>?mode=mirror|connect&proxy=URL&prefix=DIR`: the same script as
+/// `registry-proxy setup`; the proxy URL defaults to the address the request was sent to. Every
+/// value is checked by `setup::http_answer`; a refusal is a script of comments only.
 fn setup(state: &State, req: &Request<Incoming>) -> Response<Body> {
-    let client_name = req.uri().path().trim_start_matches("/setup/");
-    let query: Vec<(String, String)> = req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| {
-            (
-                k.to_owned(),
-                percent_encoding::percent_decode_str(v)
-                    .decode_utf8_lossy()
-                    .into_owned(),
-            )
-        })
-        .collect();
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let client = match crate::setup::parse_client(client_name) {
-        Ok(c) => c,
-        Err(e) => return text(StatusCode::NOT_FOUND, &format!("{e}\n")),
-    };
-    let mode = match param("mode").as_deref() {
-        None if client == crate::setup::Client::Systemd => crate::setup::Mode::Connect,
-        None | Some("mirror") => crate::setup::Mode::Mirror,
-        Some("connect") => crate::setup::Mode::Connect,
-        Some(other) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                &format!("mode must be mirror or connect, not {other:?}\n"),
-            );
-        }
-    };
-    let proxy = param("proxy").unwrap_or_else(|| {
-        let host = req
-            .headers()
+    let answer = crate::setup::http_answer(
+        &state.config,
+        req.uri().path().trim_start_matches("/setup/"),
+        req.uri().query(),
+        req.headers()
             .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost:3128");
-        format!("http://{host}")
-    });
-    let request = crate::setup::Request {
-        client,
-        mode,
-        proxy,
-        prefix: param("prefix").unwrap_or_else(|| "/".into()),
-    };
-    match crate::setup::render(&state.config, &request) {
-        Ok(script) => {
-            let mut r = text(StatusCode::OK, &script);
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/x-shellscript; charset=utf-8"),
-            );
-            r
-        }
-        Err(e) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
-    }
+            .map(HeaderValue::as_bytes),
+    );
+    let mut r = text(answer.status, &answer.body);
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/x-shellscript; charset=utf-8"),
+    );
+    r
 }
 
 /// hyper bounds its read buffer, but a head that arrives in one read can exceed it: check the total.

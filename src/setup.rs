@@ -3,21 +3,48 @@
 //! (containerd `hosts.toml`, `registries.conf` drop-ins, Docker `daemon.json` and systemd drop-ins,
 //! k3s `registries.yaml`, a kind cluster config). Every file lands under `--prefix` (default `/`),
 //! so a test can apply the script to a scratch directory and use what it wrote.
+//!
+//! Nodes pipe these scripts to `sh` as root, so no input may become code: every value is validated
+//! first ([`values`]) and then quoted for where it lands — shell words single-quoted, file contents
+//! written with `printf '%s' '<contents>'`, JSON/TOML/YAML/systemd strings escaped by their own
+//! rules. A refused request gets a script that is comments only.
+
+#[cfg(test)]
+mod tests;
+mod values;
+
+pub use values::{Prefix, ProxyUrl, json_string, shell_quote, toml_string, yaml_string};
 
 use std::fmt::Write as _;
 
+use http::StatusCode;
+
 use crate::config::Config;
 use crate::registry::host::RegistryHost;
+use values::{Registry, systemd_quote};
 
 pub use crate::cli::{SetupClient as Client, SetupMode as Mode};
 
-/// Why a set-up could not be generated.
+/// Why a set-up could not be generated. No message quotes the refused value: the text is served
+/// to `curl … | sh` (as a comment) and printed by the CLI.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("--proxy {0:?} is not an http:// or https:// URL with a host")]
-    ProxyUrl(String),
-    #[error("unknown client {0:?} (docker, containerd, crio, podman, k3s, kind, systemd)")]
-    Client(String),
+    #[error("proxy URL must be http(s)://host[:port] with an optional final /: {reason}")]
+    ProxyUrl { reason: &'static str },
+    #[error(
+        "the Host header is not a usable proxy address ({reason}); pass ?proxy=http(s)://host[:port]"
+    )]
+    HostHeader { reason: &'static str },
+    #[error(
+        "prefix must be an absolute path of letters, digits and . _ / - without a .. component: {reason}"
+    )]
+    Prefix { reason: &'static str },
+    #[error("configured registry number {index} is not a plain registry host")]
+    Registry { index: usize },
+    #[error("unknown client (docker, containerd, crio, podman, k3s, kind, systemd)")]
+    Client,
+    #[error("mode must be mirror or connect")]
+    Mode,
     #[error("{client} has no {mode} mode")]
     Unsupported {
         client: &'static str,
@@ -27,7 +54,7 @@ pub enum SetupError {
 
 /// Parses a client name as used in `GET /setup/<client>`.
 pub fn parse_client(s: &str) -> Result<Client, SetupError> {
-    clap::ValueEnum::from_str(s, true).map_err(|_| SetupError::Client(s.to_owned()))
+    clap::ValueEnum::from_str(s, true).map_err(|_| SetupError::Client)
 }
 
 fn client_name(client: Client) -> &'static str {
@@ -53,33 +80,148 @@ pub struct Request {
     pub prefix: String,
 }
 
-/// Renders the shell script for `req`.
+/// Renders the shell script for `req`, after checking every value that goes into it.
 pub fn render(config: &Config, req: &Request) -> Result<String, SetupError> {
-    let proxy = req.proxy.trim_end_matches('/').to_owned();
-    let proxy_hostport = proxy
-        .strip_prefix("http://")
-        .or_else(|| proxy.strip_prefix("https://"))
-        .filter(|h| !h.is_empty() && !h.contains('/'))
-        .ok_or_else(|| SetupError::ProxyUrl(req.proxy.clone()))?
-        .to_owned();
-    let insecure = proxy.starts_with("http://");
-    let mut registries = vec![RegistryHost::docker_hub()];
-    registries.extend(config.registries.iter().cloned());
-    let mut s = Script::new(req, &proxy);
-    match (req.client, req.mode) {
+    let proxy = ProxyUrl::parse(&req.proxy)?;
+    let prefix = Prefix::parse(&req.prefix)?;
+    render_checked(config, req.client, req.mode, &proxy, &prefix)
+}
+
+/// The answer to `GET /setup/<client>?mode=&proxy=&prefix=`: status and body.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: StatusCode,
+    /// A shell script; for a refusal, comment lines only, so that `curl … | sh` runs nothing.
+    pub body: String,
+}
+
+/// Serves `GET /setup/<client>`. `query` is the raw query string, `host` the raw `Host` header,
+/// which is where the proxy URL comes from when `proxy=` is not given.
+pub fn http_answer(
+    config: &Config,
+    client: &str,
+    query: Option<&str>,
+    host: Option<&[u8]>,
+) -> HttpAnswer {
+    match http_script(config, client, query, host) {
+        Ok(body) => HttpAnswer {
+            status: StatusCode::OK,
+            body,
+        },
+        Err(e) => HttpAnswer {
+            status: match e {
+                SetupError::Client => StatusCode::NOT_FOUND,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            body: refusal(&e),
+        },
+    }
+}
+
+fn http_script(
+    config: &Config,
+    client: &str,
+    query: Option<&str>,
+    host: Option<&[u8]>,
+) -> Result<String, SetupError> {
+    let client = parse_client(client)?;
+    let params: Vec<(&str, String)> = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| {
+            (
+                k,
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            )
+        })
+        .collect();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let mode = match param("mode") {
+        None if client == Client::Systemd => Mode::Connect,
+        None | Some("mirror") => Mode::Mirror,
+        Some("connect") => Mode::Connect,
+        Some(_) => return Err(SetupError::Mode),
+    };
+    let proxy = match param("proxy") {
+        Some(url) => ProxyUrl::parse(url)?,
+        None => proxy_from_host(host)?,
+    };
+    let prefix = Prefix::parse(param("prefix").unwrap_or("/"))?;
+    render_checked(config, client, mode, &proxy, &prefix)
+}
+
+/// The proxy URL a request addressed: `http://` + its `Host` header, checked like any proxy URL.
+fn proxy_from_host(host: Option<&[u8]>) -> Result<ProxyUrl, SetupError> {
+    let host = match host {
+        None => "localhost:3128",
+        Some(bytes) => std::str::from_utf8(bytes).map_err(|_| SetupError::HostHeader {
+            reason: "not UTF-8",
+        })?,
+    };
+    ProxyUrl::parse(&format!("http://{host}")).map_err(|e| match e {
+        SetupError::ProxyUrl { reason } => SetupError::HostHeader { reason },
+        other => other,
+    })
+}
+
+/// A refusal as a script of comment lines only.
+pub fn refusal(e: &SetupError) -> String {
+    let mut out = String::new();
+    for line in e.to_string().lines() {
+        let _ = writeln!(out, "# registry-proxy: refused: {}", inert(line));
+    }
+    out
+}
+
+/// Text that can sit in a comment line: control characters (line breaks above all) replaced.
+fn inert(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn render_checked(
+    config: &Config,
+    client: Client,
+    mode: Mode,
+    proxy: &ProxyUrl,
+    prefix: &Prefix,
+) -> Result<String, SetupError> {
+    let registries: Vec<Registry> = std::iter::once(RegistryHost::docker_hub())
+        .chain(config.registries.iter().cloned())
+        .enumerate()
+        .map(|(i, r)| values::registry(i, &r))
+        .collect::<Result<_, _>>()?;
+    let url = proxy.url();
+    let insecure = !proxy.is_https();
+    let mut s = Script::new(client, mode, proxy, prefix);
+    match (client, mode) {
         (Client::Containerd, Mode::Mirror) => {
-            containerd_hosts(&mut s, "/etc/containerd/certs.d", &registries, &proxy)
+            containerd_hosts(&mut s, "/etc/containerd/certs.d", &registries, proxy)
         }
         (Client::Docker, Mode::Mirror) => {
             s.comment("Docker sends only docker.io pulls to registry-mirrors; other registries need connect mode.");
             s.comment("Merge this into an existing daemon.json by hand if you have one.");
-            let mut json = format!("{{\n  \"registry-mirrors\": [\"{proxy}\"]");
+            // The only insecure registry is the proxy itself, and only when it speaks plain HTTP.
+            let mut json = format!("{{\n  \"registry-mirrors\": [{}]", json_string(&url));
             if insecure {
-                let _ = write!(json, ",\n  \"insecure-registries\": [\"{proxy_hostport}\"]");
+                let _ = write!(
+                    json,
+                    ",\n  \"insecure-registries\": [{}]",
+                    json_string(&proxy.authority())
+                );
             }
             json.push_str("\n}\n");
             s.file("/etc/docker/daemon.json", &json);
-            s.line("command -v systemctl >/dev/null && [ -z \"$PREFIX_SET\" ] && systemctl restart docker || true");
+            s.restart("docker", false);
         }
         (Client::Crio | Client::Podman, Mode::Mirror) => {
             let mut toml = String::from(
@@ -88,23 +230,30 @@ pub fn render(config: &Config, req: &Request) -> Result<String, SetupError> {
             for r in &registries {
                 let _ = write!(
                     toml,
-                    "\n[[registry]]\nprefix = \"{r}\"\nlocation = \"{r}\"\n\n[[registry.mirror]]\nlocation = \"{proxy_hostport}/{r}\"\ninsecure = {insecure}\n"
+                    "\n[[registry]]\nprefix = {name}\nlocation = {name}\n\n[[registry.mirror]]\nlocation = {mirror}\ninsecure = {insecure}\n",
+                    name = toml_string(&r.name),
+                    mirror = toml_string(&format!("{}/{}", proxy.authority(), r.name)),
                 );
             }
             s.file(
                 "/etc/containers/registries.conf.d/50-registry-proxy.conf",
                 &toml,
             );
-            if req.client == Client::Crio {
-                s.line("command -v systemctl >/dev/null && [ -z \"$PREFIX_SET\" ] && systemctl reload crio || true");
+            if client == Client::Crio {
+                s.reload("crio");
             }
         }
         (Client::K3s, Mode::Mirror) => {
+            let endpoint = yaml_string(&url);
             let mut yaml = String::from("mirrors:\n");
             for r in &registries {
-                let _ = write!(yaml, "  \"{r}\":\n    endpoint:\n      - \"{proxy}\"\n");
+                let _ = write!(
+                    yaml,
+                    "  {}:\n    endpoint:\n      - {endpoint}\n",
+                    yaml_string(&r.name)
+                );
             }
-            let _ = write!(yaml, "  \"*\":\n    endpoint:\n      - \"{proxy}\"\n");
+            let _ = write!(yaml, "  \"*\":\n    endpoint:\n      - {endpoint}\n");
             s.file("/etc/rancher/k3s/registries.yaml", &yaml);
             s.comment("Restart k3s (or k3s-agent) to apply.");
         }
@@ -113,44 +262,41 @@ pub fn render(config: &Config, req: &Request) -> Result<String, SetupError> {
                 &mut s,
                 "/etc/registry-proxy/kind/certs.d",
                 &registries,
-                &proxy,
+                proxy,
             );
-            let host_dir = format!(
-                "{}etc/registry-proxy/kind/certs.d",
-                prefix_slash(&req.prefix)
-            );
+            let host_dir = format!("{}/etc/registry-proxy/kind/certs.d", prefix.trimmed());
             let cluster = format!(
-                "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\ncontainerdConfigPatches:\n  - |-\n    [plugins.\"io.containerd.grpc.v1.cri\".registry]\n      config_path = \"/etc/containerd/certs.d\"\nnodes:\n  - role: control-plane\n    extraMounts:\n      - hostPath: {host_dir}\n        containerPath: /etc/containerd/certs.d\n"
+                "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\ncontainerdConfigPatches:\n  - |-\n    [plugins.\"io.containerd.grpc.v1.cri\".registry]\n      config_path = \"/etc/containerd/certs.d\"\nnodes:\n  - role: control-plane\n    extraMounts:\n      - hostPath: {}\n        containerPath: /etc/containerd/certs.d\n",
+                yaml_string(&host_dir)
             );
             s.file("/etc/registry-proxy/kind/cluster.yaml", &cluster);
             s.comment("Create the cluster with: kind create cluster --config <prefix>/etc/registry-proxy/kind/cluster.yaml");
         }
         (Client::Docker | Client::Systemd, Mode::Connect) | (Client::Systemd, Mode::Mirror) => {
-            systemd_proxy(&mut s, "docker", &proxy);
-            install_ca(&mut s, &proxy);
-            s.line("command -v systemctl >/dev/null && [ -z \"$PREFIX_SET\" ] && { systemctl daemon-reload; systemctl restart docker; } || true");
+            systemd_proxy(&mut s, "docker", proxy);
+            install_ca(&mut s, proxy);
+            s.restart("docker", true);
         }
         (Client::Containerd | Client::Crio | Client::K3s, Mode::Connect) => {
-            let unit = match req.client {
+            let unit = match client {
                 Client::Crio => "crio",
                 Client::K3s => "k3s",
                 _ => "containerd",
             };
-            systemd_proxy(&mut s, unit, &proxy);
-            install_ca(&mut s, &proxy);
-            s.line(&format!(
-                "command -v systemctl >/dev/null && [ -z \"$PREFIX_SET\" ] && {{ systemctl daemon-reload; systemctl restart {unit}; }} || true"
-            ));
+            systemd_proxy(&mut s, unit, proxy);
+            install_ca(&mut s, proxy);
+            s.restart(unit, true);
         }
         (Client::Podman, Mode::Connect) => {
-            install_ca(&mut s, &proxy);
+            install_ca(&mut s, proxy);
             s.comment(&format!(
-                "Then run podman with: HTTPS_PROXY={proxy} podman pull ..."
+                "Then run podman with: HTTPS_PROXY={} podman pull ...",
+                shell_quote(&url)
             ));
         }
         (Client::Kind, Mode::Connect) => {
             return Err(SetupError::Unsupported {
-                client: client_name(req.client),
+                client: client_name(client),
                 mode: "connect",
             });
         }
@@ -158,293 +304,139 @@ pub fn render(config: &Config, req: &Request) -> Result<String, SetupError> {
     Ok(s.finish())
 }
 
-fn prefix_slash(prefix: &str) -> String {
-    let p = prefix.trim_end_matches('/');
-    format!("{p}/")
-}
-
-fn containerd_hosts(s: &mut Script, dir: &str, registries: &[RegistryHost], proxy: &str) {
+fn containerd_hosts(s: &mut Script, dir: &'static str, registries: &[Registry], proxy: &ProxyUrl) {
     s.comment("containerd: set config_path for the CRI registry (containerd 1.5+), e.g. in /etc/containerd/config.toml:");
     s.comment("  [plugins.\"io.containerd.grpc.v1.cri\".registry]");
     s.comment(&format!("    config_path = \"{dir}\""));
     s.comment("ctr: pass --hosts-dir with the same directory. containerd adds ?ns=<registry> to every mirror request.");
-    let host_block = format!("[host.\"{proxy}\"]\n  capabilities = [\"pull\", \"resolve\"]\n");
+    let host_block = format!(
+        "[host.{}]\n  capabilities = [\"pull\", \"resolve\"]\n",
+        toml_string(&proxy.url())
+    );
     s.file(
         &format!("{dir}/_default/hosts.toml"),
         &format!("# Any registry without its own directory: through registry-proxy.\n{host_block}"),
     );
     for r in registries {
-        let server = format!("https://{}", r.upstream_authority());
+        let server = toml_string(&format!("https://{}", r.upstream));
         s.file(
-            &format!("{dir}/{r}/hosts.toml"),
-            &format!("server = \"{server}\"\n\n{host_block}"),
+            &format!("{dir}/{}/hosts.toml", r.name),
+            &format!("server = {server}\n\n{host_block}"),
         );
     }
 }
 
-fn systemd_proxy(s: &mut Script, unit: &str, proxy: &str) {
+fn systemd_proxy(s: &mut Script, unit: &'static str, proxy: &ProxyUrl) {
+    let url = proxy.url();
     s.file(
         &format!("/etc/systemd/system/{unit}.service.d/http-proxy.conf"),
         &format!(
-            "[Service]\nEnvironment=\"HTTP_PROXY={proxy}/\"\nEnvironment=\"HTTPS_PROXY={proxy}/\"\n"
+            "[Service]\nEnvironment={}\nEnvironment={}\n",
+            systemd_quote(&format!("HTTP_PROXY={url}/")),
+            systemd_quote(&format!("HTTPS_PROXY={url}/")),
         ),
     );
 }
 
-fn install_ca(s: &mut Script, proxy: &str) {
+fn install_ca(s: &mut Script, proxy: &ProxyUrl) {
+    const CA_DIR: &str = "/usr/local/share/ca-certificates";
     s.comment("Trust the proxy's CA (Debian/Ubuntu path; RHEL: /etc/pki/ca-trust/source/anchors + update-ca-trust).");
-    s.line("mkdir -p \"$PREFIX/usr/local/share/ca-certificates\"");
-    s.line(&format!(
-        "curl -fsS '{proxy}/ca.crt' -o \"$PREFIX/usr/local/share/ca-certificates/registry-proxy.crt\""
-    ));
-    s.line("[ -z \"$PREFIX_SET\" ] && command -v update-ca-certificates >/dev/null && update-ca-certificates || true");
+    s.mkdir(CA_DIR);
+    let _ = writeln!(
+        s.out,
+        "curl -fsS {} -o \"$PREFIX\"{}",
+        shell_quote(&format!("{}/ca.crt", proxy.url())),
+        shell_quote(&format!("{CA_DIR}/registry-proxy.crt"))
+    );
+    s.code("[ -z \"$PREFIX_SET\" ] && command -v update-ca-certificates >/dev/null && update-ca-certificates || true");
 }
 
-/// A POSIX shell script that writes files under `$PREFIX`.
+/// A POSIX shell script that writes files under `$PREFIX`. Shell code is either a constant
+/// (`&'static str`) or built with [`shell_quote`]d words.
 struct Script {
     out: String,
 }
 
 impl Script {
-    fn new(req: &Request, proxy: &str) -> Script {
-        let mode = match req.mode {
+    fn new(client: Client, mode: Mode, proxy: &ProxyUrl, prefix: &Prefix) -> Script {
+        let mode = match mode {
             Mode::Mirror => "mirror",
             Mode::Connect => "connect",
         };
-        let prefix = req.prefix.trim_end_matches('/');
-        let mut out = String::new();
-        let _ = writeln!(out, "#!/bin/sh");
-        let _ = writeln!(
-            out,
-            "# registry-proxy {} set-up for {} ({mode} mode), proxy {proxy}.",
+        let mut s = Script { out: String::new() };
+        s.code("#!/bin/sh");
+        s.comment(&format!(
+            "registry-proxy {} set-up for {} ({mode} mode), proxy {}.",
             env!("CARGO_PKG_VERSION"),
-            client_name(req.client)
-        );
+            client_name(client),
+            proxy.url()
+        ));
+        s.comment(&format!(
+            "Generated by `registry-proxy setup` / GET /setup/{}; run it as root: sh <this file>",
+            client_name(client)
+        ));
+        s.code("set -eu");
         let _ = writeln!(
-            out,
-            "# Generated by `registry-proxy setup` / GET /setup/{}; run it as root: sh <this file>",
-            client_name(req.client)
+            s.out,
+            "if [ -z \"${{PREFIX:-}}\" ]; then PREFIX={}; fi",
+            shell_quote(prefix.trimmed())
         );
-        let _ = writeln!(out, "set -eu");
-        let _ = writeln!(out, "PREFIX=\"${{PREFIX:-{prefix}}}\"");
-        let _ = writeln!(
-            out,
-            "if [ -n \"$PREFIX\" ]; then PREFIX_SET=1; else PREFIX_SET=; fi"
-        );
-        Script { out }
+        s.code("if [ -n \"$PREFIX\" ]; then PREFIX_SET=1; else PREFIX_SET=; fi");
+        s
     }
 
     fn comment(&mut self, text: &str) {
-        let _ = writeln!(self.out, "# {text}");
+        for line in text.split('\n') {
+            let _ = writeln!(self.out, "# {}", inert(line));
+        }
     }
 
-    fn line(&mut self, text: &str) {
-        let _ = writeln!(self.out, "{text}");
+    fn code(&mut self, line: &'static str) {
+        let _ = writeln!(self.out, "{line}");
     }
 
+    fn mkdir(&mut self, dir: &str) {
+        let _ = writeln!(self.out, "mkdir -p \"$PREFIX\"{}", shell_quote(dir));
+    }
+
+    /// Writes `contents` to `$PREFIX<path>`: one single-quoted word, so nothing in it is expanded
+    /// and no line of it can end the command.
     fn file(&mut self, path: &str, contents: &str) {
         let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
-        let _ = writeln!(self.out, "mkdir -p \"$PREFIX{dir}\"");
-        let _ = writeln!(self.out, "cat > \"$PREFIX{path}\" <<'REGISTRY_PROXY_EOF'");
-        self.out.push_str(contents);
-        if !contents.ends_with('\n') {
-            self.out.push('\n');
-        }
-        let _ = writeln!(self.out, "REGISTRY_PROXY_EOF");
-        let _ = writeln!(self.out, "echo \"wrote $PREFIX{path}\"");
+        self.mkdir(dir);
+        let quoted_path = shell_quote(path);
+        let _ = writeln!(
+            self.out,
+            "printf '%s' {} > \"$PREFIX\"{quoted_path}",
+            shell_quote(contents)
+        );
+        let _ = writeln!(self.out, "echo \"wrote $PREFIX\"{quoted_path}");
+    }
+
+    /// Restarts a unit on a real node (not when writing under a prefix).
+    fn restart(&mut self, unit: &'static str, daemon_reload: bool) {
+        let reload = if daemon_reload {
+            "systemctl daemon-reload; "
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            self.out,
+            "command -v systemctl >/dev/null && [ -z \"$PREFIX_SET\" ] && {{ {reload}systemctl restart {}; }} || true",
+            shell_quote(unit)
+        );
+    }
+
+    /// Reloads a unit on a real node (not when writing under a prefix).
+    fn reload(&mut self, unit: &'static str) {
+        let _ = writeln!(
+            self.out,
+            "command -v systemctl >/dev/null && [ -z \"$PREFIX_SET\" ] && systemctl reload {} || true",
+            shell_quote(unit)
+        );
     }
 
     fn finish(self) -> String {
         self.out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use clap::Parser;
-
-    use super::*;
-    use crate::cli::Cli;
-    use crate::config::Sources;
-
-    fn config() -> Config {
-        let cli = Cli::try_parse_from(["registry-proxy"]).unwrap();
-        let env = HashMap::from([(
-            "REGISTRIES".to_owned(),
-            "quay.io registry.test:5443".to_owned(),
-        )]);
-        Config::load(Sources {
-            flags: &cli.serve,
-            env: &env,
-        })
-        .unwrap()
-    }
-
-    /// Runs a generated script into a scratch prefix and returns the files it wrote.
-    fn apply(client: Client, mode: Mode) -> (tempfile::TempDir, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let req = Request {
-            client,
-            mode,
-            proxy: "http://proxy.internal:3128".into(),
-            prefix: "/".into(),
-        };
-        let script = render(&config(), &req).unwrap();
-        // Connect-mode scripts download the CA: a stand-in curl writes a placeholder instead.
-        let bin = dir.path().join("test-bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::write(
-            bin.join("curl"),
-            "#!/bin/sh\nwhile [ $# -gt 0 ]; do if [ \"$1\" = -o ]; then shift; echo CA > \"$1\"; fi; shift; done\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(bin.join("curl"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .env("PREFIX", dir.path())
-            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{script}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (dir, script)
-    }
-
-    fn read(dir: &tempfile::TempDir, path: &str) -> String {
-        std::fs::read_to_string(dir.path().join(path.trim_start_matches('/'))).unwrap()
-    }
-
-    #[test]
-    fn containerd_mirror_writes_valid_hosts_toml() {
-        let (dir, _) = apply(Client::Containerd, Mode::Mirror);
-        for (path, server) in [
-            ("etc/containerd/certs.d/_default/hosts.toml", None),
-            (
-                "etc/containerd/certs.d/docker.io/hosts.toml",
-                Some("https://registry-1.docker.io"),
-            ),
-            (
-                "etc/containerd/certs.d/quay.io/hosts.toml",
-                Some("https://quay.io"),
-            ),
-            (
-                "etc/containerd/certs.d/registry.test:5443/hosts.toml",
-                Some("https://registry.test:5443"),
-            ),
-        ] {
-            let table: toml::Table = read(&dir, path).parse().unwrap();
-            assert_eq!(
-                table.get("server").and_then(|v| v.as_str()),
-                server,
-                "{path}"
-            );
-            let hosts = table["host"].as_table().unwrap();
-            let mirror = hosts["http://proxy.internal:3128"].as_table().unwrap();
-            assert_eq!(mirror["capabilities"].as_array().unwrap().len(), 2);
-        }
-    }
-
-    #[test]
-    fn docker_mirror_writes_daemon_json() {
-        let (dir, _) = apply(Client::Docker, Mode::Mirror);
-        let json: serde_json::Value =
-            serde_json::from_str(&read(&dir, "etc/docker/daemon.json")).unwrap();
-        assert_eq!(json["registry-mirrors"][0], "http://proxy.internal:3128");
-        assert_eq!(json["insecure-registries"][0], "proxy.internal:3128");
-    }
-
-    #[test]
-    fn podman_and_crio_use_path_prefix_mirrors() {
-        for client in [Client::Podman, Client::Crio] {
-            let (dir, _) = apply(client, Mode::Mirror);
-            let conf: toml::Table = read(
-                &dir,
-                "etc/containers/registries.conf.d/50-registry-proxy.conf",
-            )
-            .parse()
-            .unwrap();
-            let registries = conf["registry"].as_array().unwrap();
-            assert_eq!(registries.len(), 3);
-            let quay = registries
-                .iter()
-                .find(|r| r["prefix"].as_str() == Some("quay.io"))
-                .unwrap();
-            assert_eq!(
-                quay["mirror"][0]["location"].as_str(),
-                Some("proxy.internal:3128/quay.io")
-            );
-            assert_eq!(quay["mirror"][0]["insecure"].as_bool(), Some(true));
-        }
-    }
-
-    #[test]
-    fn k3s_and_kind() {
-        let (dir, _) = apply(Client::K3s, Mode::Mirror);
-        let yaml = read(&dir, "etc/rancher/k3s/registries.yaml");
-        assert!(
-            yaml.contains("\"docker.io\":\n    endpoint:\n      - \"http://proxy.internal:3128\""),
-            "{yaml}"
-        );
-        assert!(yaml.contains("\"*\":"), "{yaml}");
-        let (dir, _) = apply(Client::Kind, Mode::Mirror);
-        let cluster = read(&dir, "etc/registry-proxy/kind/cluster.yaml");
-        assert!(
-            cluster.contains("config_path = \"/etc/containerd/certs.d\""),
-            "{cluster}"
-        );
-        assert!(
-            dir.path()
-                .join("etc/registry-proxy/kind/certs.d/_default/hosts.toml")
-                .exists()
-        );
-    }
-
-    #[test]
-    fn connect_mode_writes_systemd_drop_in() {
-        let (dir, script) = apply(Client::Containerd, Mode::Connect);
-        let unit = read(
-            &dir,
-            "etc/systemd/system/containerd.service.d/http-proxy.conf",
-        );
-        assert!(
-            unit.contains("Environment=\"HTTPS_PROXY=http://proxy.internal:3128/\""),
-            "{unit}"
-        );
-        assert!(
-            script.contains("curl -fsS 'http://proxy.internal:3128/ca.crt'"),
-            "{script}"
-        );
-        assert_eq!(
-            read(&dir, "usr/local/share/ca-certificates/registry-proxy.crt"),
-            "CA\n"
-        );
-    }
-
-    #[test]
-    fn bad_proxy_url_is_refused() {
-        let req = Request {
-            client: Client::Docker,
-            mode: Mode::Mirror,
-            proxy: "proxy:3128".into(),
-            prefix: "/".into(),
-        };
-        assert!(matches!(
-            render(&config(), &req),
-            Err(SetupError::ProxyUrl(_))
-        ));
-        let req = Request {
-            client: Client::Kind,
-            mode: Mode::Connect,
-            proxy: "http://p:1".into(),
-            prefix: "/".into(),
-        };
-        assert!(render(&config(), &req).is_err());
     }
 }

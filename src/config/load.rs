@@ -3,6 +3,11 @@
 //! three spellings (`CACHE_MAX_SIZE`, `--cache-max-size`, `cache_max_size`) and one parser, so a
 //! malformed value fails the same way wherever it came from, with an error that names where it came
 //! from. Passwords never appear in an error.
+//!
+//! Settings listed in [`SECRET_SETTINGS`] may also be read from a file, the Docker/Kubernetes
+//! secrets convention: `NAME_FILE` (flag `--name-file`, file key `name_file`) names the file, and
+//! the file's contents (final line break dropped) are the value, as if given as `NAME` in that
+//! layer. Giving both `NAME` and `NAME_FILE` in one layer is an error naming both.
 
 mod file;
 #[cfg(test)]
@@ -10,16 +15,19 @@ mod tests;
 
 use file::{ConfigFile, file_value};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::units::{UnitError, parse_duration, parse_size};
 use super::{
-    Config, ConnectTo, Credential, LogFormat, ManifestCache, MirrorPolicy, Timeouts, TlsListen,
-    TtlTier,
+    AuthMode, Config, ConnectTo, Credential, LogFormat, ManifestCache, MirrorPolicy, Timeouts,
+    TlsListen, TtlTier,
 };
+use crate::access::htpasswd::{Htpasswd, HtpasswdError};
+use crate::access::identity::{IdentityError, client_verifier};
+use crate::access::rules::{AccessRule, Rules, RulesError};
 use crate::cli::ServeArgs;
 use crate::registry::host::{HostError, RegistryHost};
 use crate::secret::Secret;
@@ -135,6 +143,28 @@ pub enum ConfigError {
     },
     #[error("{setting}: registry {host} is listed twice")]
     DuplicateRegistry { setting: String, host: String },
+    /// A secret given both directly and as a file in the same layer.
+    #[error("{setting} and {file_setting} are both set; give one of them")]
+    SecretTwice {
+        setting: String,
+        file_setting: String,
+    },
+    /// An unusable htpasswd file; names the line and user, never a hash.
+    #[error("{setting}: {}: {source}", .path.display())]
+    Htpasswd {
+        setting: String,
+        path: PathBuf,
+        source: HtpasswdError,
+    },
+    #[error("{setting}: {source}")]
+    ClientCa {
+        setting: String,
+        source: IdentityError,
+    },
+    #[error("config file {}: {source}", .path.display())]
+    Access { path: PathBuf, source: RulesError },
+    #[error("{setting}: {value:?} is not an auth mode (verify or central)")]
+    AuthMode { setting: String, value: String },
 }
 
 fn host_suffix(host: &Option<String>) -> String {
@@ -188,6 +218,9 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("TLS_CERT_FILE", Kind::Text),
     ("TLS_KEY_FILE", Kind::Text),
     ("TLS_NAMES", Kind::List),
+    ("PROXY_HTPASSWD", Kind::Text),
+    ("TLS_CLIENT_CA_FILE", Kind::Text),
+    ("AUTH_CACHE_TTL", Kind::Duration),
     ("SEND_TIMEOUT", Kind::Duration),
     ("CLIENT_BODY_TIMEOUT", Kind::Duration),
     ("CLIENT_HEADER_TIMEOUT", Kind::Duration),
@@ -200,12 +233,22 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("PROXY_CONNECT_SEND_TIMEOUT", Kind::Duration),
 ];
 
+/// Settings that hold secrets: never echoed in an error, redacted in debug output, and readable
+/// from a file named by `NAME_FILE`. Mark a new secret here (and give its `_FILE` a flag).
+pub const SECRET_SETTINGS: &[&str] = &["AUTH_REGISTRIES"];
+/// Appended to a secret setting's name for the variant that names a file holding it.
+const FILE_SUFFIX: &str = "_FILE";
+/// Largest secret file read.
+const MAX_SECRET_FILE: u64 = 1 << 20;
+
 /// Environment variables with these prefixes must be known settings (typo protection); any other
 /// variable is none of our business.
-const GUARDED_PREFIXES: [&str; 5] = [
+const GUARDED_PREFIXES: [&str; 7] = [
     "MANIFEST_CACHE_",
     "PROXY_CONNECT_",
     "AUTH_REGISTR",
+    "AUTH_CACHE",
+    "PROXY_HTPASS",
     "CACHE_",
     "TLS_",
 ];
@@ -214,6 +257,10 @@ const GUARDED_PREFIXES: [&str; 5] = [
 const CONFIG_ENV: &str = "CONFIG";
 /// The file's table of per-registry settings.
 const REGISTRY_KEY: &str = "registry";
+/// The file's `[groups]` table (TOML only).
+const GROUPS_KEY: &str = "groups";
+/// The file's `[[access]]` entries (TOML only).
+const ACCESS_KEY: &str = "access";
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:3128";
 const DEFAULT_REGISTRIES: &str = "registry.k8s.io gcr.io quay.io ghcr.io";
@@ -225,6 +272,7 @@ const DAY: u64 = 86_400;
 const DEFAULT_PRIMARY_REGEX: &str = "(stable|nightly|production|test)";
 const DEFAULT_SECONDARY_REGEX: &str = r"(.*)(\d|\.)+(.*)(\d|\.)+(.*)(\d|\.)+";
 const DEFAULT_TLS_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
+const DEFAULT_AUTH_CACHE_TTL: Duration = Duration::from_secs(300);
 
 pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     check_env_names(sources.env)?;
@@ -252,9 +300,9 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     let cache_min_free = layers.size("CACHE_MIN_FREE", DEFAULT_CACHE_MIN_FREE, true)?;
     let tags = TagSettings::global(&layers)?;
     let manifest_cache = tags.build()?;
-    let manifest_cache_overrides = match &file {
-        Some(file) => file.manifest_cache_overrides(&tags)?,
-        None => Vec::new(),
+    let (manifest_cache_overrides, registry_auth) = match &file {
+        Some(file) => file.registry_overrides(&tags)?,
+        None => (Vec::new(), Vec::new()),
     };
     let verify_ssl = layers.bool("VERIFY_SSL", true)?;
     let allow_push = layers.bool("ALLOW_PUSH", false)?;
@@ -285,6 +333,25 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     };
     let timeouts = timeouts(&layers)?;
     let tls_listen = tls_listen(&layers)?;
+    let proxy_htpasswd = proxy_htpasswd(&layers)?;
+    let tls_client_ca_file = tls_client_ca_file(&layers, tls_listen.is_some())?;
+    let auth_cache_ttl = layers.duration("AUTH_CACHE_TTL", DEFAULT_AUTH_CACHE_TTL)?;
+    let auth_on = proxy_htpasswd.is_some() || tls_client_ca_file.is_some();
+    let access = match &file {
+        Some(file) => {
+            let (entries, groups) = file.access_rules()?;
+            Rules::new(entries, groups, auth_on).map_err(|source| ConfigError::Access {
+                path: file.path.clone(),
+                source,
+            })?
+        }
+        None => Rules::new(Vec::new(), BTreeMap::new(), auth_on).map_err(|source| {
+            ConfigError::Access {
+                path: PathBuf::new(),
+                source,
+            }
+        })?,
+    };
 
     Ok(Config {
         listen,
@@ -307,11 +374,75 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
         debug,
         manifest_cache_overrides,
         tls_listen,
+        proxy_htpasswd,
+        tls_client_ca_file,
+        auth_cache_ttl,
+        access,
+        registry_auth,
     })
 }
 
+/// A setting's name, or a secret's `NAME_FILE`.
 fn is_known(env_name: &str) -> bool {
     SETTINGS.iter().any(|(name, _)| *name == env_name)
+        || env_name
+            .strip_suffix(FILE_SUFFIX)
+            .is_some_and(|name| SECRET_SETTINGS.contains(&name))
+}
+
+fn flag_name(env_name: &str) -> String {
+    format!("--{}", env_name.to_ascii_lowercase().replace('_', "-"))
+}
+
+/// One layer's value for a secret: given directly (`plain`), or as a file (`from_file`: the
+/// setting that named it and the path; an empty path counts as not given).
+fn secret_or_plain(
+    plain: Option<(String, Raw)>,
+    from_file: Option<(String, String)>,
+) -> Result<Option<(String, Raw)>, ConfigError> {
+    let from_file = from_file.filter(|(_, path)| !path.trim().is_empty());
+    match (plain, from_file) {
+        (Some((setting, _)), Some((file_setting, _))) => Err(ConfigError::SecretTwice {
+            setting,
+            file_setting,
+        }),
+        (Some(found), None) => Ok(Some(found)),
+        (None, Some((setting, path))) => {
+            let path = PathBuf::from(path);
+            let text = read_secret_file(&setting, &path)?;
+            Ok(Some((
+                format!("{setting} ({})", path.display()),
+                Raw::Text(text),
+            )))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// A secret's file: at most 1 MiB of UTF-8, its final line breaks dropped. An error names the
+/// setting and the path, never anything read.
+fn read_secret_file(setting: &str, path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+    let unreadable = |source| ConfigError::Unreadable {
+        setting: setting.to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(unreadable(std::io::Error::other("larger than 1 MiB")));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        unreadable(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8",
+        ))
+    })?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 fn check_env_names(env: &HashMap<String, String>) -> Result<(), ConfigError> {
@@ -361,28 +492,66 @@ struct Layers<'a> {
 
 impl Layers<'_> {
     /// The first layer's value for `env_name`, and the name of the setting it came from.
+    /// A secret ([`SECRET_SETTINGS`]) may come from the file its `NAME_FILE` names, in any layer.
     fn find(&self, env_name: &'static str) -> Result<Option<(String, Raw)>, ConfigError> {
-        if let Some(value) = self.flags.get(env_name) {
-            let flag = format!("--{}", env_name.to_ascii_lowercase().replace('_', "-"));
-            return Ok(Some((flag, Raw::Text(value.to_owned()))));
+        let file_name = SECRET_SETTINGS
+            .contains(&env_name)
+            .then(|| format!("{env_name}{FILE_SUFFIX}"));
+        let file_name = file_name.as_deref();
+
+        let plain = self
+            .flags
+            .get(env_name)
+            .map(|value| (flag_name(env_name), Raw::Text(value.to_owned())));
+        let from_file =
+            file_name.and_then(|name| Some((flag_name(name), self.flags.get(name)?.to_owned())));
+        if let Some(found) = secret_or_plain(plain, from_file)? {
+            return Ok(Some(found));
         }
-        if let Some(value) = self.env.get(env_name) {
-            return Ok(Some((env_name.to_owned(), Raw::Text(value.clone()))));
+
+        let plain = self
+            .env
+            .get(env_name)
+            .map(|value| (env_name.to_owned(), Raw::Text(value.clone())));
+        let from_file =
+            file_name.and_then(|name| Some((name.to_owned(), self.env.get(name)?.clone())));
+        if let Some(found) = secret_or_plain(plain, from_file)? {
+            return Ok(Some(found));
         }
+
         let Some(file) = self.file else {
             return Ok(None);
         };
         let key = env_name.to_ascii_lowercase();
-        let Some(value) = file.table.get(&key) else {
-            return Ok(None);
+        let plain = match file.table.get(&key) {
+            None => None,
+            Some(value) => {
+                let setting = file.setting(&key);
+                let kind = SETTINGS
+                    .iter()
+                    .find(|(name, _)| *name == env_name)
+                    .map_or(Kind::Text, |(_, kind)| *kind);
+                let raw = file_value(&setting, kind, value)?;
+                Some((setting, raw))
+            }
         };
-        let setting = file.setting(&key);
-        let kind = SETTINGS
-            .iter()
-            .find(|(name, _)| *name == env_name)
-            .map_or(Kind::Text, |(_, kind)| *kind);
-        let raw = file_value(&setting, kind, value)?;
-        Ok(Some((setting, raw)))
+        let file_key = file_name.map(str::to_ascii_lowercase);
+        let from_file = match file_key.and_then(|k| Some((file.table.get(&k)?, k))) {
+            None => None,
+            Some((value, key)) => {
+                let setting = file.setting(&key);
+                match file_value(&setting, Kind::Text, value)? {
+                    Raw::Text(path) => Some((setting, path)),
+                    Raw::List(_) => {
+                        return Err(ConfigError::FileType {
+                            setting,
+                            expected: "a string",
+                        });
+                    }
+                }
+            }
+        };
+        secret_or_plain(plain, from_file)
     }
 
     fn text(&self, env_name: &'static str) -> Result<Option<(String, String)>, ConfigError> {
@@ -628,8 +797,10 @@ fn registries(layers: &Layers<'_>) -> Result<Vec<RegistryHost>, ConfigError> {
     Ok(hosts)
 }
 
-/// `AUTH_REGISTRIES`: entries split on `AUTH_REGISTRIES_DELIMITER`, each `host D user D password`
-/// split on `AUTH_REGISTRY_DELIMITER` into at most three parts (so the password may contain `D`).
+/// `AUTH_REGISTRIES`: entries split on line breaks and on `AUTH_REGISTRIES_DELIMITER` (a file read
+/// through `AUTH_REGISTRIES_FILE` may hold one or more entries per line), each
+/// `host D user D password` split on `AUTH_REGISTRY_DELIMITER` into at most three parts (so the
+/// password may contain `D`).
 fn credentials(layers: &Layers<'_>) -> Result<Vec<Credential>, ConfigError> {
     let Some((setting, raw)) = layers.find("AUTH_REGISTRIES")? else {
         return Ok(Vec::new());
@@ -638,7 +809,8 @@ fn credentials(layers: &Layers<'_>) -> Result<Vec<Credential>, ConfigError> {
     let entries: Vec<String> = match raw {
         Raw::Text(text) => {
             let entry_delimiter = layers.delimiter("AUTH_REGISTRIES_DELIMITER", " ")?;
-            text.split(entry_delimiter.as_str())
+            text.split('\n')
+                .flat_map(|line| line.split(entry_delimiter.as_str()))
                 .map(str::to_owned)
                 .collect()
         }
@@ -805,6 +977,52 @@ fn tls_listen(layers: &Layers<'_>) -> Result<Option<TlsListen>, ConfigError> {
         cert_files: cert_files.map(|(_, cert, key)| (cert, key)),
         names,
     }))
+}
+
+/// `PROXY_HTPASSWD`: readable and a valid bcrypt htpasswd file, so a bad file stops start-up.
+fn proxy_htpasswd(layers: &Layers<'_>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some((setting, path)) = layers.optional_path("PROXY_HTPASSWD")? else {
+        return Ok(None);
+    };
+    check_readable(&setting, &path)?;
+    Htpasswd::load(&path).map_err(|source| ConfigError::Htpasswd {
+        setting,
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(path))
+}
+
+/// `TLS_CLIENT_CA_FILE`: only with `TLS_LISTEN`; readable and holding at least one usable CA.
+fn tls_client_ca_file(
+    layers: &Layers<'_>,
+    tls_listen: bool,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let Some((setting, path)) = layers.optional_path("TLS_CLIENT_CA_FILE")? else {
+        return Ok(None);
+    };
+    if !tls_listen {
+        return Err(ConfigError::Requires {
+            setting,
+            missing: "TLS_LISTEN",
+            hint: "client certificates are only asked for on the TLS listener",
+        });
+    }
+    check_readable(&setting, &path)?;
+    client_verifier(&path).map_err(|source| ConfigError::ClientCa { setting, source })?;
+    Ok(Some(path))
+}
+
+/// `[registry."host"] auth`.
+fn parse_auth_mode(setting: &str, value: &str) -> Result<AuthMode, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "verify" => Ok(AuthMode::Verify),
+        "central" => Ok(AuthMode::Central),
+        _ => Err(ConfigError::AuthMode {
+            setting: setting.to_owned(),
+            value: value.to_owned(),
+        }),
+    }
 }
 
 /// Start-up check that a file we will read later exists and is readable.

@@ -66,9 +66,11 @@ impl RegistryHost {
         };
         let port = match port {
             None => None,
+            // Digits only: `u16::from_str` would also take a leading `+`.
             Some(p) => Some(
-                p.parse::<u16>()
-                    .ok()
+                Some(p)
+                    .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|p| p.parse::<u16>().ok())
                     .filter(|p| *p != 0)
                     .ok_or_else(|| HostError::Port(s.to_owned()))?,
             ),
@@ -77,9 +79,11 @@ impl RegistryHost {
     }
 
     /// Builds from a host and port as seen in a `CONNECT` authority; port 443 is the default.
+    /// Port 0 is refused, as [`RegistryHost::parse`] refuses it.
     pub fn from_parts(host: &str, port: Option<u16>) -> Option<RegistryHost> {
         let host = host.to_ascii_lowercase();
-        let valid = !host.is_empty()
+        let valid = port != Some(0)
+            && !host.is_empty()
             && host.len() <= 253
             && host
                 .bytes()
@@ -188,6 +192,9 @@ mod tests {
             ("a:b:c", None),
             ("host:0", None),
             ("host:99999", None),
+            ("host:+5000", None),
+            ("host:-1", None),
+            ("[::1]:+5000", None),
             ("ho/st", None),
             ("..", None),
             ("-x", None),
@@ -213,6 +220,15 @@ mod tests {
                 .upstream_authority(),
             "[::1]:5000"
         );
+    }
+
+    #[test]
+    fn from_parts_like_parse() {
+        assert_eq!(
+            RegistryHost::from_parts("Quay.io", Some(443)),
+            RegistryHost::parse("quay.io").ok()
+        );
+        assert_eq!(RegistryHost::from_parts("quay.io", Some(0)), None);
     }
 
     #[test]

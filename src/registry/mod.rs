@@ -3,11 +3,12 @@
 //!
 //! Everything here works on `&str`/`&[u8]` and never panics, whatever the input: request paths
 //! ([`route`]), repository names ([`name`]), digests ([`digest`]), tags and references
-//! ([`reference`](mod@reference)), registry hosts ([`host`]), `WWW-Authenticate` challenges ([`challenge`]),
+//! ([`reference`](mod@reference)), registry hosts ([`host`]), `WWW-Authenticate` challenges ([`challenge`]), `Basic`/`Bearer` credentials ([`basic`]),
 //! `Range` headers ([`range`]), the JSON error body and its codes ([`error`]) and manifest media
 //! types ([`media`]). I/O code calls these; they call no I/O. Each module carries table tests and a
 //! deterministic "never panics" test fed with pseudo-random and mutated inputs.
 
+pub mod basic;
 pub mod challenge;
 pub mod digest;
 pub mod error;

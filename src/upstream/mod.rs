@@ -95,7 +95,7 @@ impl Upstream {
             .build(connector);
         Ok(Upstream {
             client,
-            auth: auth::Authenticator::new(config.credentials.clone()),
+            auth: auth::Authenticator::new(config.credentials.clone(), config.registries.clone()),
             read_timeout: config.timeouts.proxy_read,
         })
     }
@@ -222,8 +222,9 @@ impl Upstream {
                     registry: req.registry.to_string(),
                     reason: format!("unusable redirect location {location:?}"),
                 })?;
-            // Credentials go only to the registry itself, never to a CDN.
-            let same_host = next.authority() == origin.authority();
+            // Credentials go only to the registry itself — same scheme, host and port as the
+            // original URL — never to a CDN, another port or over plain HTTP.
+            let same_host = same_origin(origin, &next);
             let authorization = if same_host {
                 req.client_auth
                     .clone()
@@ -311,6 +312,25 @@ fn build(
     Ok(request)
 }
 
+/// True if two URLs have the same scheme, host and port (the default port of the scheme when
+/// none is written).
+fn same_origin(a: &Uri, b: &Uri) -> bool {
+    fn parts(u: &Uri) -> Option<(String, String, u16)> {
+        let scheme = u.scheme_str()?.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "https" => 443,
+            "http" => 80,
+            _ => return None,
+        };
+        let host = u.host()?.to_ascii_lowercase();
+        Some((scheme, host, u.port_u16().unwrap_or(default_port)))
+    }
+    match (parts(a), parts(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// Resolves a `Location` against the URL it came from (absolute, or absolute-path).
 fn resolve_location(base: &Uri, location: &str) -> Option<Uri> {
     if location.starts_with("https://") || location.starts_with("http://") {
@@ -359,5 +379,28 @@ mod tests {
         );
         assert!(resolve_location(&base, "relative/path").is_none());
         assert!(resolve_location(&base, "//evil/x").is_none());
+    }
+
+    #[test]
+    fn authorization_follows_only_the_same_origin() {
+        let origin: Uri = "https://registry.test/v2/x/blobs/sha256:ab"
+            .parse()
+            .unwrap();
+        let cases = [
+            ("https://registry.test/other", true),
+            ("https://REGISTRY.test:443/other", true),
+            ("http://registry.test/other", false),
+            ("http://registry.test:443/other", false),
+            ("https://registry.test:8443/other", false),
+            ("https://cdn.test/other", false),
+            ("https://registry.test.cdn.test/other", false),
+        ];
+        for (next, same) in cases {
+            let next: Uri = next.parse().unwrap();
+            assert_eq!(same_origin(&origin, &next), same, "{next}");
+        }
+        let v6: Uri = "https://[::1]:5000/v2/".parse().unwrap();
+        assert!(same_origin(&v6, &"https://[::1]:5000/x".parse().unwrap()));
+        assert!(!same_origin(&v6, &"https://[::1]:5001/x".parse().unwrap()));
     }
 }

@@ -110,3 +110,285 @@ async fn same_host_redirects_keep_credentials() {
             .any(|(p, a)| p == "/v2/storage/blob" && a.is_some())
     );
 }
+
+/// The harness's `CONNECT_TO` plus `extra` (host, port) pairs, each sent to a local port.
+fn connect_to(fake: &Fake, extra: &[(&str, u16, u16)]) -> String {
+    let port = fake.addr.port();
+    let mut entries: Vec<String> = ["fake.test", "cdn.test", "registry-1.docker.io"]
+        .iter()
+        .map(|h| format!("{h}:443:127.0.0.1:{port}"))
+        .collect();
+    for (host, host_port, local) in extra {
+        entries.push(format!("{host}:{host_port}:127.0.0.1:{local}"));
+    }
+    entries.join(" ")
+}
+
+fn basic(user: &str, pass: &str) -> Option<String> {
+    use base64::Engine;
+    Some(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    ))
+}
+
+/// The `Authorization` of every token request the fake has seen, in order.
+fn token_requests(fake: &Fake) -> Vec<Option<String>> {
+    fake.auth_seen()
+        .into_iter()
+        .filter(|(path, _)| path == "/token")
+        .map(|(_, auth)| auth)
+        .collect()
+}
+
+/// A blob behind a Bearer challenge whose realm is `realm`; returns its path on the proxy.
+fn bearer_blob(fake: &Fake, realm: &str, seed: u64) -> String {
+    fake.require_bearer("tok-realm");
+    fake.set_realm(realm);
+    let data = random_bytes(2000, seed);
+    let digest = sha256_digest(&data);
+    fake.route(&format!("/v2/lib/app/blobs/{digest}"), Behavior::Blob(data));
+    format!("/v2/fake.test/lib/app/blobs/{digest}")
+}
+
+#[tokio::test]
+async fn realm_on_the_registry_itself_gets_central_credentials() {
+    let fake = Fake::start(&["fake.test"]).await;
+    let path = bearer_blob(&fake, "https://fake.test/token", 20);
+    let proxy = TestProxy::start(&fake, &[("AUTH_REGISTRIES", "fake.test:alice:secret")]).await;
+    let (status, _, _) = proxy.request("GET", &path, &[]).await;
+    assert_eq!(status, 200);
+    let tokens = token_requests(&fake);
+    assert!(!tokens.is_empty());
+    assert!(
+        tokens.iter().all(|a| *a == basic("alice", "secret")),
+        "{tokens:?}"
+    );
+}
+
+#[tokio::test]
+async fn realm_on_another_port_of_the_same_host_gets_no_credentials() {
+    let fake = Fake::start(&["fake.test"]).await;
+    let path = bearer_blob(&fake, "https://fake.test:8443/token", 21);
+    let connect = connect_to(&fake, &[("fake.test", 8443, fake.addr.port())]);
+    let proxy = TestProxy::start(
+        &fake,
+        &[
+            ("AUTH_REGISTRIES", "fake.test:alice:secret"),
+            ("CONNECT_TO", &connect),
+        ],
+    )
+    .await;
+    let (status, _, _) = proxy.request("GET", &path, &[]).await;
+    assert_eq!(status, 200, "the token is fetched anonymously");
+    let tokens = token_requests(&fake);
+    assert!(!tokens.is_empty());
+    assert!(tokens.iter().all(Option::is_none), "{tokens:?}");
+}
+
+#[tokio::test]
+async fn plain_http_realm_gets_no_credentials() {
+    let fake = Fake::start(&["fake.test"]).await;
+    let plain = fake.serve_plain().await;
+    let path = bearer_blob(&fake, "http://fake.test/token", 22);
+    let connect = connect_to(&fake, &[("fake.test", 80, plain.port())]);
+    let proxy = TestProxy::start(
+        &fake,
+        &[
+            ("AUTH_REGISTRIES", "fake.test:alice:secret"),
+            ("CONNECT_TO", &connect),
+        ],
+    )
+    .await;
+    let (status, _, _) = proxy.request("GET", &path, &[]).await;
+    assert_eq!(status, 200);
+    let tokens = token_requests(&fake);
+    assert!(!tokens.is_empty());
+    assert!(tokens.iter().all(Option::is_none), "{tokens:?}");
+}
+
+#[tokio::test]
+async fn realm_host_named_in_auth_registries_gets_credentials_on_its_port_only() {
+    for (realm, expected) in [
+        ("https://auth.test/token", basic("alice", "secret")),
+        ("https://auth.test:8443/token", None),
+    ] {
+        let fake = Fake::start(&["fake.test", "auth.test"]).await;
+        let path = bearer_blob(&fake, realm, 23);
+        let port = fake.addr.port();
+        let connect = connect_to(
+            &fake,
+            &[("auth.test", 443, port), ("auth.test", 8443, port)],
+        );
+        let proxy = TestProxy::start(
+            &fake,
+            &[
+                ("AUTH_REGISTRIES", "auth.test:alice:secret"),
+                ("CONNECT_TO", &connect),
+            ],
+        )
+        .await;
+        let (status, _, _) = proxy.request("GET", &path, &[]).await;
+        assert_eq!(status, 200, "{realm}");
+        let tokens = token_requests(&fake);
+        assert!(!tokens.is_empty(), "{realm}");
+        assert!(tokens.iter().all(|a| *a == expected), "{realm}: {tokens:?}");
+    }
+}
+
+#[tokio::test]
+async fn docker_hub_credentials_go_to_hubs_realm_only() {
+    let fake = Fake::start(&["registry-1.docker.io", "auth.docker.io", "fake.test"]).await;
+    fake.require_bearer("tok-hub");
+    fake.set_realm("https://auth.docker.io/token");
+    let hub_data = random_bytes(1500, 24);
+    let hub_digest = sha256_digest(&hub_data);
+    fake.route(
+        &format!("/v2/library/app/blobs/{hub_digest}"),
+        Behavior::Blob(hub_data.clone()),
+    );
+    let other_data = random_bytes(1500, 25);
+    let other_digest = sha256_digest(&other_data);
+    fake.route(
+        &format!("/v2/lib/app/blobs/{other_digest}"),
+        Behavior::Blob(other_data),
+    );
+    let connect = connect_to(&fake, &[("auth.docker.io", 443, fake.addr.port())]);
+    let proxy = TestProxy::start(
+        &fake,
+        &[
+            ("AUTH_REGISTRIES", "auth.docker.io:alice:secret"),
+            ("CONNECT_TO", &connect),
+        ],
+    )
+    .await;
+    // Docker Hub (mirror mode's default registry): the seed's `auth.docker.io` entry is used.
+    let (status, _, body) = proxy
+        .request("GET", &format!("/v2/library/app/blobs/{hub_digest}"), &[])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, hub_data);
+    let hub_tokens = token_requests(&fake);
+    assert!(!hub_tokens.is_empty());
+    assert!(
+        hub_tokens.iter().all(|a| *a == basic("alice", "secret")),
+        "{hub_tokens:?}"
+    );
+    // Another registry that names Hub's realm gets a token, but not with Hub's credentials.
+    let (status, _, _) = proxy
+        .request(
+            "GET",
+            &format!("/v2/fake.test/lib/app/blobs/{other_digest}"),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let later = &token_requests(&fake)[hub_tokens.len()..];
+    assert!(!later.is_empty());
+    assert!(later.iter().all(Option::is_none), "{later:?}");
+}
+
+/// Which of the fake's ports a redirect target is dialled on.
+enum Port {
+    Tls,
+    Plain,
+}
+
+/// A redirect from the registry to `location` (served by the fake at `target_path`, reached as
+/// `host:port` on the fake's `via` port): the original request carries credentials, the
+/// redirected one must not.
+async fn redirect_drops_credentials(location: &str, target_path: &str, host_port: u16, via: Port) {
+    let fake = Fake::start(&["fake.test"]).await;
+    let plain = fake.serve_plain().await;
+    fake.require_basic("alice", "secret");
+    let data = random_bytes(4000, 26);
+    let digest = sha256_digest(&data);
+    let registry_path = format!("/v2/lib/app/blobs/{digest}");
+    fake.route(&registry_path, Behavior::RedirectTo(location.to_owned()));
+    fake.route(target_path, Behavior::Blob(data.clone()));
+    let local = match via {
+        Port::Tls => fake.addr.port(),
+        Port::Plain => plain.port(),
+    };
+    let connect = connect_to(&fake, &[("fake.test", host_port, local)]);
+    let proxy = TestProxy::start(
+        &fake,
+        &[
+            ("AUTH_REGISTRIES", "fake.test:alice:secret"),
+            ("CONNECT_TO", &connect),
+        ],
+    )
+    .await;
+    let (status, _, body) = proxy
+        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .await;
+    assert_eq!(status, 200, "{location}");
+    assert_eq!(body, data);
+    let seen = fake.auth_seen();
+    assert!(
+        seen.iter()
+            .any(|(p, a)| *p == registry_path && *a == basic("alice", "secret")),
+        "{seen:?}"
+    );
+    let redirected: Vec<_> = seen.iter().filter(|(p, _)| p == target_path).collect();
+    assert_eq!(redirected.len(), 1, "{seen:?}");
+    assert_eq!(
+        redirected[0].1, None,
+        "{location} got the registry's credentials"
+    );
+}
+
+#[tokio::test]
+async fn redirect_to_plain_http_on_the_same_host_drops_credentials() {
+    redirect_drops_credentials(
+        "http://fake.test/plain/blob",
+        "/plain/blob",
+        80,
+        Port::Plain,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn redirect_to_another_port_on_the_same_host_drops_credentials() {
+    redirect_drops_credentials(
+        "https://fake.test:8443/port/blob",
+        "/port/blob",
+        8443,
+        Port::Tls,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn auth_registries_from_a_file_and_never_shown() {
+    const PASSWORD: &str = "pw-Zq8.Kx";
+    let fake = Fake::start(&["fake.test"]).await;
+    fake.require_basic("alice", PASSWORD);
+    let data = random_bytes(3000, 27);
+    let digest = sha256_digest(&data);
+    fake.route(
+        &format!("/v2/lib/app/blobs/{digest}"),
+        Behavior::Blob(data.clone()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("auth_registries");
+    // Several lines, the last one ending with a line break, as secrets files usually do.
+    std::fs::write(
+        &secret,
+        format!("other.test:bob:other-pw\nfake.test:alice:{PASSWORD}\n"),
+    )
+    .unwrap();
+    let proxy =
+        TestProxy::start(&fake, &[("AUTH_REGISTRIES_FILE", secret.to_str().unwrap())]).await;
+    let (status, _, body) = proxy
+        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, data);
+    for path in ["/", "/metrics", "/setup/docker", "/setup/systemd"] {
+        let (_, _, body) = proxy.request("GET", path, &[]).await;
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains(PASSWORD), "{path}: {text}");
+    }
+}

@@ -52,6 +52,8 @@ struct Inner {
     bearer_token: Option<String>,
     /// When set, `/v2/...` requires this Basic credential (base64 of user:pass).
     basic: Option<String>,
+    /// The Bearer challenge's realm; default `https://<Host>/token`.
+    realm: Option<String>,
 }
 
 /// A running fake upstream.
@@ -124,6 +126,36 @@ impl Fake {
         fake
     }
 
+    /// Also serves plain HTTP (the same routes) on a port of its own; returns its address.
+    pub(crate) async fn serve_plain(&self) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let server = server.clone();
+                        async move { Ok::<_, Infallible>(server.answer(req).await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Bearer challenges name this realm instead of `https://<Host>/token`.
+    pub(crate) fn set_realm(&self, realm: &str) {
+        self.inner.lock().unwrap().realm = Some(realm.to_owned());
+    }
+
     pub(crate) fn route(&self, path: &str, behavior: Behavior) {
         self.inner
             .lock()
@@ -177,7 +209,7 @@ impl Fake {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let (behavior, bearer, basic) = {
+        let (behavior, bearer, basic, realm) = {
             let mut inner = self.inner.lock().unwrap();
             *inner.hits.entry(format!("{method} {path}")).or_default() += 1;
             inner.auth_seen.push((path.clone(), auth.clone()));
@@ -185,6 +217,7 @@ impl Fake {
                 inner.routes.get(&path).cloned(),
                 inner.bearer_token.clone(),
                 inner.basic.clone(),
+                inner.realm.clone(),
             )
         };
         if path == "/token" {
@@ -199,12 +232,17 @@ impl Fake {
                 && auth.as_deref() != Some(&format!("Bearer {token}"))
             {
                 let mut r = status(401);
+                let realm = realm.unwrap_or_else(|| {
+                    format!(
+                        "https://{}/token",
+                        req.headers()
+                            .get("host")
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or("fake.test")
+                    )
+                });
                 let realm = format!(
-                    "Bearer realm=\"https://{}/token\",service=\"fake\",scope=\"repository:x:pull\"",
-                    req.headers()
-                        .get("host")
-                        .and_then(|h| h.to_str().ok())
-                        .unwrap_or("fake.test")
+                    "Bearer realm=\"{realm}\",service=\"fake\",scope=\"repository:x:pull\""
                 );
                 r.headers_mut()
                     .insert("www-authenticate", realm.parse().unwrap());

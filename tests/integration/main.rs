@@ -12,4 +12,5 @@ mod fake;
 mod harness;
 mod manifests;
 mod mirror;
+mod setup;
 mod streaming;

@@ -1,5 +1,6 @@
 //! The `--config` TOML file: parsed once, its keys checked against the known settings, its values
-//! turned into the text form flags and environment variables use, and its per-registry overrides.
+//! turned into the text form flags and environment variables use, its per-registry overrides
+//! (`[registry."host"]`) and the TOML-only access rules (`[groups]`, `[[access]]`).
 
 use super::*;
 
@@ -76,7 +77,8 @@ impl ConfigFile {
         };
         for key in table.keys() {
             let lower = key.to_ascii_lowercase();
-            let known = lower == REGISTRY_KEY || is_known(&key.to_ascii_uppercase());
+            let known = [REGISTRY_KEY, GROUPS_KEY, ACCESS_KEY].contains(&lower.as_str())
+                || is_known(&key.to_ascii_uppercase());
             if !known || *key != lower {
                 let hint = if known { " (keys are lower case)" } else { "" };
                 return Err(ConfigError::UnknownKey {
@@ -93,13 +95,14 @@ impl ConfigFile {
         format!("{key} (in {})", self.path.display())
     }
 
-    /// `[registry."HOST".manifest_cache]` tables; missing fields inherit from `global`.
-    pub(super) fn manifest_cache_overrides(
+    /// `[registry."HOST"]` tables: `manifest_cache` overrides (missing fields inherit from `global`)
+    /// and `auth` modes.
+    pub(super) fn registry_overrides(
         &self,
         global: &TagSettings,
-    ) -> Result<Vec<(RegistryHost, ManifestCache)>, ConfigError> {
+    ) -> Result<RegistryOverrides, ConfigError> {
         let Some(registries) = self.table.get(REGISTRY_KEY) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         };
         let Some(registries) = registries.as_table() else {
             return Err(ConfigError::FileType {
@@ -107,7 +110,9 @@ impl ConfigFile {
                 expected: "a table of registries: [registry.\"quay.io\".manifest_cache]",
             });
         };
+        let mut seen: Vec<RegistryHost> = Vec::new();
         let mut overrides: Vec<(RegistryHost, ManifestCache)> = Vec::new();
+        let mut auth: Vec<(RegistryHost, AuthMode)> = Vec::new();
         for (name, entry) in registries {
             let prefix = format!("{REGISTRY_KEY}.\"{name}\"");
             let host = RegistryHost::parse(name).map_err(|source| ConfigError::Host {
@@ -115,62 +120,183 @@ impl ConfigFile {
                 value: name.clone(),
                 source,
             })?;
-            if overrides.iter().any(|(h, _)| *h == host) {
+            if seen.contains(&host) {
                 return Err(ConfigError::DuplicateRegistry {
                     setting: self.setting(REGISTRY_KEY),
                     host: host.to_string(),
                 });
             }
+            seen.push(host.clone());
             let Some(entry) = entry.as_table() else {
                 return Err(ConfigError::FileType {
                     setting: self.setting(&prefix),
                     expected: "a table",
                 });
             };
-            let mut tags = global.clone();
             for (key, value) in entry {
-                if key != "manifest_cache" {
-                    // `[registry.quay.io.manifest_cache]` (unquoted) nests `quay` → `io`.
-                    let hint = if value.is_table() {
-                        " (quote host names: [registry.\"quay.io\".manifest_cache])"
-                    } else {
-                        ""
-                    };
-                    return Err(ConfigError::UnknownKey {
-                        path: self.path.clone(),
-                        key: format!("{prefix}.{key}"),
-                        hint,
-                    });
-                }
-                let section = format!("{prefix}.manifest_cache");
-                let Some(fields) = value.as_table() else {
-                    return Err(ConfigError::FileType {
-                        setting: self.setting(&section),
-                        expected: "a table",
-                    });
-                };
-                for (field, value) in fields {
-                    let setting = self.setting(&format!("{section}.{field}"));
-                    let Some(kind) = tags.field_kind(field) else {
+                match key.as_str() {
+                    "manifest_cache" => {
+                        let tags = self.manifest_cache_override(&prefix, global, value)?;
+                        overrides.push((host.clone(), tags.build()?));
+                    }
+                    "auth" => {
+                        let setting = self.setting(&format!("{prefix}.auth"));
+                        let Some(value) = value.as_str() else {
+                            return Err(ConfigError::FileType {
+                                setting,
+                                expected: "a string: \"verify\" or \"central\"",
+                            });
+                        };
+                        auth.push((host.clone(), parse_auth_mode(&setting, value)?));
+                    }
+                    _ => {
+                        // `[registry.quay.io.manifest_cache]` (unquoted) nests `quay` → `io`.
+                        let hint = if value.is_table() {
+                            " (quote host names: [registry.\"quay.io\".manifest_cache])"
+                        } else {
+                            " (known: manifest_cache, auth)"
+                        };
                         return Err(ConfigError::UnknownKey {
                             path: self.path.clone(),
-                            key: format!("{section}.{field}"),
-                            hint: " (known: enabled, primary_regex, primary_time, secondary_regex, secondary_time, default_time)",
+                            key: format!("{prefix}.{key}"),
+                            hint,
                         });
-                    };
-                    let Raw::Text(text) = file_value(&setting, kind, value)? else {
-                        return Err(ConfigError::FileType {
-                            setting,
-                            expected: "a string",
-                        });
-                    };
-                    tags.set(field, setting, text)?;
+                    }
                 }
             }
-            overrides.push((host, tags.build()?));
         }
-        Ok(overrides)
+        Ok((overrides, auth))
     }
+
+    /// One `[registry."HOST".manifest_cache]` table applied over `global`.
+    fn manifest_cache_override(
+        &self,
+        prefix: &str,
+        global: &TagSettings,
+        value: &toml::Value,
+    ) -> Result<TagSettings, ConfigError> {
+        let section = format!("{prefix}.manifest_cache");
+        let Some(fields) = value.as_table() else {
+            return Err(ConfigError::FileType {
+                setting: self.setting(&section),
+                expected: "a table",
+            });
+        };
+        let mut tags = global.clone();
+        for (field, value) in fields {
+            let setting = self.setting(&format!("{section}.{field}"));
+            let Some(kind) = tags.field_kind(field) else {
+                return Err(ConfigError::UnknownKey {
+                    path: self.path.clone(),
+                    key: format!("{section}.{field}"),
+                    hint: " (known: enabled, primary_regex, primary_time, secondary_regex, secondary_time, default_time)",
+                });
+            };
+            let Raw::Text(text) = file_value(&setting, kind, value)? else {
+                return Err(ConfigError::FileType {
+                    setting,
+                    expected: "a string",
+                });
+            };
+            tags.set(field, setting, text)?;
+        }
+        Ok(tags)
+    }
+
+    /// The `[[access]]` entries in file order and the `[groups]` they may refer to.
+    pub(super) fn access_rules(&self) -> Result<AccessTables, ConfigError> {
+        let mut groups = BTreeMap::new();
+        if let Some(value) = self.table.get(GROUPS_KEY) {
+            let Some(table) = value.as_table() else {
+                return Err(ConfigError::FileType {
+                    setting: self.setting(GROUPS_KEY),
+                    expected: "a table of groups: ci = [\"builder1\", \"builder2\"]",
+                });
+            };
+            for (name, members) in table {
+                let setting = self.setting(&format!("{GROUPS_KEY}.{name}"));
+                groups.insert(name.clone(), string_list(&setting, members)?);
+            }
+        }
+        let mut entries = Vec::new();
+        if let Some(value) = self.table.get(ACCESS_KEY) {
+            let Some(array) = value.as_array() else {
+                return Err(ConfigError::FileType {
+                    setting: self.setting(ACCESS_KEY),
+                    expected: "an array of tables: [[access]]",
+                });
+            };
+            for (i, entry) in array.iter().enumerate() {
+                let prefix = format!("{ACCESS_KEY}[{}]", i + 1);
+                let Some(table) = entry.as_table() else {
+                    return Err(ConfigError::FileType {
+                        setting: self.setting(&prefix),
+                        expected: "a table: [[access]]",
+                    });
+                };
+                let mut rule = AccessRule::default();
+                let mut has_match = false;
+                for (key, value) in table {
+                    let setting = self.setting(&format!("{prefix}.{key}"));
+                    match key.as_str() {
+                        "match" => {
+                            let Some(pattern) = value.as_str() else {
+                                return Err(ConfigError::FileType {
+                                    setting,
+                                    expected: "a string: \"<registry>/<repository glob>\" or \"*\"",
+                                });
+                            };
+                            rule.pattern = pattern.to_owned();
+                            has_match = true;
+                        }
+                        "pull" => rule.pull = string_list(&setting, value)?,
+                        "fetch" => rule.fetch = string_list(&setting, value)?,
+                        "push" => rule.push = string_list(&setting, value)?,
+                        _ => {
+                            return Err(ConfigError::UnknownKey {
+                                path: self.path.clone(),
+                                key: format!("{prefix}.{key}"),
+                                hint: " (known: match, pull, fetch, push)",
+                            });
+                        }
+                    }
+                }
+                if !has_match {
+                    return Err(ConfigError::FileType {
+                        setting: self.setting(&format!("{prefix}.match")),
+                        expected: "a string: \"<registry>/<repository glob>\" or \"*\" (every [[access]] entry needs one)",
+                    });
+                }
+                entries.push(rule);
+            }
+        }
+        Ok((entries, groups))
+    }
+}
+
+/// Per-registry tag-freshness overrides and auth modes.
+pub(super) type RegistryOverrides = (
+    Vec<(RegistryHost, ManifestCache)>,
+    Vec<(RegistryHost, AuthMode)>,
+);
+
+/// `[[access]]` entries and `[groups]`.
+pub(super) type AccessTables = (Vec<AccessRule>, BTreeMap<String, Vec<String>>);
+
+/// An array of strings (user names, `@group`, `*`, `anonymous`).
+fn string_list(setting: &str, value: &toml::Value) -> Result<Vec<String>, ConfigError> {
+    value
+        .as_array()
+        .and_then(|items| {
+            items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect::<Option<Vec<String>>>()
+        })
+        .ok_or_else(|| ConfigError::FileType {
+            setting: setting.to_owned(),
+            expected: "an array of strings, e.g. [\"alice\", \"@ci\"]",
+        })
 }
 
 /// 1-based line and column of a byte offset.

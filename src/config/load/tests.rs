@@ -7,9 +7,14 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::SETTINGS;
+use crate::access::identity::Identity;
+use crate::access::rules::Action;
 use crate::cli::Cli;
-use crate::config::{Config, ConfigError, LogFormat, MirrorPolicy, Sources};
+use crate::config::{AuthMode, Config, ConfigError, LogFormat, MirrorPolicy, Sources};
 use crate::registry::host::RegistryHost;
+
+/// `NAME_FILE` for secrets.
+mod secret_files;
 
 const SECRET: &str = "s3cr3t-Pa55";
 
@@ -588,6 +593,12 @@ fn malformed_values_name_their_variable() {
         ("PROXY_CONNECT_CONNECT_TIMEOUT", "x", "\"x\""),
         ("PROXY_CONNECT_SEND_TIMEOUT", "x", "\"x\""),
         ("AUTH_REGISTRIES", "a.test:user", "missing password"),
+        (
+            "PROXY_HTPASSWD",
+            "/nonexistent/htpasswd",
+            "/nonexistent/htpasswd",
+        ),
+        ("AUTH_CACHE_TTL", "5 minutes", "\"5 minutes\""),
     ];
     for (name, value, detail) in cases {
         let e = load_err(&[], &[(name, value)]);
@@ -930,4 +941,314 @@ fn registries_edge_cases() {
     assert!(c.intercepts(&host("[::1]:5001")));
     assert!(c.intercepts(&RegistryHost::docker_hub()));
     assert!(!c.intercepts(&host("quay.io")));
+}
+
+// `htpasswd -Bbn alice wonderland`, `htpasswd -mbn mallory x`.
+const HTPASSWD_ALICE: &str = "alice:$2y$05$ot2yBkQ1mShpCZWpts1jN.22t4R8gJXF5TCSA1lP0O/jFrCWkqIyq";
+const HTPASSWD_MD5: &str = "mallory:$apr1$xDw3lK5a$SfQjmUAe4DiU/Ebk4O/Qj1";
+
+fn quay_repo(repo: &str) -> (RegistryHost, crate::registry::name::RepoName) {
+    (
+        host("quay.io"),
+        crate::registry::name::RepoName::parse(repo).unwrap(),
+    )
+}
+
+#[test]
+fn auth_defaults() {
+    let c = load_ok(&[], &[]);
+    assert_eq!(c.proxy_htpasswd, None);
+    assert_eq!(c.tls_client_ca_file, None);
+    assert_eq!(c.auth_cache_ttl, secs(300));
+    assert!(c.access.is_default());
+    assert!(c.registry_auth.is_empty());
+    // No client authentication: everyone may do everything.
+    let (quay, repo) = quay_repo("team/app");
+    for action in [Action::Pull, Action::Fetch, Action::Push] {
+        assert!(c.access.allows(&Identity::Anonymous, action, &quay, &repo));
+    }
+    assert_eq!(c.auth_mode(&quay), AuthMode::Verify);
+}
+
+#[test]
+fn proxy_htpasswd() {
+    let good = toml_file(&format!("# users\n{HTPASSWD_ALICE}\n"));
+    let good_path = good.path().to_str().unwrap();
+    for (args, pairs) in [
+        (vec![], vec![("PROXY_HTPASSWD", good_path)]),
+        (vec!["--proxy-htpasswd", good_path], vec![]),
+    ] {
+        let c = load_ok(&args, &pairs);
+        assert_eq!(c.proxy_htpasswd, Some(PathBuf::from(good_path)));
+        // Client authentication is on: anonymous clients get nothing by default, users everything.
+        let (quay, repo) = quay_repo("team/app");
+        assert!(
+            !c.access
+                .allows(&Identity::Anonymous, Action::Pull, &quay, &repo)
+        );
+        assert!(
+            c.access
+                .allows(&Identity::User("alice".into()), Action::Push, &quay, &repo)
+        );
+    }
+    // An empty value means none (a flag can clear the variable).
+    let c = load_ok(&["--proxy-htpasswd="], &[("PROXY_HTPASSWD", good_path)]);
+    assert_eq!(c.proxy_htpasswd, None);
+
+    let e = load_err(&[], &[("PROXY_HTPASSWD", "/nonexistent/htpasswd")]);
+    assert!(
+        e.starts_with("PROXY_HTPASSWD: cannot read /nonexistent/htpasswd"),
+        "{e}"
+    );
+    // A non-bcrypt line stops start-up naming the setting, the file, the line and the user, but
+    // not the hash.
+    let bad = toml_file(&format!("{HTPASSWD_ALICE}\n{HTPASSWD_MD5}\n"));
+    let bad_path = bad.path().to_str().unwrap();
+    let e = load_err(&["--proxy-htpasswd", bad_path], &[]);
+    assert!(
+        e.starts_with(&format!(
+            "--proxy-htpasswd: {bad_path}: line 2: user \"mallory\""
+        )),
+        "{e}"
+    );
+    assert!(e.contains("htpasswd -B") && !e.contains("SfQjmUAe"), "{e}");
+    let garbage = toml_file("alice\n");
+    let e = load_err(&[], &[("PROXY_HTPASSWD", garbage.path().to_str().unwrap())]);
+    assert!(e.contains("line 1: expected user:hash"), "{e}");
+    // From the config file.
+    let file = toml_file(&format!("proxy_htpasswd = {bad_path:?}\n"));
+    let e = load_err(&["--config", file.path().to_str().unwrap()], &[]);
+    assert!(
+        e.starts_with("proxy_htpasswd (in ") && e.contains("line 2"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tls_client_ca_file() {
+    let ca = rcgen::generate_simple_self_signed(vec!["client-ca.test".to_owned()]).unwrap();
+    let ca_file = toml_file(&ca.cert.pem());
+    let ca_path = ca_file.path().to_str().unwrap();
+    let c = load_ok(
+        &["--tls-listen", "127.0.0.1:5443"],
+        &[("TLS_CLIENT_CA_FILE", ca_path)],
+    );
+    assert_eq!(c.tls_client_ca_file, Some(PathBuf::from(ca_path)));
+    // Certificates turn client authentication on, too.
+    let (quay, repo) = quay_repo("a");
+    assert!(
+        !c.access
+            .allows(&Identity::Anonymous, Action::Pull, &quay, &repo)
+    );
+
+    let not_pem = toml_file("just text\n");
+    let cases: &[(Argv, Pairs, &str)] = &[
+        (
+            &["--tls-client-ca-file", ca_path],
+            &[],
+            "--tls-client-ca-file is set but TLS_LISTEN is not",
+        ),
+        (
+            &["--tls-listen", ":5443"],
+            &[("TLS_CLIENT_CA_FILE", "/nonexistent/ca.pem")],
+            "TLS_CLIENT_CA_FILE: cannot read /nonexistent/ca.pem",
+        ),
+        (
+            &["--tls-listen", ":5443"],
+            &[("TLS_CLIENT_CA_FILE", not_pem.path().to_str().unwrap())],
+            "TLS_CLIENT_CA_FILE: ",
+        ),
+    ];
+    for (args, pairs, want) in cases {
+        let e = load_err(args, pairs);
+        assert!(e.starts_with(want), "{args:?} {pairs:?}: {e}");
+    }
+    let e = load_err(
+        &["--tls-listen", ":5443"],
+        &[("TLS_CLIENT_CA_FILE", not_pem.path().to_str().unwrap())],
+    );
+    assert!(e.contains("no certificate found"), "{e}");
+}
+
+#[test]
+fn auth_cache_ttl() {
+    assert_eq!(
+        load_ok(&[], &[("AUTH_CACHE_TTL", "90s")]).auth_cache_ttl,
+        secs(90)
+    );
+    assert_eq!(
+        load_ok(&["--auth-cache-ttl", "1h"], &[]).auth_cache_ttl,
+        secs(3600)
+    );
+    assert_eq!(
+        load_ok(&[], &[("AUTH_CACHE_TTL", "0")]).auth_cache_ttl,
+        secs(0)
+    );
+    let file = toml_file("auth_cache_ttl = 60\n");
+    let c = load_ok(&["--config", file.path().to_str().unwrap()], &[]);
+    assert_eq!(c.auth_cache_ttl, secs(60));
+    let e = load_err(&[], &[("AUTH_CACHE_TTL", "soon")]);
+    assert!(e.starts_with("AUTH_CACHE_TTL: \"soon\""), "{e}");
+    let e = load_err(&[], &[("AUTH_CACHE_TIME", "5m")]);
+    assert!(
+        e.contains("unknown environment variable AUTH_CACHE_TIME"),
+        "{e}"
+    );
+    let e = load_err(&[], &[("PROXY_HTPASSWORD", "/x")]);
+    assert!(
+        e.contains("unknown environment variable PROXY_HTPASSWORD"),
+        "{e}"
+    );
+}
+
+#[test]
+fn access_rules_in_the_file() {
+    let users = toml_file(HTPASSWD_ALICE);
+    let file = toml_file(
+        r#"
+[groups]
+ci = ["builder1", "builder2"]
+
+[[access]]
+match = "quay.io/team/*"
+pull  = ["alice", "@ci"]
+fetch = ["alice"]
+push  = []
+
+[[access]]
+match = "*"
+pull = ["anonymous"]
+"#,
+    );
+    let c = load_ok(
+        &["--config", file.path().to_str().unwrap()],
+        &[("PROXY_HTPASSWD", users.path().to_str().unwrap())],
+    );
+    assert!(!c.access.is_default());
+    let user = |name: &str| Identity::User(name.to_owned());
+    let (quay, team) = quay_repo("team/app");
+    let (_, other) = quay_repo("other/app");
+    let cases = [
+        (user("alice"), Action::Fetch, &team, true),
+        (user("builder2"), Action::Pull, &team, true),
+        (user("builder2"), Action::Fetch, &team, false),
+        (user("alice"), Action::Push, &team, false),
+        (Identity::Anonymous, Action::Pull, &team, false),
+        (Identity::Anonymous, Action::Pull, &other, true),
+        (user("alice"), Action::Fetch, &other, false),
+    ];
+    for (who, action, repo, want) in cases {
+        assert_eq!(
+            c.access.allows(&who, action, &quay, repo),
+            want,
+            "{who:?} {action:?} {repo}"
+        );
+    }
+
+    let bad: &[(&str, &str)] = &[
+        (
+            "[[access]]\nmatch = \"quay.io/*\"\npul = [\"alice\"]\n",
+            "unknown key `access[1].pul` (known: match, pull, fetch, push)",
+        ),
+        (
+            "[[access]]\nmatch = \"*\"\n[[access]]\npull = [\"alice\"]\n",
+            "access[2].match (in",
+        ),
+        ("[[access]]\nmatch = 5\n", "access[1].match (in"),
+        (
+            "[[access]]\nmatch = \"*\"\npull = \"alice\"\n",
+            "access[1].pull (in",
+        ),
+        (
+            "[[access]]\nmatch = \"*\"\npull = [\"@nope\"]\n",
+            "[[access]] entry 1: pull names the unknown group @nope",
+        ),
+        (
+            "[[access]]\nmatch = \"quay.io/a b\"\n",
+            "[[access]] entry 1: match \"quay.io/a b\": invalid character ' '",
+        ),
+        ("[[access]]\nmatch = \"\"\n", "`match` is empty"),
+        ("[access]\nmatch = \"*\"\n", "expected an array of tables"),
+        ("groups = [\"ci\"]\n", "groups (in"),
+        ("[groups]\nci = \"builder1\"\n", "groups.ci (in"),
+        ("[groups]\nci = [\"@cd\"]\n", "invalid member \"@cd\""),
+        ("Access = []\n", "lower case"),
+    ];
+    for (text, want) in bad {
+        let file = toml_file(text);
+        let path = file.path().to_str().unwrap();
+        let e = load_err(&["--config", path], &[]);
+        assert!(e.contains(want) && e.contains(path), "{text}: {e}");
+    }
+}
+
+#[test]
+fn registry_auth_modes() {
+    let file = toml_file(
+        r#"
+[registry."ghcr.io"]
+auth = "verify"
+
+[registry."quay.io"]
+auth = "Central"
+manifest_cache = { enabled = true }
+
+[registry."open.test"]
+auth = "central"
+"#,
+    );
+    let c = load_ok(
+        &["--config", file.path().to_str().unwrap()],
+        &[(
+            "AUTH_REGISTRIES",
+            "ghcr.io:u:p reg.test:u:p registry-1.docker.io:u:p port.test:5000:u:p",
+        )],
+    );
+    assert_eq!(c.registry_auth.len(), 3);
+    assert_eq!(c.manifest_cache_overrides.len(), 1);
+    assert!(c.tag_ttl(&host("quay.io"), "latest").is_some());
+    let cases = [
+        // The explicit setting wins over AUTH_REGISTRIES.
+        ("ghcr.io", AuthMode::Verify),
+        ("quay.io", AuthMode::Central),
+        // Central without credentials is allowed.
+        ("open.test", AuthMode::Central),
+        // Central where AUTH_REGISTRIES has the registry, by any of its names.
+        ("reg.test", AuthMode::Central),
+        ("docker.io", AuthMode::Central),
+        ("gcr.io", AuthMode::Verify),
+        ("reg.test:5000", AuthMode::Verify),
+    ];
+    for (registry, want) in cases {
+        assert_eq!(c.auth_mode(&host(registry)), want, "{registry}");
+    }
+    // Docker Hub's realm host counts for Docker Hub.
+    let c = load_ok(&[], &[("AUTH_REGISTRIES", "auth.docker.io:u:p")]);
+    assert_eq!(c.auth_mode(&RegistryHost::docker_hub()), AuthMode::Central);
+    assert_eq!(c.auth_mode(&host("quay.io")), AuthMode::Verify);
+
+    let bad: &[(&str, &str)] = &[
+        (
+            "[registry.\"ghcr.io\"]\nauth = \"maybe\"\n",
+            "registry.\"ghcr.io\".auth (in",
+        ),
+        (
+            "[registry.\"ghcr.io\"]\nauth = \"maybe\"\n",
+            "not an auth mode",
+        ),
+        ("[registry.\"ghcr.io\"]\nauth = true\n", "expected a string"),
+        (
+            "[registry.\"ghcr.io\"]\nauthentication = \"verify\"\n",
+            "(known: manifest_cache, auth)",
+        ),
+        (
+            "[registry.\"docker.io\"]\nauth = \"verify\"\n[registry.\"registry-1.docker.io\"]\nauth = \"central\"\n",
+            "listed twice",
+        ),
+    ];
+    for (text, want) in bad {
+        let file = toml_file(text);
+        let e = load_err(&["--config", file.path().to_str().unwrap()], &[]);
+        assert!(e.contains(want), "{text}: {e}");
+    }
 }

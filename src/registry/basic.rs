@@ -1,0 +1,201 @@
+//! `Authorization` / `Proxy-Authorization` credentials: `Basic <base64(user:password)>` (RFC 7617)
+//! and `Bearer <token>` (RFC 6750). Pure parsers; a malformed header is `None`, never a panic.
+
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+/// Longest `Basic` header value accepted, in bytes.
+pub const MAX_BASIC_LEN: usize = 4096;
+/// Longest `Bearer` header value accepted, in bytes (the proxy's own tokens stay under 8 KiB).
+pub const MAX_BEARER_LEN: usize = 8192;
+
+/// Standard base64, padding optional (some clients drop it).
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Splits `<scheme> <rest>` and returns `rest` if the scheme is `scheme` (case-insensitive).
+fn strip_scheme<'a>(header_value: &'a str, scheme: &str) -> Option<&'a str> {
+    let value = header_value.trim_matches(|c| c == ' ' || c == '\t');
+    let (name, rest) = value.split_once([' ', '\t'])?;
+    name.eq_ignore_ascii_case(scheme)
+        .then(|| rest.trim_matches(|c| c == ' ' || c == '\t'))
+}
+
+/// Parses `Basic <base64(user:password)>` into the user and the password.
+///
+/// The scheme is case-insensitive and surrounding spaces are ignored. The user is everything before
+/// the first `:` and must not be empty; the password is the rest and may contain `:`. Rejected: values
+/// longer than [`MAX_BASIC_LEN`], invalid base64, non-UTF-8 credentials and control characters in
+/// either part.
+pub fn parse_basic(header_value: &str) -> Option<(String, String)> {
+    if header_value.len() > MAX_BASIC_LEN {
+        return None;
+    }
+    let encoded = strip_scheme(header_value, "basic")?;
+    if encoded.is_empty() || encoded.contains([' ', '\t']) {
+        return None;
+    }
+    let decoded = BASE64.decode(encoded).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    if decoded.chars().any(char::is_control) {
+        return None;
+    }
+    let (user, password) = decoded.split_once(':')?;
+    if user.is_empty() {
+        return None;
+    }
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// Parses `Bearer <token>` and returns the token.
+///
+/// The scheme is case-insensitive and surrounding spaces are ignored; the token must be a non-empty
+/// `token68` (`A-Z a-z 0-9 - . _ ~ + /`, then optional trailing `=`) of at most [`MAX_BEARER_LEN`] bytes.
+pub fn parse_bearer(header_value: &str) -> Option<&str> {
+    if header_value.len() > MAX_BEARER_LEN {
+        return None;
+    }
+    let token = strip_scheme(header_value, "bearer")?;
+    let body = token.trim_end_matches('=');
+    let valid = !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        });
+    valid.then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user_password: &[u8]) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_password)
+        )
+    }
+
+    #[test]
+    fn parses_basic() {
+        let cases: Vec<(String, Option<(&str, &str)>)> = vec![
+            (basic(b"alice:wonderland"), Some(("alice", "wonderland"))),
+            (
+                "Basic YWxpY2U6d29uZGVybGFuZA==".into(),
+                Some(("alice", "wonderland")),
+            ),
+            (
+                "basic YWxpY2U6d29uZGVybGFuZA==".into(),
+                Some(("alice", "wonderland")),
+            ),
+            (
+                "BASIC YWxpY2U6d29uZGVybGFuZA==".into(),
+                Some(("alice", "wonderland")),
+            ),
+            (
+                "  Basic   YWxpY2U6d29uZGVybGFuZA==  ".into(),
+                Some(("alice", "wonderland")),
+            ),
+            (
+                "\tBasic\tYWxpY2U6d29uZGVybGFuZA==\t".into(),
+                Some(("alice", "wonderland")),
+            ),
+            // Padding may be missing.
+            (
+                "Basic YWxpY2U6d29uZGVybGFuZA".into(),
+                Some(("alice", "wonderland")),
+            ),
+            (basic(b"bob:p:a:ss"), Some(("bob", "p:a:ss"))),
+            (basic(b"bob:"), Some(("bob", ""))),
+            (basic(b"bob: spaced pass "), Some(("bob", " spaced pass "))),
+            (
+                basic("jürgen:pässwörd€".as_bytes()),
+                Some(("jürgen", "pässwörd€")),
+            ),
+            (basic(b":password"), None),
+            (basic(b"nocolon"), None),
+            (basic(b""), None),
+            (basic(b"bob:pa\x00ss"), None),
+            (basic(b"bob:pa\nss"), None),
+            (basic(b"bo\tb:pass"), None),
+            (basic(b"bob:pa\x7fss"), None),
+            (basic("bob:pa\u{85}ss".as_bytes()), None),
+            (basic(b"bob:\xff\xfe"), None),
+            ("Basic".into(), None),
+            ("Basic ".into(), None),
+            ("Basic !!!!".into(), None),
+            ("Basic YWxp Y2U6d29uZGVybGFuZA==".into(), None),
+            ("Bearer YWxpY2U6d29uZGVybGFuZA==".into(), None),
+            ("Basics YWxpY2U6d29uZGVybGFuZA==".into(), None),
+            ("YWxpY2U6d29uZGVybGFuZA==".into(), None),
+            ("".into(), None),
+        ];
+        for (input, want) in &cases {
+            let got = parse_basic(input);
+            let got = got.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+            assert_eq!(got, *want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn basic_length_cap() {
+        // The same credential padded with trailing spaces to exactly the cap parses; one more
+        // byte does not.
+        let header = basic(format!("u:{}", "p".repeat(3000)).as_bytes());
+        let at_cap = format!("{header:<MAX_BASIC_LEN$}");
+        assert_eq!(at_cap.len(), MAX_BASIC_LEN);
+        assert!(parse_basic(&at_cap).is_some());
+        assert_eq!(parse_basic(&format!("{at_cap} ")), None);
+    }
+
+    #[test]
+    fn parses_bearer() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln-_";
+        let cases: &[(&str, Option<&str>)] = &[
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER  abc  ", Some("abc")),
+            ("Bearer a+b/c==", Some("a+b/c==")),
+            ("Bearer a~b.c_d-e", Some("a~b.c_d-e")),
+            ("Bearer ==", None),
+            ("Bearer a=b", None),
+            ("Bearer a b", None),
+            ("Bearer", None),
+            ("Bearer ", None),
+            ("Bearer a\"b", None),
+            ("Bearer a,b", None),
+            ("Bearer é", None),
+            ("Basic abc", None),
+            ("abc", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_bearer(input), *want, "input {input:?}");
+        }
+        assert_eq!(parse_bearer(&format!("Bearer {jwt}")), Some(jwt));
+        let long = format!("Bearer {}", "a".repeat(MAX_BEARER_LEN));
+        assert_eq!(parse_bearer(&long), None);
+        let fits = format!("Bearer {}", "a".repeat(MAX_BEARER_LEN - 7));
+        assert!(parse_bearer(&fits).is_some());
+    }
+
+    #[test]
+    fn never_panics() {
+        let seeds = [
+            "Basic YWxpY2U6d29uZGVybGFuZA==",
+            "Bearer abc.def-ghi",
+            "basic Ojo6",
+        ];
+        for input in crate::registry::fuzz::inputs(17, &seeds, "ABCabc0129+/=: ", 5000) {
+            if let Some((user, password)) = parse_basic(&input) {
+                assert!(!user.is_empty() && !user.contains(':'), "{input:?}");
+                assert!(!user.chars().chain(password.chars()).any(char::is_control));
+            }
+            if let Some(token) = parse_bearer(&input) {
+                assert!(!token.is_empty() && !token.contains(' '), "{input:?}");
+            }
+        }
+    }
+}
