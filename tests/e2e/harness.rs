@@ -1155,9 +1155,12 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The start of the body if it is text, else its length.
     pub(crate) fn text(&self) -> String {
-        let end = self.body.len().min(600);
-        String::from_utf8_lossy(&self.body[..end]).into_owned()
+        match std::str::from_utf8(&self.body) {
+            Ok(t) => t.chars().take(600).collect(),
+            Err(_) => format!("<{} bytes, not UTF-8>", self.body.len()),
+        }
     }
 
     /// The registry error code of a JSON error body (`{"errors":[{"code":…}]}`).

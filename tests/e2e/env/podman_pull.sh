@@ -8,6 +8,7 @@
 # credentials come from the auth file, keyed by the mirror's location.
 source "$(dirname "${BASH_SOURCE[0]}")/client_common.sh"
 mkdir -p "$STATE/tmp"
+[ -e "$STATE/auth.json" ] || echo "{}" > "$STATE/auth.json"   # a private auth file (podman login writes here)
 conf=()
 [ -n "${PODMAN_REGISTRIES_CONF:-}" ] && conf=(CONTAINERS_REGISTRIES_CONF="$PODMAN_REGISTRIES_CONF")
 podman_() {
