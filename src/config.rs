@@ -221,6 +221,16 @@ impl Config {
             );
         }
         if names.iter().any(|name| self.credential_for(name).is_some()) {
+            return AuthMode::Central;
+        }
+        // An entry naming a host that is no registry names a token realm (the seed's
+        // `auth.example.com:user:pass`); which registry sends clients there is only known at the
+        // first challenge. Such entries serve the configured registries, as in the seed.
+        let names_a_realm = self.credentials.iter().any(|c| {
+            RegistryHost::parse(&c.host)
+                .is_ok_and(|host| !host.is_docker_hub() && !self.registries.contains(&host))
+        });
+        if names_a_realm && self.registries.contains(registry) {
             AuthMode::Central
         } else {
             AuthMode::Verify

@@ -33,6 +33,12 @@ pub enum StartError {
     Cache(#[from] cache::CacheError),
     #[error("{0}")]
     Trust(#[from] upstream::TrustError),
+    #[error("PROXY_HTPASSWD: {0}")]
+    Users(#[from] access::htpasswd::HtpasswdError),
+    #[error("TLS_CLIENT_CA_FILE: {0}")]
+    ClientCa(#[from] access::identity::IdentityError),
+    #[error("token key in CA_DIR: {0}")]
+    TokenKey(#[from] access::token::TokenError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -79,7 +85,11 @@ impl Proxy {
                     Some((cert, key)) => tls::load_certified_key(cert, key)?,
                     None => ca.mint(&tls.names)?.0,
                 };
-                let server_config = ca.server_config_from(certified)?;
+                let clients = match &config.tls_client_ca_file {
+                    Some(path) => Some(access::identity::client_verifier(path)?),
+                    None => None,
+                };
+                let server_config = ca.listener_config(certified, clients)?;
                 let listener =
                     TcpListener::bind(tls.addr)
                         .await
@@ -93,12 +103,21 @@ impl Proxy {
         let metrics = Arc::new(telemetry::Metrics::new(
             config.log_format == config::LogFormat::Json,
         ));
+        let users = match &config.proxy_htpasswd {
+            Some(path) => Some(Arc::new(access::identity::Users::load(path)?)),
+            None => None,
+        };
+        let tokens = access::token::TokenKey::load_or_create(&config.ca_dir)?;
+        let verifier = access::verify::Verifier::new(config.auth_cache_ttl);
         let state = Arc::new(serve::State {
             config,
             cache,
             upstream,
             ca,
             metrics,
+            users,
+            tokens,
+            verifier,
         });
         Ok(Proxy {
             state,
@@ -121,6 +140,9 @@ impl Proxy {
 
     /// Serves until the future is dropped; expires unused cache entries periodically.
     pub async fn run(self) {
+        if let Some(users) = &self.state.users {
+            users.clone().spawn_reloader();
+        }
         let state = self.state.clone();
         // Both tasks end with this future, also when it is dropped rather than finished.
         let _housekeeping = AbortOnDrop(tokio::spawn(async move {

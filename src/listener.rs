@@ -17,13 +17,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::access::identity::{Identity, cert_user};
 use crate::body::{self, Body};
 use crate::config::MirrorPolicy;
 use crate::registry::error::ErrorCode;
 use crate::registry::host::RegistryHost;
 use crate::registry::route::parse_path;
 use crate::serve::error::Failure;
-use crate::serve::{self, State};
+use crate::serve::{self, State, Surface};
 
 /// Largest request head we read (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 64 * 1024;
@@ -51,10 +52,13 @@ pub async fn accept_loop(
         tokio::spawn(async move {
             let header_timeout = state.config.timeouts.client_header;
             match tls {
-                None => serve_front(state, peer, stream).await,
+                None => serve_front(state, Conn::plain(peer), stream).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_front(state, peer, stream).await,
+                        Ok(Ok(stream)) => {
+                            let conn = Conn::tls(peer, stream.get_ref().1.peer_certificates());
+                            serve_front(state, conn, stream).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -64,14 +68,50 @@ pub async fn accept_loop(
     }
 }
 
-async fn serve_front<IO>(state: Arc<State>, peer: SocketAddr, io: IO)
+/// What the listener knows about a client connection.
+#[derive(Clone, Debug)]
+struct Conn {
+    peer: SocketAddr,
+    /// True on the `TLS_LISTEN` port.
+    tls: bool,
+    /// The user named by a verified client certificate (`TLS_CLIENT_CA_FILE`).
+    cert_user: Option<Identity>,
+}
+
+impl Conn {
+    fn plain(peer: SocketAddr) -> Conn {
+        Conn {
+            peer,
+            tls: false,
+            cert_user: None,
+        }
+    }
+
+    fn tls(peer: SocketAddr, certs: Option<&[rustls_pki_types::CertificateDer<'_>]>) -> Conn {
+        // rustls verified the chain against TLS_CLIENT_CA_FILE before the handshake completed.
+        let cert_user = certs
+            .and_then(|c| c.first())
+            .and_then(|leaf| cert_user(leaf.as_ref()))
+            .map(Identity::User);
+        Conn {
+            peer,
+            tls: true,
+            cert_user,
+        }
+    }
+}
+
+async fn serve_front<IO>(state: Arc<State>, conn_info: Conn, io: IO)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = state.config.timeouts.client_header;
+    let peer = conn_info.peer;
+    let conn_info = Arc::new(conn_info);
     let service = service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(front(state, peer, req).await) }
+        let conn_info = conn_info.clone();
+        async move { Ok::<_, Infallible>(front(state, &conn_info, req).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -84,22 +124,45 @@ where
     }
 }
 
-/// Requests on the plain port.
-async fn front(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+/// Requests on the plain port (and the `TLS_LISTEN` port).
+async fn front(state: Arc<State>, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
+    let peer = conn.peer;
     if head_too_large(&req) {
         return text(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request head too large\n",
         );
     }
-    if req.method() == Method::CONNECT {
-        return connect(state, peer, req).await;
-    }
-    if req.uri().scheme().is_some() {
+    if req.method() == Method::CONNECT || req.uri().scheme().is_some() {
+        let identity = match serve::access::proxy_identity(&state, req.headers()).await {
+            Ok(identity) => identity,
+            Err(refusal) => return refusal.into_response(),
+        };
+        if req.method() == Method::CONNECT {
+            return connect(state, peer, identity, req).await;
+        }
         return forward(&state, peer, req).await;
     }
     let path = req.uri().path().to_owned();
+    let realm = mirror_realm(&state, conn, req.headers());
+    if admin_needs_user(&state, conn, &path, req.headers()).await {
+        return Failure::Unauthenticated {
+            challenge: HeaderValue::from_static("Basic realm=\"registry-proxy\""),
+            message: "authentication required".into(),
+        }
+        .into_response();
+    }
     match path.as_str() {
+        "/token" => {
+            serve::access::token_endpoint(
+                &state,
+                Surface::Mirror,
+                conn.cert_user.clone(),
+                &realm,
+                req,
+            )
+            .await
+        }
         "/ca.crt" => {
             let mut r = text(StatusCode::OK, state.ca.ca_pem());
             r.headers_mut().insert(
@@ -123,7 +186,7 @@ async fn front(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> R
             r
         }
         "/" => text(StatusCode::OK, &status_page(&state)),
-        p if p == "/v2" || p.starts_with("/v2/") => mirror(state, req).await,
+        p if p == "/v2" || p.starts_with("/v2/") => mirror(state, conn, realm, req).await,
         p if p.starts_with("/setup/") => setup(&state, &req),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
@@ -131,7 +194,12 @@ async fn front(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> R
 
 /// Mirror and path-prefix mode: the upstream is named by `?ns=`, else by a host-like first path
 /// component, else it is Docker Hub.
-async fn mirror(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+async fn mirror(
+    state: Arc<State>,
+    conn: &Conn,
+    realm: String,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let ns = req.uri().query().and_then(|q| {
         q.split('&')
             .find_map(|pair| pair.strip_prefix("ns="))
@@ -166,7 +234,59 @@ async fn mirror(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         ))
         .into_response();
     }
-    serve::handle(&state, registry, parsed.route, req).await
+    let client = match serve::access::identify(
+        &state,
+        Surface::Mirror,
+        req.headers(),
+        conn.cert_user.clone(),
+        realm.clone(),
+        &realm,
+    )
+    .await
+    {
+        Ok(client) => client,
+        Err(refusal) => return refusal.into_response(),
+    };
+    serve::handle(&state, registry, parsed.route, req, client).await
+}
+
+/// The token endpoint as a mirror-mode client reaches it: the scheme of the port it came in on and
+/// the `Host` it asked for (checked to be a host name or address with a port, nothing else).
+fn mirror_realm(state: &State, conn: &Conn, headers: &http::HeaderMap) -> String {
+    let scheme = if conn.tls { "https" } else { "http" };
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| RegistryHost::parse(h).is_ok())
+        .map_or_else(|| state.config.listen.to_string(), str::to_owned);
+    format!("{scheme}://{host}/token")
+}
+
+/// With client authentication on, everything but `/ca.crt`, `/healthz`, the token endpoint and the
+/// registry API (which has its own login flow) needs a proxy user: `Basic` credentials or a client
+/// certificate.
+async fn admin_needs_user(
+    state: &State,
+    conn: &Conn,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> bool {
+    if !serve::access::auth_on(state)
+        || matches!(path, "/ca.crt" | "/healthz" | "/token")
+        || path == "/v2"
+        || path.starts_with("/v2/")
+        || conn.cert_user.is_some()
+    {
+        return false;
+    }
+    let basic = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::registry::basic::parse_basic);
+    match (basic, &state.users) {
+        (Some((user, password)), Some(users)) => users.check(&user, &password).await.is_none(),
+        _ => true,
+    }
 }
 
 /// An absolute-form request (`HTTP_PROXY` clients, plain-HTTP registries): forwarded uncached.
@@ -209,7 +329,12 @@ async fn forward(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Res
 }
 
 /// `CONNECT host:port`: intercept configured registries, tunnel everything else.
-async fn connect(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn connect(
+    state: Arc<State>,
+    peer: SocketAddr,
+    identity: Identity,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let Some(authority) = req.uri().authority().cloned() else {
         return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
     };
@@ -233,7 +358,17 @@ async fn connect(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) ->
         };
         tokio::spawn(async move {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => intercept(state, registry, tls, TokioIo::new(upgraded)).await,
+                Ok(upgraded) => {
+                    intercept(
+                        state,
+                        registry,
+                        authority,
+                        identity,
+                        tls,
+                        TokioIo::new(upgraded),
+                    )
+                    .await
+                }
                 Err(e) => tracing::debug!(%peer, error = %e, "CONNECT upgrade failed"),
             }
         });
@@ -293,6 +428,8 @@ async fn connect(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) ->
 async fn intercept<IO>(
     state: Arc<State>,
     registry: RegistryHost,
+    authority: http::uri::Authority,
+    identity: Identity,
     tls: Arc<rustls::ServerConfig>,
     io: IO,
 ) where
@@ -310,17 +447,51 @@ async fn intercept<IO>(
         }
         Err(_) => return,
     };
+    // Clients log in where they think the registry is; the proxy answers there.
+    let realm = match authority.port_u16() {
+        Some(443) | None => format!("https://{}/token", authority.host()),
+        Some(_) => format!("https://{authority}/token"),
+    };
+    let audience = registry.to_string();
     let service = service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
         let registry = registry.clone();
+        let identity = identity.clone();
+        let realm = realm.clone();
+        let audience = audience.clone();
         async move {
             if head_too_large(&req) {
                 return Ok(Failure::HeadTooLarge.into_response());
             }
-            let response = match parse_path(req.uri().path(), false) {
-                Ok(parsed) => serve::handle(&state, registry, parsed.route, req).await,
-                Err(e) => Failure::client(e.code(), e.to_string()).into_response(),
+            if req.uri().path() == "/token" {
+                let response = serve::access::token_endpoint(
+                    &state,
+                    Surface::Intercept,
+                    Some(identity),
+                    &audience,
+                    req,
+                )
+                .await;
+                return Ok(response);
+            }
+            let parsed = match parse_path(req.uri().path(), false) {
+                Ok(parsed) => parsed,
+                Err(e) => return Ok(Failure::client(e.code(), e.to_string()).into_response()),
             };
+            let client = match serve::access::identify(
+                &state,
+                Surface::Intercept,
+                req.headers(),
+                Some(identity),
+                realm,
+                &audience,
+            )
+            .await
+            {
+                Ok(client) => client,
+                Err(refusal) => return Ok(refusal.into_response()),
+            };
+            let response = serve::handle(&state, registry, parsed.route, req, client).await;
             Ok::<_, Infallible>(response)
         }
     });

@@ -198,10 +198,23 @@ impl CertAuthority {
         &self,
         certified: Arc<CertifiedKey>,
     ) -> Result<Arc<ServerConfig>, TlsError> {
-        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(FixedCert(certified)));
+        self.listener_config(certified, None)
+    }
+
+    /// A server configuration for `certified`, asking clients for certificates checked by
+    /// `clients` when given (`TLS_CLIENT_CA_FILE`; clients without one may still connect).
+    pub fn listener_config(
+        &self,
+        certified: Arc<CertifiedKey>,
+        clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        let builder = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let builder = match clients {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(FixedCert(certified)));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }

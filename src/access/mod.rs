@@ -6,3 +6,4 @@ pub mod htpasswd;
 pub mod identity;
 pub mod rules;
 pub mod token;
+pub mod verify;

@@ -270,6 +270,34 @@ impl Cache {
         }
     }
 
+    /// Records whether upstream serves `repo` anonymously (`verify` mode), so that after a restart
+    /// with upstream down a public repository is still served stale. A file `_public` in the
+    /// repository's directory (no repository path component can start with `_`).
+    pub fn set_public(&self, registry: &RegistryHost, repo: &RepoName, public: bool) {
+        let dir = self.repo_dir(registry, repo);
+        let path = dir.join("_public");
+        let result = match (public, path.exists()) {
+            (true, false) => {
+                std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, b""))
+            }
+            (false, true) => std::fs::remove_file(&path),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "cannot record public repository");
+        }
+    }
+
+    /// True if upstream was last seen serving `repo` anonymously (see [`Cache::set_public`]).
+    pub fn was_public(&self, registry: &RegistryHost, repo: &RepoName) -> bool {
+        self.repo_dir(registry, repo).join("_public").exists()
+    }
+
+    /// True if a download of `digest` is in flight (a caller of [`Cache::begin_fill`] would follow).
+    pub fn fill_in_flight(&self, digest: &Digest) -> bool {
+        lock(&self.space.inflight).contains_key(digest.encoded())
+    }
+
     /// Decides who downloads `digest`: the first caller leads, later callers follow.
     pub fn begin_fill(&self, digest: &Digest) -> Result<FillSlot, CacheError> {
         let mut inflight = lock(&self.space.inflight);

@@ -37,8 +37,12 @@ pub(super) async fn handle(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> O
         }
     };
     let cache = &ctx.state.cache;
+    let probe = format!("/v2/{name}/blobs/{digest}");
     if let Some(len) = cache.blob_len(digest) {
         if cache.is_linked(&ctx.registry, name, LinkKind::Blob, digest) {
+            if let Err(refusal) = ctx.verify_cached(name, &probe, None).await {
+                return Outcome::new(refusal.into_response(), Verdict::Local);
+            }
             return Outcome::new(from_store(ctx, digest, len, range), Verdict::Hit);
         }
         // Stored for another repository: serve it here only once upstream confirms this one has it.
@@ -50,6 +54,14 @@ pub(super) async fn handle(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> O
     if ctx.method == Method::HEAD {
         return head_upstream(ctx, name, digest).await;
     }
+    if cache.fill_in_flight(digest) {
+        // Joining a download in flight is reading it: the same check as a hit, before any byte.
+        if let Err(refusal) = ctx.verify_cached(name, &probe, None).await {
+            return Outcome::new(refusal.into_response(), Verdict::Local);
+        }
+    } else if let Err(refusal) = ctx.may_fetch(name) {
+        return Outcome::new(refusal.into_response(), Verdict::Local);
+    }
     let slot = match cache.begin_fill(digest) {
         Ok(slot) => slot,
         Err(e) => {
@@ -59,6 +71,10 @@ pub(super) async fn handle(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> O
     };
     match slot {
         FillSlot::Follower(fill) => {
+            // The download may have started after the check above.
+            if let Err(refusal) = ctx.verify_cached(name, &probe, None).await {
+                return Outcome::new(refusal.into_response(), Verdict::Local);
+            }
             if !cache.is_linked(&ctx.registry, name, LinkKind::Blob, digest)
                 && let Err(outcome) = confirm(ctx, name, digest).await
             {
@@ -74,7 +90,13 @@ pub(super) async fn handle(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> O
                 Err(_) => stream_uncached(ctx, name, digest).await,
             }
         }
-        FillSlot::Leader(fill, file) => lead(ctx, name, digest, fill, file, range).await,
+        FillSlot::Leader(fill, file) => {
+            if let Err(refusal) = ctx.may_fetch(name) {
+                ctx.state.cache.abort_fill(&fill, "client may not fetch");
+                return Outcome::new(refusal.into_response(), Verdict::Local);
+            }
+            lead(ctx, name, digest, fill, file, range).await
+        }
     }
 }
 
@@ -178,6 +200,7 @@ async fn lead(
     });
     match rx.await {
         Ok(Ok(note)) => {
+            ctx.upstream_served(name);
             let total = fill.started().await.ok().flatten();
             let Some(response) = from_fill(digest, &fill, total, range) else {
                 return stream_uncached(ctx, name, digest).await;
@@ -214,6 +237,7 @@ async fn confirm(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Result<(), 
         .await
     {
         Ok(response) if response.status() == StatusCode::OK => {
+            ctx.upstream_served(name);
             ctx.state
                 .cache
                 .link(&ctx.registry, name, LinkKind::Blob, digest);
@@ -246,6 +270,9 @@ async fn confirm(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Result<(), 
 
 /// A client `HEAD` for a blob we do not hold stays a `HEAD` upstream.
 async fn head_upstream(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outcome {
+    if let Err(refusal) = ctx.may_fetch(name) {
+        return Outcome::new(refusal.into_response(), Verdict::Local);
+    }
     match ctx
         .state
         .upstream
@@ -254,6 +281,7 @@ async fn head_upstream(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outco
     {
         Ok(response) => {
             if response.status() == StatusCode::OK {
+                ctx.upstream_served(name);
                 ctx.state
                     .cache
                     .link(&ctx.registry, name, LinkKind::Blob, digest);
@@ -269,6 +297,9 @@ async fn head_upstream(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outco
 
 /// Passes the blob through without caching (the store could not take it).
 async fn stream_uncached(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outcome {
+    if let Err(refusal) = ctx.may_fetch(name) {
+        return Outcome::new(refusal.into_response(), Verdict::Local);
+    }
     let mut request = blob_request(ctx, name, digest, ctx.method.clone());
     if let Some(range) = ctx.headers.get(RANGE) {
         request.headers.insert(RANGE, range.clone());
@@ -298,7 +329,7 @@ fn blob_request(
         headers: http::HeaderMap::new(),
         body: body::empty(),
         scope: pull_scope(name),
-        client_auth: ctx.client_auth(),
+        auth: ctx.upstream_auth(),
     }
 }
 

@@ -8,6 +8,7 @@ use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 
+use super::access::any_manifest;
 use super::error::Failure;
 use super::{CONTENT_DIGEST, Ctx, Outcome, copy_response_headers, pull_scope, ratelimit_note};
 use crate::body;
@@ -35,10 +36,17 @@ async fn by_digest(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outcome {
     if cache.is_linked(&ctx.registry, name, LinkKind::Manifest, digest)
         && let Some((bytes, media_type)) = cache.manifest(digest).await
     {
+        let probe = format!("/v2/{name}/manifests/{digest}");
+        if let Err(refusal) = ctx.verify_cached(name, &probe, Some(&any_manifest())).await {
+            return Outcome::new(refusal.into_response(), Verdict::Local);
+        }
         return Outcome::new(
             manifest_response(&ctx.method, bytes, &media_type, digest),
             Verdict::Hit,
         );
+    }
+    if let Err(refusal) = ctx.may_fetch(name) {
+        return Outcome::new(refusal.into_response(), Verdict::Local);
     }
     if ctx.method == Method::HEAD {
         return pass_head(ctx, name, &Reference::Digest(digest.clone())).await;
@@ -99,9 +107,18 @@ async fn by_tag(ctx: &Ctx<'_>, name: &RepoName, tag: &str) -> Outcome {
     let Some((record, digest, bytes, media_type)) = cached else {
         return tag_miss(ctx, name, tag, &accept).await;
     };
+    let probe = format!("/v2/{name}/manifests/{tag}");
+    let accept_header = ctx
+        .headers
+        .get(ACCEPT)
+        .cloned()
+        .unwrap_or_else(any_manifest);
     if let Some(ttl) = state.config.tag_ttl(&ctx.registry, tag)
         && unix_now().saturating_sub(record.checked_at) < ttl.as_secs()
     {
+        if let Err(refusal) = ctx.verify_cached(name, &probe, Some(&accept_header)).await {
+            return Outcome::new(refusal.into_response(), Verdict::Local);
+        }
         return Outcome::new(
             manifest_response(&ctx.method, bytes, &media_type, &digest),
             Verdict::Hit,
@@ -115,6 +132,7 @@ async fn by_tag(ctx: &Ctx<'_>, name: &RepoName, tag: &str) -> Outcome {
         .await;
     match head {
         Ok(response) if response.status() == StatusCode::OK => {
+            ctx.upstream_served(name);
             let upstream_digest = response
                 .headers()
                 .get(CONTENT_DIGEST)
@@ -144,6 +162,9 @@ async fn by_tag(ctx: &Ctx<'_>, name: &RepoName, tag: &str) -> Outcome {
             tag_miss(ctx, name, tag, &accept).await
         }
         Ok(response) if is_upstream_failure(response.status()) => {
+            if let Err(refusal) = ctx.verify_cached(name, &probe, Some(&accept_header)).await {
+                return Outcome::new(refusal.into_response(), Verdict::Local);
+            }
             let mut outcome = Outcome::new(
                 manifest_response(&ctx.method, bytes, &media_type, &digest),
                 Verdict::Stale,
@@ -169,6 +190,9 @@ async fn by_tag(ctx: &Ctx<'_>, name: &RepoName, tag: &str) -> Outcome {
             Outcome::new(out, Verdict::Pass)
         }
         Err(e) if e.is_unavailable() => {
+            if let Err(refusal) = ctx.verify_cached(name, &probe, Some(&accept_header)).await {
+                return Outcome::new(refusal.into_response(), Verdict::Local);
+            }
             let mut outcome = Outcome::new(
                 manifest_response(&ctx.method, bytes, &media_type, &digest),
                 Verdict::Stale,
@@ -181,6 +205,9 @@ async fn by_tag(ctx: &Ctx<'_>, name: &RepoName, tag: &str) -> Outcome {
 }
 
 async fn tag_miss(ctx: &Ctx<'_>, name: &RepoName, tag: &str, accept: &str) -> Outcome {
+    if let Err(refusal) = ctx.may_fetch(name) {
+        return Outcome::new(refusal.into_response(), Verdict::Local);
+    }
     let reference = Reference::Tag(tag.to_owned());
     if ctx.method == Method::HEAD {
         return head_tag(ctx, name, tag, accept).await;
@@ -232,6 +259,9 @@ async fn fetch(
         .await?;
     let status = response.status();
     let note = ratelimit_note(response.headers());
+    if status == StatusCode::OK {
+        ctx.upstream_served(name);
+    }
     if status != StatusCode::OK {
         let (parts, incoming) = response.into_parts();
         let mut out = Response::new(body::incoming(incoming));
@@ -305,6 +335,9 @@ async fn pass_head(ctx: &Ctx<'_>, name: &RepoName, reference: &Reference) -> Out
         .await
     {
         Ok(response) => {
+            if response.status() == StatusCode::OK {
+                ctx.upstream_served(name);
+            }
             let mut out = Response::new(body::empty());
             *out.status_mut() = response.status();
             copy_response_headers(response.headers(), out.headers_mut());
@@ -365,7 +398,7 @@ fn request(
         headers,
         body: body::empty(),
         scope: pull_scope(name),
-        client_auth: ctx.client_auth(),
+        auth: ctx.upstream_auth(),
     }
 }
 

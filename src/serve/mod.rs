@@ -2,6 +2,7 @@
 //! handlers serve every way a client reaches us (intercepted CONNECT, registry mirror, path prefix),
 //! so auth, freshness, single-flight and logs behave the same in every mode.
 
+pub mod access;
 mod blob;
 pub mod error;
 mod manifest;
@@ -15,6 +16,9 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 
+use crate::access::identity::Users;
+use crate::access::token::TokenKey;
+use crate::access::verify::Verifier;
 use crate::body::{self, Body};
 use crate::cache::Cache;
 use crate::config::Config;
@@ -24,6 +28,7 @@ use crate::registry::route::Route;
 use crate::telemetry::{LoggedBody, Metrics, RequestLog, Verdict};
 use crate::tls::CertAuthority;
 use crate::upstream::Upstream;
+pub use access::{Client, Surface};
 use error::Failure;
 
 /// Everything a request handler needs; one per proxy, shared.
@@ -33,6 +38,12 @@ pub struct State {
     pub upstream: Upstream,
     pub ca: CertAuthority,
     pub metrics: Arc<Metrics>,
+    /// The proxy's users (`PROXY_HTPASSWD`); `None` when client authentication by password is off.
+    pub users: Option<Arc<Users>>,
+    /// Seals and opens the proxy's own bearer tokens.
+    pub tokens: TokenKey,
+    /// Upstream's answers about client credentials, for `verify`-mode registries.
+    pub verifier: Verifier,
 }
 
 pub(crate) const API_VERSION: HeaderName =
@@ -65,13 +76,7 @@ pub(crate) struct Ctx<'a> {
     pub method: Method,
     pub headers: HeaderMap,
     pub query: Option<String>,
-}
-
-impl Ctx<'_> {
-    /// The client's own `Authorization`, forwarded instead of central credentials.
-    pub(crate) fn client_auth(&self) -> Option<HeaderValue> {
-        self.headers.get(http::header::AUTHORIZATION).cloned()
-    }
+    pub client: Client,
 }
 
 /// Handles one registry API request for `registry`.
@@ -80,6 +85,7 @@ pub async fn handle(
     registry: RegistryHost,
     route: Route,
     req: Request<Incoming>,
+    client: Client,
 ) -> Response<Body> {
     let started = Instant::now();
     let (parts, incoming) = req.into_parts();
@@ -91,24 +97,28 @@ pub async fn handle(
         method: parts.method.clone(),
         headers: parts.headers,
         query: parts.uri.query().map(str::to_owned),
+        client,
     };
     let is_read = ctx.method == Method::GET || ctx.method == Method::HEAD;
-    let outcome = match route {
-        _ if !is_read && !state.config.allow_push => Outcome::new(
-            Failure::ReadOnly {
-                method: ctx.method.clone(),
+    let outcome = match ctx.admit(&route) {
+        Err(refusal) => Outcome::new(refusal.into_response(), Verdict::Local),
+        Ok(()) => match route {
+            _ if !is_read && !state.config.allow_push => Outcome::new(
+                Failure::ReadOnly {
+                    method: ctx.method.clone(),
+                }
+                .into_response(),
+                Verdict::Local,
+            ),
+            Route::Base if is_read => Outcome::new(base_response(), Verdict::Local),
+            Route::Manifest { name, reference } if is_read => {
+                manifest::handle(&ctx, &name, &reference).await
             }
-            .into_response(),
-            Verdict::Local,
-        ),
-        Route::Base if is_read => Outcome::new(base_response(), Verdict::Local),
-        Route::Manifest { name, reference } if is_read => {
-            manifest::handle(&ctx, &name, &reference).await
-        }
-        Route::Blob { name, digest } if is_read && digest.is_sha256() => {
-            blob::handle(&ctx, &name, &digest).await
-        }
-        other => pass::handle(&ctx, &other, incoming).await,
+            Route::Blob { name, digest } if is_read && digest.is_sha256() => {
+                blob::handle(&ctx, &name, &digest).await
+            }
+            other => pass::handle(&ctx, &other, incoming).await,
+        },
     };
     let Outcome {
         response,
@@ -120,6 +130,15 @@ pub async fn handle(
     parts
         .headers
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    if parts.status == http::StatusCode::UNAUTHORIZED {
+        // Clients log in to the proxy, never to the upstream's realm (which they may not reach,
+        // and whose tokens the proxy would have to pass on).
+        let scope = (repository != "-").then(|| format!("repository:{repository}:pull"));
+        parts.headers.insert(
+            http::header::WWW_AUTHENTICATE,
+            ctx.client.challenge(scope.as_deref()),
+        );
+    }
     let log = RequestLog {
         verdict,
         method: ctx.method.to_string(),

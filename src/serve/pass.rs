@@ -4,6 +4,7 @@
 use http::Response;
 use hyper::body::Incoming;
 
+use super::access::{filter_catalog, set_length};
 use super::error::Failure;
 use super::{
     Ctx, Outcome, copy_response_headers, forward_request_headers, pull_scope, ratelimit_note,
@@ -47,9 +48,12 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: &Route, incoming: Incoming) -> 
         headers: forward_request_headers(&ctx.headers),
         body: request_body,
         scope,
-        client_auth: ctx.client_auth(),
+        auth: ctx.upstream_auth(),
     };
     match ctx.state.upstream.send(request).await {
+        Ok(response) if matches!(route, Route::Catalog) && response.status().is_success() => {
+            catalog(ctx, response).await
+        }
         Ok(response) => {
             let note = ratelimit_note(response.headers());
             let (parts, incoming) = response.into_parts();
@@ -62,4 +66,32 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: &Route, incoming: Incoming) -> 
         }
         Err(e) => Outcome::new(Failure::Upstream(e).into_response(), Verdict::Pass),
     }
+}
+
+/// Largest `_catalog` page filtered.
+const MAX_CATALOG: usize = 8 << 20;
+
+/// `_catalog` pages list only the repositories the client may pull.
+async fn catalog(ctx: &Ctx<'_>, response: Response<Incoming>) -> Outcome {
+    let (parts, incoming) = response.into_parts();
+    let limited = http_body_util::Limited::new(incoming, MAX_CATALOG);
+    let filtered = match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => filter_catalog(ctx, &collected.to_bytes()),
+        Err(_) => None,
+    };
+    let Some(bytes) = filtered else {
+        return Outcome::new(
+            Failure::BadUpstream {
+                code: crate::registry::error::ErrorCode::Unavailable,
+                message: "upstream catalog could not be read".into(),
+            }
+            .into_response(),
+            Verdict::Pass,
+        );
+    };
+    let len = bytes.len();
+    let mut out = Response::new(body::full(bytes));
+    copy_response_headers(&parts.headers, out.headers_mut());
+    set_length(out.headers_mut(), len);
+    Outcome::new(out, Verdict::Pass)
 }

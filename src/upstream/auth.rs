@@ -56,14 +56,74 @@ const DOCKER_HUB_NAMES: [&str; 4] = [
 /// Docker Hub's token realm host (port 443).
 const DOCKER_HUB_REALM_HOST: &str = "auth.docker.io";
 
+/// Whose credentials answer a challenge.
+#[derive(Clone, Debug)]
+pub enum Who {
+    /// The central credentials for the registry, if any (else anonymous).
+    Central,
+    /// No credentials.
+    Anonymous,
+    /// A client's own user name and password; tokens are cached under the credential's hash.
+    Client {
+        credential: Credential,
+        key: [u8; 32],
+    },
+}
+
+impl Who {
+    /// The answerer for an upstream request's [`UpstreamAuth`](super::UpstreamAuth). A forwarded
+    /// header answers nothing itself: it counts as anonymous here.
+    pub fn of(auth: &super::UpstreamAuth) -> Who {
+        match auth {
+            super::UpstreamAuth::Central => Who::Central,
+            super::UpstreamAuth::Anonymous
+            | super::UpstreamAuth::Client(super::ClientCredential::Header(_)) => Who::Anonymous,
+            super::UpstreamAuth::Client(super::ClientCredential::Basic { user, password }) => {
+                let raw = format!("{user}:{}", password.expose());
+                let digest = ring::digest::digest(&ring::digest::SHA256, raw.as_bytes());
+                let mut key = [0u8; 32];
+                key.copy_from_slice(digest.as_ref());
+                Who::Client {
+                    credential: Credential {
+                        host: String::new(),
+                        username: user.clone(),
+                        password: password.clone(),
+                    },
+                    key,
+                }
+            }
+        }
+    }
+
+    /// The token cache's key for this answerer.
+    fn holder(&self) -> Holder {
+        match self {
+            Who::Central => Holder::Central,
+            Who::Anonymous => Holder::Anonymous,
+            Who::Client { key, .. } => Holder::Client(*key),
+        }
+    }
+}
+
+/// Whose token a cached token is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Holder {
+    Central,
+    Anonymous,
+    Client([u8; 32]),
+}
+
+/// Client tokens kept at most (central and anonymous ones are bounded by registries × scopes).
+const MAX_TOKENS: usize = 16_384;
+
 /// Answers challenges and remembers tokens. One per proxy; shared by all requests.
 pub struct Authenticator {
     credentials: Vec<Credential>,
     /// Registries configured to be intercepted (`REGISTRIES`); only they (and Docker Hub) may use
     /// an entry that names their realm's host rather than the registry.
     configured: Vec<RegistryHost>,
-    /// Invariant: keys are (registry, scope) with scope `""` for registry-wide tokens.
-    tokens: Mutex<HashMap<(RegistryHost, String), CachedToken>>,
+    /// Invariant: keys are (registry, scope, holder) with scope `""` for registry-wide tokens.
+    tokens: Mutex<HashMap<(RegistryHost, String, Holder), CachedToken>>,
     schemes: Mutex<HashMap<RegistryHost, Scheme>>,
 }
 
@@ -90,13 +150,22 @@ impl Authenticator {
     }
 
     /// The `Authorization` to send with a request for `scope`, if we have one ready.
-    pub fn authorization(&self, registry: &RegistryHost, scope: &str) -> Option<HeaderValue> {
+    pub fn authorization(
+        &self,
+        registry: &RegistryHost,
+        scope: &str,
+        who: &Who,
+    ) -> Option<HeaderValue> {
         let scheme = lock(&self.schemes).get(registry).cloned()?;
         match scheme {
-            Scheme::Basic => self.credential(registry).map(basic_header),
+            Scheme::Basic => match who {
+                Who::Central => self.credential(registry).map(basic_header),
+                Who::Anonymous => None,
+                Who::Client { credential, .. } => Some(basic_header(credential)),
+            },
             Scheme::Bearer { .. } => {
                 let mut tokens = lock(&self.tokens);
-                let key = (registry.clone(), scope.to_owned());
+                let key = (registry.clone(), scope.to_owned(), who.holder());
                 match tokens.get(&key) {
                     Some(t) if t.expires > Instant::now() => Some(t.header.clone()),
                     Some(_) => {
@@ -117,6 +186,7 @@ impl Authenticator {
         registry: &RegistryHost,
         challenges: &[Challenge],
         scope: &str,
+        who: &Who,
     ) -> Result<bool, UpstreamError> {
         // Prefer Bearer: it works anonymously and keeps passwords off the registry connection.
         let bearer = challenges.iter().find_map(|c| match c {
@@ -141,9 +211,16 @@ impl Authenticator {
                 scope
             };
             let header = self
-                .fetch_token(client, registry, realm, service.as_deref(), scope_to_ask)
+                .fetch_token(
+                    client,
+                    registry,
+                    realm,
+                    service.as_deref(),
+                    scope_to_ask,
+                    who,
+                )
                 .await?;
-            lock(&self.tokens).insert((registry.clone(), scope.to_owned()), header);
+            self.keep(registry, scope, who, header);
             return Ok(true);
         }
         if challenges
@@ -151,7 +228,11 @@ impl Authenticator {
             .any(|c| matches!(c, Challenge::Basic { .. }))
         {
             lock(&self.schemes).insert(registry.clone(), Scheme::Basic);
-            return Ok(self.credential(registry).is_some());
+            return Ok(match who {
+                Who::Central => self.credential(registry).is_some(),
+                Who::Anonymous => false,
+                Who::Client { .. } => true,
+            });
         }
         Ok(false)
     }
@@ -163,15 +244,29 @@ impl Authenticator {
         client: &Client,
         registry: &RegistryHost,
         scope: &str,
+        who: &Who,
     ) -> Result<(), UpstreamError> {
         let scheme = lock(&self.schemes).get(registry).cloned();
         if let Some(Scheme::Bearer { realm, service }) = scheme {
             let header = self
-                .fetch_token(client, registry, &realm, service.as_deref(), scope)
+                .fetch_token(client, registry, &realm, service.as_deref(), scope, who)
                 .await?;
-            lock(&self.tokens).insert((registry.clone(), scope.to_owned()), header);
+            self.keep(registry, scope, who, header);
         }
         Ok(())
+    }
+
+    /// Caches a token; client tokens are bounded (expired ones go first, then all of them).
+    fn keep(&self, registry: &RegistryHost, scope: &str, who: &Who, token: CachedToken) {
+        let mut tokens = lock(&self.tokens);
+        if tokens.len() >= MAX_TOKENS {
+            let now = Instant::now();
+            tokens.retain(|_, t| t.expires > now);
+            if tokens.len() >= MAX_TOKENS {
+                tokens.retain(|(_, _, holder), _| !matches!(holder, Holder::Client(_)));
+            }
+        }
+        tokens.insert((registry.clone(), scope.to_owned(), who.holder()), token);
     }
 
     async fn fetch_token(
@@ -181,6 +276,7 @@ impl Authenticator {
         realm: &str,
         service: Option<&str>,
         scope: &str,
+        who: &Who,
     ) -> Result<CachedToken, UpstreamError> {
         let token_err = |reason: String| UpstreamError::Token {
             realm: realm.to_owned(),
@@ -206,17 +302,30 @@ impl Authenticator {
             format!("{realm}{sep}{}", query.join("&"))
         };
         let mut request = Request::builder().method(Method::GET).uri(url.as_str());
-        match realm_credential(&self.credentials, &self.configured, registry, &realm_uri) {
-            RealmCredential::Send(cred) => {
-                request = request.header(http::header::AUTHORIZATION, basic_header(cred));
+        let credential = match who {
+            Who::Central => {
+                match realm_credential(&self.credentials, &self.configured, registry, &realm_uri) {
+                    RealmCredential::Send(cred) => Some(cred),
+                    RealmCredential::Withhold(why) => {
+                        tracing::info!(
+                            registry = %registry,
+                            realm = %realm_for_log(&realm_uri),
+                            why,
+                            "central credentials withheld from the token realm; asking for a token anonymously"
+                        );
+                        None
+                    }
+                    RealmCredential::Anonymous => None,
+                }
             }
-            RealmCredential::Withhold(why) => tracing::info!(
-                registry = %registry,
-                realm = %realm_for_log(&realm_uri),
-                why,
-                "central credentials withheld from the token realm; asking for a token anonymously"
-            ),
-            RealmCredential::Anonymous => {}
+            Who::Anonymous => None,
+            // The client's own credentials go to the realm its registry named, over https only.
+            Who::Client { credential, .. } => {
+                (realm_uri.scheme_str() == Some("https")).then_some(credential)
+            }
+        };
+        if let Some(cred) = credential {
+            request = request.header(http::header::AUTHORIZATION, basic_header(cred));
         }
         let request = request
             .body(body::empty())

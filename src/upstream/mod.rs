@@ -12,10 +12,12 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioExecutor;
 
+use crate::access::verify::Principal;
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::registry::challenge::parse_www_authenticate;
 use crate::registry::host::RegistryHost;
+use crate::secret::Secret;
 
 pub use connector::TrustError;
 
@@ -65,8 +67,41 @@ pub struct UpstreamRequest {
     pub body: Body,
     /// Token scope, e.g. `repository:library/alpine:pull`; empty for registry-wide requests.
     pub scope: String,
-    /// The client's own `Authorization`, forwarded instead of central credentials.
-    pub client_auth: Option<HeaderValue>,
+    /// Whose credentials answer the upstream's challenges.
+    pub auth: UpstreamAuth,
+}
+
+/// Whose credentials an upstream request carries.
+#[derive(Clone, Debug)]
+pub enum UpstreamAuth {
+    /// The proxy's central credentials (`AUTH_REGISTRIES`), or anonymous where it has none.
+    Central,
+    /// None at all (anonymous tokens), even where central credentials exist: "is it public?".
+    Anonymous,
+    /// The client's own credentials (`verify` mode).
+    Client(ClientCredential),
+}
+
+/// A client's own credential for an upstream registry.
+#[derive(Clone, Debug)]
+pub enum ClientCredential {
+    /// A user name and password: the proxy answers the upstream's challenge with them (Basic, or a
+    /// token from the upstream's realm), caching tokens per credential.
+    Basic { user: String, password: Secret },
+    /// A ready `Authorization` value the client got from the upstream itself, forwarded as is.
+    Header(HeaderValue),
+}
+
+impl ClientCredential {
+    /// The verifier's key for this credential (a SHA-256 of it; the credential itself is not kept).
+    pub fn principal(&self) -> Principal {
+        match self {
+            ClientCredential::Basic { user, password } => {
+                Principal::of(format!("{user}:{}", password.expose()).as_bytes())
+            }
+            ClientCredential::Header(value) => Principal::of(value.as_bytes()),
+        }
+    }
 }
 
 /// The proxy's client for all registries.
@@ -110,8 +145,18 @@ impl Upstream {
             .parse()
             .map_err(|_| UpstreamError::Request(format!("bad path {:?}", req.path_and_query)))?;
         let replayable = req.body.is_end_stream();
-        let own_auth = req.client_auth.is_some();
-        if !own_auth && self.auth.authorization(&req.registry, &req.scope).is_none() {
+        let forwarded = match &req.auth {
+            UpstreamAuth::Client(ClientCredential::Header(value)) => Some(value.clone()),
+            _ => None,
+        };
+        let own_auth = forwarded.is_some();
+        let who = auth::Who::of(&req.auth);
+        if !own_auth
+            && self
+                .auth
+                .authorization(&req.registry, &req.scope, &who)
+                .is_none()
+        {
             // A body cannot be replayed after a 401: learn the scheme first.
             if !replayable {
                 self.learn_challenge(&req.registry).await?;
@@ -120,17 +165,16 @@ impl Upstream {
             // 401 round trip.
             if self.auth.knows(&req.registry) {
                 self.auth
-                    .prepare(&self.client, &req.registry, &req.scope)
+                    .prepare(&self.client, &req.registry, &req.scope, &who)
                     .await?;
             }
         }
         let mut body = Some(std::mem::replace(&mut req.body, body::empty()));
         let mut retried = false;
         loop {
-            let authorization = req
-                .client_auth
+            let authorization = forwarded
                 .clone()
-                .or_else(|| self.auth.authorization(&req.registry, &req.scope));
+                .or_else(|| self.auth.authorization(&req.registry, &req.scope, &who));
             let this_body = if replayable {
                 body::empty()
             } else {
@@ -144,7 +188,7 @@ impl Upstream {
                 if !challenges.is_empty()
                     && self
                         .auth
-                        .answer(&self.client, &req.registry, &challenges, &req.scope)
+                        .answer(&self.client, &req.registry, &challenges, &req.scope, &who)
                         .await?
                 {
                     retried = true;
@@ -193,7 +237,13 @@ impl Upstream {
         let challenges = challenges_of(response.headers());
         if !challenges.is_empty() {
             self.auth
-                .answer(&self.client, registry, &challenges, "")
+                .answer(
+                    &self.client,
+                    registry,
+                    &challenges,
+                    "",
+                    &auth::Who::Anonymous,
+                )
                 .await?;
         }
         Ok(())
@@ -226,9 +276,13 @@ impl Upstream {
             // original URL — never to a CDN, another port or over plain HTTP.
             let same_host = same_origin(origin, &next);
             let authorization = if same_host {
-                req.client_auth
-                    .clone()
-                    .or_else(|| self.auth.authorization(&req.registry, &req.scope))
+                match &req.auth {
+                    UpstreamAuth::Client(ClientCredential::Header(value)) => Some(value.clone()),
+                    other => {
+                        self.auth
+                            .authorization(&req.registry, &req.scope, &auth::Who::of(other))
+                    }
+                }
             } else {
                 None
             };

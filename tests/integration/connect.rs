@@ -15,9 +15,21 @@ async fn intercepted_registry_answers_v2_and_serves_blobs() {
         Behavior::Blob(data.clone()),
     );
     let proxy = TestProxy::start(&fake, &[]).await;
+    // fake.test has no central credentials (`verify` mode): /v2/ asks clients to log in to the
+    // proxy, at the host they think they talk to, so that they send their own credentials.
     let (status, headers, _) = proxy.via_connect("fake.test", "GET", "/v2/").await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 401);
     assert_eq!(headers["docker-distribution-api-version"], "registry/2.0");
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer realm=\"https://fake.test/token\",service=\"registry-proxy\""
+    );
+    let (status, _, body) = proxy
+        .via_connect("fake.test", "GET", "/token?service=registry-proxy")
+        .await;
+    assert_eq!(status, 200);
+    let token: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(token["token"].as_str().is_some_and(|t| !t.is_empty()));
     assert_eq!(
         fake.hits("GET", "/v2/"),
         0,

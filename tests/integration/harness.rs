@@ -185,7 +185,7 @@ impl TestProxy {
         path: &str,
     ) -> (StatusCode, http::HeaderMap, Bytes) {
         let stream = TcpStream::connect(self.tls_addr.unwrap()).await.unwrap();
-        self.over_tls(stream, name, "GET", path).await
+        self.over_tls(stream, name, "GET", path, &[]).await
     }
 
     /// A request through `CONNECT host:443` and TLS, trusting the proxy's CA.
@@ -195,26 +195,48 @@ impl TestProxy {
         method: &str,
         path: &str,
     ) -> (StatusCode, http::HeaderMap, Bytes) {
+        let stream = self.connect_tunnel(host, &[]).await.unwrap();
+        self.over_tls(stream, host, method, path, &[]).await
+    }
+
+    /// `CONNECT host:443` with extra head lines (`Proxy-Authorization`); the tunnel, or the
+    /// proxy's response head when it refused.
+    pub(crate) async fn connect_tunnel(
+        &self,
+        host: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<TcpStream, String> {
         let mut stream = TcpStream::connect(self.addr).await.unwrap();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        stream
-            .write_all(
-                format!("CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n").as_bytes(),
-            )
-            .await
-            .unwrap();
+        let mut head_out = format!("CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n");
+        for (k, v) in extra {
+            head_out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head_out.push_str("\r\n");
+        stream.write_all(head_out.as_bytes()).await.unwrap();
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
             stream.read_exact(&mut byte).await.unwrap();
             head.push(byte[0]);
         }
-        assert!(
-            head.starts_with(b"HTTP/1.1 200"),
-            "CONNECT answered {}",
-            String::from_utf8_lossy(&head)
-        );
-        self.over_tls(stream, host, method, path).await
+        if head.starts_with(b"HTTP/1.1 200") {
+            Ok(stream)
+        } else {
+            Err(String::from_utf8_lossy(&head).into_owned())
+        }
+    }
+
+    /// One request with headers through an established tunnel (see [`TestProxy::connect_tunnel`]).
+    pub(crate) async fn in_tunnel(
+        &self,
+        stream: TcpStream,
+        host: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, http::HeaderMap, Bytes) {
+        self.over_tls(stream, host, method, path, headers).await
     }
 
     /// One request over TLS on `stream`, verifying the proxy's certificate for `host`.
@@ -224,6 +246,7 @@ impl TestProxy {
         host: &str,
         method: &str,
         path: &str,
+        headers: &[(&str, &str)],
     ) -> (StatusCode, http::HeaderMap, Bytes) {
         let connector = tokio_rustls::TlsConnector::from(self.proxy_trust());
         let name = rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap();
@@ -232,12 +255,14 @@ impl TestProxy {
             .await
             .unwrap();
         tokio::spawn(conn);
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", host)
-            .body(body::empty())
-            .unwrap();
+            .header("host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(body::empty()).unwrap();
         collect(sender.send_request(req).await.unwrap()).await
     }
 }
@@ -296,5 +321,32 @@ impl TestProxy {
             .join(&hex[..2])
             .join(hex)
             .exists()
+    }
+}
+
+/// A bare client for the plain listener that can move into a spawned task.
+pub(crate) struct RawClient(pub(crate) SocketAddr);
+
+impl RawClient {
+    /// `GET path` with headers; the status and the whole body.
+    pub(crate) async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Bytes) {
+        let stream = TcpStream::connect(self.0).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method("GET")
+            .uri(path)
+            .header("host", self.0.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let response = sender
+            .send_request(req.body(body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (status, _, bytes) = collect(response).await;
+        (status.as_u16(), bytes)
     }
 }

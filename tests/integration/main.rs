@@ -1,6 +1,7 @@
 //! In-process integration tests: the proxy on 127.0.0.1:0 in front of a scriptable fake upstream.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
+mod access;
 mod auth;
 mod blobs;
 mod cache_crash;
