@@ -80,19 +80,36 @@ fn assert_body_is_not(r: &Response, digest: &str, what: &str) {
 
 /// A registry client's whole attempt (request, token, request with the token) ends refused: the
 /// first answer is the proxy's challenge or a denial; if a token was issued, the request with it
-/// is refused too; a token request may itself be refused (then the client has nothing to use).
-fn assert_login_refused(login: &Login, realm: &str, digest: &str, what: &str) {
-    assert_refused(&login.first, realm, digest, &format!("{what} (no credentials yet)"));
-    match &login.token {
-        Some(token) if token_of(token).is_none() => {
-            assert!(
-                !(200..300).contains(&token.status),
-                "{what}: the token endpoint answered {} without a token",
-                token.summary()
-            );
-        }
-        Some(_) => assert_refused(&login.last, realm, digest, &format!("{what} (with its token)")),
-        None => {}
+/// is refused too. A token request with credentials may itself be refused (then the client has
+/// nothing to use); an anonymous one gets an anonymous token.
+fn assert_login_refused(login: &Login, creds: Option<&str>, realm: &str, digest: &str, what: &str) {
+    assert_refused(
+        &login.first,
+        realm,
+        digest,
+        &format!("{what} (no credentials yet)"),
+    );
+    let Some(token) = &login.token else {
+        return; // a 403: nothing to log in to
+    };
+    if token_of(token).is_some() {
+        assert_refused(
+            &login.last,
+            realm,
+            digest,
+            &format!("{what} (with its token)"),
+        );
+    } else {
+        assert!(
+            creds.is_some(),
+            "{what}: an anonymous token request got no token: {}",
+            token.summary()
+        );
+        assert!(
+            !(200..300).contains(&token.status),
+            "{what}: the token endpoint answered {} without a token",
+            token.summary()
+        );
     }
 }
 
@@ -123,8 +140,14 @@ fn connect_proxy_auth_skopeo_podman_ctr() {
     let blob_url = format!("https://{host}/v2/{repo}/blobs/{}", small.layers[0].0);
     for (way, what) in [
         (Way::Connect(None), "CONNECT without Proxy-Authorization"),
-        (Way::Connect(Some("alice:wrong")), "CONNECT with a wrong password"),
-        (Way::Connect(Some("mallory:proxy-pw-alice")), "CONNECT as an unknown user"),
+        (
+            Way::Connect(Some("alice:wrong")),
+            "CONNECT with a wrong password",
+        ),
+        (
+            Way::Connect(Some("mallory:proxy-pw-alice")),
+            "CONNECT as an unknown user",
+        ),
     ] {
         let r = proxy.curl(way, &blob_url, &[]);
         assert_eq!(r.connect_status, 407, "{what}: {}", r.summary());
@@ -137,8 +160,14 @@ fn connect_proxy_auth_skopeo_podman_ctr() {
     }
     let absolute = format!("http://{host}/v2/{repo}/manifests/v1");
     for (way, what) in [
-        (Way::Forward(None), "absolute-form without Proxy-Authorization"),
-        (Way::Forward(Some("alice:wrong")), "absolute-form with a wrong password"),
+        (
+            Way::Forward(None),
+            "absolute-form without Proxy-Authorization",
+        ),
+        (
+            Way::Forward(Some("alice:wrong")),
+            "absolute-form with a wrong password",
+        ),
     ] {
         let r = proxy.curl(way, &absolute, &[]);
         assert_eq!(r.status, 407, "{what}: {}", r.summary());
@@ -204,7 +233,11 @@ fn connect_proxy_auth_skopeo_podman_ctr() {
 
     // warm: still nothing without the right password
     let log = RepoLog::new(env, host, repo);
-    proxy.pull_fails(env, Via::ConnectAs("alice:wrong"), &skopeo_pull(&image, &[]));
+    proxy.pull_fails(
+        env,
+        Via::ConnectAs("alice:wrong"),
+        &skopeo_pull(&image, &[]),
+    );
     for way in [Way::Connect(None), Way::Connect(Some("alice:wrong"))] {
         let r = proxy.curl(way, &blob_url, &[]);
         assert_eq!(r.connect_status, 407, "warm {way:?}: {}", r.summary());
@@ -262,9 +295,19 @@ fn mirror_login_skopeo_podman_dockerd() {
     let r = proxy.curl(
         Way::Mirror,
         &manifest_url,
-        &["-H", &format!("Accept: {MANIFEST_TYPES}"), "-H", &format!("Authorization: Bearer {anonymous}")],
+        &[
+            "-H",
+            &format!("Accept: {MANIFEST_TYPES}"),
+            "-H",
+            &format!("Authorization: Bearer {anonymous}"),
+        ],
     );
-    assert_refused(&r, &realm, &small.digest, "manifest with an anonymous token");
+    assert_refused(
+        &r,
+        &realm,
+        &small.digest,
+        "manifest with an anonymous token",
+    );
     let got = proxy.curl(Way::Mirror, &token_url, &["-u", "mia:mirror-pw-mia"]);
     let token = token_of(&got).unwrap_or_else(|| panic!("GET /token as mia: {}", got.summary()));
     let r = proxy.curl(
@@ -277,7 +320,11 @@ fn mirror_login_skopeo_podman_dockerd() {
         "grant_type=password&service=registry-proxy&scope={scope}&client_id=e2e&username=mia&password=mirror-pw-mia"
     );
     let posted = proxy.curl(Way::Mirror, &realm, &["--data", &form]);
-    assert!(token_of(&posted).is_some(), "POST /token password grant: {}", posted.summary());
+    assert!(
+        token_of(&posted).is_some(),
+        "POST /token password grant: {}",
+        posted.summary()
+    );
     let posted_json: serde_json::Value =
         serde_json::from_slice(&posted.body).expect("token response is JSON");
     if let Some(refresh) = posted_json["refresh_token"].as_str() {
@@ -285,18 +332,32 @@ fn mirror_login_skopeo_podman_dockerd() {
             "grant_type=refresh_token&service=registry-proxy&scope={scope}&client_id=e2e&refresh_token={refresh}"
         );
         let r = proxy.curl(Way::Mirror, &realm, &["--data", &form]);
-        assert!(token_of(&r).is_some(), "POST /token refresh grant: {}", r.summary());
+        assert!(
+            token_of(&r).is_some(),
+            "POST /token refresh grant: {}",
+            r.summary()
+        );
     }
     for (creds, what) in [(None, "anonymous"), (Some("mia:wrong"), "wrong password")] {
         let login = proxy.registry_get(Way::Mirror, &manifest_url, MANIFEST_TYPES, creds);
-        assert_login_refused(&login, &realm, &small.digest, &format!("mirror manifest, {what}"));
+        assert_login_refused(
+            &login,
+            creds,
+            &realm,
+            &small.digest,
+            &format!("mirror manifest, {what}"),
+        );
     }
 
     // clients without (or with wrong) credentials
     let log = RepoLog::new(env, host, repo);
     let hub_log = RepoLog::new(env, HUB, hub_repo);
     let prefixed = format!("docker://{}/{host}/{repo}:v1", proxy.addr);
-    proxy.pull_fails(env, Via::Mirror, &skopeo_pull(&prefixed, &["--src-tls-verify=false"]));
+    proxy.pull_fails(
+        env,
+        Via::Mirror,
+        &skopeo_pull(&prefixed, &["--src-tls-verify=false"]),
+    );
     proxy.pull_fails(
         env,
         Via::Mirror,
@@ -364,7 +425,10 @@ fn mirror_login_skopeo_podman_dockerd() {
     watch.assert_no_blob_requests("podman after podman login (registries.conf mirror)", false);
     proxy.assert_blob_hits(mark, host, repo, &small.blobs());
 
-    let hub_watch = Watch::new(env, HUB, hub_repo, &small.blobs());
+    // the blobs are in the cache already (same digests): the proxy asks Docker Hub (HEAD) whether
+    // access/hub has them rather than fetching them again
+    let hub_log = RepoLog::new(env, HUB, hub_repo);
+    let mark = proxy.mark();
     let (_, out) = proxy.pull(
         env,
         Via::Mirror,
@@ -379,7 +443,14 @@ fn mirror_login_skopeo_podman_dockerd() {
         },
     );
     assert!(out.contains(&hub_image), "docker pull output: {out}");
-    hub_watch.assert_fetched(&small.layer_digests(), "dockerd through registry-mirrors");
+    proxy.assert_blobs_served(mark, "docker.io", hub_repo, &small.blobs());
+    let asked = hub_log.since();
+    assert!(
+        asked
+            .iter()
+            .any(|l| l.path.starts_with(&format!("/v2/{hub_repo}/manifests/")) && l.status == 200),
+        "dockerd's pull through the mirror never had Docker Hub's manifest: {asked:#?}"
+    );
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -429,7 +500,14 @@ fn verify_mode_basic_auth_registry() {
         // the blobs are in the cache now; token.test's private/secret stays closed to its refused
         // clients all the same (nothing is counted upstream: no claim on token.test needed)
         let base = format!("{}/v2/{}/{}", proxy.url(), TOKEN.host, secret.repo);
-        refuse_all(proxy, &TOKEN, Way::Mirror, &base, &secret, "blobs cached from basic.test");
+        refuse_all(
+            proxy,
+            &TOKEN,
+            Way::Mirror,
+            &base,
+            &secret,
+            "blobs cached from basic.test",
+        );
     });
 }
 
@@ -457,6 +535,31 @@ fn verify_mode(env: &Env, p: &Private, secret: &Image, big: &Image, then: impl F
             ..Opts::default()
         },
     );
+    // no client authentication, but a registry in verify mode: /v2/ sends clients to log in, in
+    // mirror mode to the proxy's /token, through CONNECT to the intercepted registry's own host
+    for (way, url, realm) in [
+        (
+            Way::Mirror,
+            format!("{}/v2/", proxy.url()),
+            format!("http://{}/token", proxy.addr),
+        ),
+        (
+            Way::Connect(None),
+            format!("https://{}/v2/", p.host),
+            format!("https://{}/token", p.host),
+        ),
+    ] {
+        let r = proxy.curl(way, &url, &[]);
+        assert_eq!(
+            (r.status, r.header("www-authenticate")),
+            (
+                401,
+                Some(format!("Bearer realm=\"{realm}\",service=\"registry-proxy\"").as_str())
+            ),
+            "{way:?} {url}: {}",
+            r.summary()
+        );
+    }
     verify_private(env, &proxy, p, secret);
     verify_in_flight(&proxy, p, big, &relay);
     then(&proxy);
@@ -497,10 +600,19 @@ fn refuse_all(proxy: &Proxy, p: &Private, way: Way, base: &str, image: &Image, w
         for (who, creds) in p.bad {
             let what = format!("{when}, {way:?}, {object} of {}, {who}", p.host);
             let login = proxy.registry_get(way, &url, accept, *creds);
-            assert_login_refused(&login, &realm, &digest, &what);
+            assert_login_refused(&login, *creds, &realm, &digest, &what);
             if let Some(creds) = creds {
-                let r = proxy.curl(way, &url, &["-H", &format!("Accept: {accept}"), "-u", creds]);
-                assert_refused(&r, &realm, &digest, &format!("{what} (Basic on the request)"));
+                let r = proxy.curl(
+                    way,
+                    &url,
+                    &["-H", &format!("Accept: {accept}"), "-u", creds],
+                );
+                assert_refused(
+                    &r,
+                    &realm,
+                    &digest,
+                    &format!("{what} (Basic on the request)"),
+                );
             }
         }
     }
@@ -518,7 +630,11 @@ fn verify_private(env: &Env, proxy: &Proxy, p: &Private, secret: &Image) {
     // cold: refused, and the registry served no content on their behalf
     let log = RepoLog::new(env, host, repo);
     refuse_all(proxy, p, Way::Mirror, &mirror_base, secret, "cold");
-    proxy.pull_fails(env, Via::Mirror, &skopeo_pull(&prefixed, &["--src-tls-verify=false"]));
+    proxy.pull_fails(
+        env,
+        Via::Mirror,
+        &skopeo_pull(&prefixed, &["--src-tls-verify=false"]),
+    );
     log.assert_no_get(&format!("{host}: cold requests of refused clients"), false);
 
     // the owner pulls with her own credentials
@@ -580,7 +696,15 @@ fn verify_in_flight(proxy: &Proxy, p: &Private, big: &Image, relay: &Relay) {
     let already = relay.most_down();
     relay.throttle(8 << 20);
     let mut owner = Command::new("curl")
-        .args(["-sS", "--noproxy", "*", "--max-time", "300", "-o", "/dev/null"])
+        .args([
+            "-sS",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "300",
+            "-o",
+            "/dev/null",
+        ])
         .args(["-w", "%{http_code} %{size_download}", "-H"])
         .arg(format!("Authorization: Bearer {token}"))
         .arg(&url)
@@ -593,7 +717,9 @@ fn verify_in_flight(proxy: &Proxy, p: &Private, big: &Image, relay: &Relay) {
     while relay.most_down() < already + (4 << 20) {
         if let Ok(Some(status)) = owner.try_wait() {
             relay.release();
-            panic!("{host}: the owner's download ended ({status}) before 4 MiB came through the relay");
+            panic!(
+                "{host}: the owner's download ended ({status}) before 4 MiB came through the relay"
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -601,17 +727,13 @@ fn verify_in_flight(proxy: &Proxy, p: &Private, big: &Image, relay: &Relay) {
     for (who, creds) in p.bad {
         let what = format!("{host}: layer in flight, {who}");
         let login = proxy.registry_get(Way::Mirror, &url, "*/*", *creds);
-        assert_login_refused(&login, &realm, &layer, &what);
+        assert_login_refused(&login, *creds, &realm, &layer, &what);
     }
     let connect_url = format!("https://{host}/v2/private/big/blobs/{layer}");
-    let login = proxy.registry_get(
-        Way::Connect(None),
-        &connect_url,
-        "*/*",
-        None,
-    );
+    let login = proxy.registry_get(Way::Connect(None), &connect_url, "*/*", None);
     assert_login_refused(
         &login,
+        None,
         &format!("https://{host}/token"),
         &layer,
         &format!("{host}: layer in flight, anonymous through CONNECT"),
@@ -619,7 +741,13 @@ fn verify_in_flight(proxy: &Proxy, p: &Private, big: &Image, relay: &Relay) {
     let through = relay.most_down();
     let running = owner.try_wait().expect("poll the owner's curl").is_none();
     relay.release();
-    let out = owner.wait_with_output().expect("wait for the owner's download");
+    let out = owner
+        .wait_with_output()
+        .expect("wait for the owner's download");
+    eprintln!(
+        "{host}: refusals made while {} of {size} bytes of the layer had come through",
+        through.saturating_sub(already)
+    );
     assert!(
         running && through < size,
         "{host}: the refusals did not overlap the owner's download (still running: {running}, \
@@ -634,7 +762,13 @@ fn verify_in_flight(proxy: &Proxy, p: &Private, big: &Image, relay: &Relay) {
     // and once it is cached
     for (who, creds) in p.bad {
         let login = proxy.registry_get(Way::Mirror, &url, "*/*", *creds);
-        assert_login_refused(&login, &realm, &layer, &format!("{host}: cached big layer, {who}"));
+        assert_login_refused(
+            &login,
+            *creds,
+            &realm,
+            &layer,
+            &format!("{host}: cached big layer, {who}"),
+        );
     }
 }
 
@@ -688,10 +822,21 @@ fn rules_pull_and_fetch() {
         );
         assert_body_is_not(&login.last, &digest, &format!("ci1, cold {object}"));
         let anonymous = proxy.registry_get(Way::Mirror, &url, accept, None);
-        assert_login_refused(&anonymous, &realm, &digest, &format!("anonymous, cold {object}"));
+        assert_login_refused(
+            &anonymous,
+            None,
+            &realm,
+            &digest,
+            &format!("anonymous, cold {object}"),
+        );
     }
     let connect_url = format!("https://{host}/v2/{repo}/manifests/v1");
-    let login = proxy.registry_get(Way::Connect(Some("ci1:ci1-pw")), &connect_url, MANIFEST_TYPES, None);
+    let login = proxy.registry_get(
+        Way::Connect(Some("ci1:ci1-pw")),
+        &connect_url,
+        MANIFEST_TYPES,
+        None,
+    );
     assert_eq!(
         (login.last.status, login.last.error_code().as_deref()),
         (403, Some("DENIED")),
@@ -701,7 +846,10 @@ fn rules_pull_and_fetch() {
     proxy.pull_fails(
         env,
         Via::Mirror,
-        &skopeo_pull(&prefixed, &["--src-tls-verify=false", "--src-creds", "ci1:ci1-pw"]),
+        &skopeo_pull(
+            &prefixed,
+            &["--src-tls-verify=false", "--src-creds", "ci1:ci1-pw"],
+        ),
     );
     log.assert_no_get("ci1 on a cold image", true);
 
@@ -723,7 +871,10 @@ fn rules_pull_and_fetch() {
         .map(|l| l.reference)
         .collect();
     for layer in small.layer_digests() {
-        assert!(misses.contains(&layer), "bob's pull logged no MISS for {layer}: {misses:?}");
+        assert!(
+            misses.contains(&layer),
+            "bob's pull logged no MISS for {layer}: {misses:?}"
+        );
     }
 
     // now ci1 reads it from the cache

@@ -431,6 +431,48 @@ impl Proxy {
         }
     }
 
+    /// Asserts that, since `mark`, the proxy logged a successful `GET` of every digest in `blobs`
+    /// on `registry`/`repo`, whatever the verdict (polls a little: lines are written when the body
+    /// ends).
+    pub(crate) fn assert_blobs_served(
+        &self,
+        mark: usize,
+        registry: &str,
+        repo: &str,
+        blobs: &[String],
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.requests_since(mark);
+            let missing: Vec<&String> = blobs
+                .iter()
+                .filter(|d| {
+                    !lines.iter().any(|l| {
+                        l.kind == "blob"
+                            && &l.reference == *d
+                            && l.registry == registry
+                            && l.repo == repo
+                            && l.method == "GET"
+                            && l.status.starts_with('2')
+                    })
+                })
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no successful GET logged for {missing:?} of {registry}/{repo}; request lines since the mark:\n{}",
+                lines
+                    .iter()
+                    .map(|l| l.raw.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A directory with the proxy CA as `proxy-ca.pem` (fetched by the wrappers from `GET /ca.crt`).
     pub(crate) fn client_ca_dir(&self) -> PathBuf {
         let d = self.dir.path().join("client-ca");
@@ -589,7 +631,11 @@ impl Proxy {
     /// succeeds, returns the run otherwise (its state directory is removed).
     pub(crate) fn pull_fails(&self, env: &Env, via: Via, p: &Pull<'_>) -> PullRun {
         let run = self.try_pull(env, via, p);
-        assert!(!run.ok, "expected to fail, but succeeded: {}", run.describe());
+        assert!(
+            !run.ok,
+            "expected to fail, but succeeded: {}",
+            run.describe()
+        );
         std::fs::remove_dir_all(&run.state).ok();
         run
     }
@@ -1208,10 +1254,17 @@ impl Proxy {
         std::fs::create_dir_all(&dir).expect("mkdir curl");
         let (head, body) = (dir.join(format!("{n}.h")), dir.join(format!("{n}.b")));
         let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--max-time", "120", "-w", "%{http_code} %{http_connect}", "-D"])
-            .arg(&head)
-            .arg("-o")
-            .arg(&body);
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "120",
+            "-w",
+            "%{http_code} %{http_connect}",
+            "-D",
+        ])
+        .arg(&head)
+        .arg("-o")
+        .arg(&body);
         match way {
             Way::Mirror => {
                 cmd.args(["--noproxy", "*"]);
@@ -1537,7 +1590,8 @@ fn relay_connection(client: std::net::TcpStream, s: &RelayShared) {
         }
         total += n as u64;
         s.most_down.fetch_max(total, Ordering::Relaxed);
-        if let Some(nanos) = (n as u64 * 1_000_000_000).checked_div(s.rate.load(Ordering::Relaxed)) {
+        if let Some(nanos) = (n as u64 * 1_000_000_000).checked_div(s.rate.load(Ordering::Relaxed))
+        {
             std::thread::sleep(Duration::from_nanos(nanos));
         }
     }
