@@ -17,9 +17,11 @@ const DEFAULT_WORKDIR: &str = "/tmp/e2e";
 
 /// Registries the proxy intercepts (besides Docker Hub, always).
 pub(crate) const REGISTRIES: &str = "registry.test second.test basic.test token.test";
-/// Central credentials held by the proxy.
+/// Central credentials held by the proxy. token.test's token realm is on another host (auth.test),
+/// to which the proxy sends central credentials only when an entry names that realm host exactly;
+/// the `token.test` entry makes the registry `central`.
 pub(crate) const AUTH_REGISTRIES: &str =
-    "basic.test:alice:s3cret-basic token.test:bob:s3cret-token";
+    "basic.test:alice:s3cret-basic token.test:bob:s3cret-token auth.test:bob:s3cret-token";
 
 /// The emulated Docker Hub's registry host (its access log is `logs/registry-1.docker.io.log`).
 pub(crate) const HUB: &str = "registry-1.docker.io";
