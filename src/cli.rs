@@ -212,6 +212,15 @@ pub struct ServeArgs {
     /// (registries with auth = "verify") [env: AUTH_CACHE_TTL] [default: 5m]
     #[arg(long, value_name = "DURATION")]
     pub auth_cache_ttl: Option<String>,
+    /// Space-separated host-glob:port / CIDR:port targets for blind tunnels, absolute-form requests
+    /// and upstreams that are not configured registries; loopback, link-local and the proxy itself
+    /// only by an explicit entry [env: TUNNEL_ALLOW] [default: "*:443"]
+    #[arg(long, value_name = "ENTRIES")]
+    pub tunnel_allow: Option<String>,
+    /// Cap on open client connections across both listeners; beyond it new connections get 503
+    /// (GET /healthz still answers) [env: MAX_CONNECTIONS] [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
 
     /// nginx send_timeout [env: SEND_TIMEOUT] [default: 60s]
     #[arg(long, value_name = "DURATION")]
@@ -297,6 +306,8 @@ const FLAGS: &[(&str, Field)] = &[
     ("PROXY_HTPASSWD", |a| &a.proxy_htpasswd),
     ("TLS_CLIENT_CA_FILE", |a| &a.tls_client_ca_file),
     ("AUTH_CACHE_TTL", |a| &a.auth_cache_ttl),
+    ("TUNNEL_ALLOW", |a| &a.tunnel_allow),
+    ("MAX_CONNECTIONS", |a| &a.max_connections),
     ("SEND_TIMEOUT", |a| &a.send_timeout),
     ("CLIENT_BODY_TIMEOUT", |a| &a.client_body_timeout),
     ("CLIENT_HEADER_TIMEOUT", |a| &a.client_header_timeout),

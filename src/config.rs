@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::access::rules::Rules;
+use crate::access::tunnel::AllowEntry;
 use crate::registry::host::RegistryHost;
 use crate::secret::Secret;
 
@@ -60,6 +61,12 @@ pub struct Config {
     pub manifest_cache_overrides: Vec<(RegistryHost, ManifestCache)>,
     /// Optional TLS listener for mirror mode (`TLS_LISTEN`).
     pub tls_listen: Option<TlsListen>,
+    /// Where blind tunnels, absolute-form requests and upstream dials to anything but a configured
+    /// registry may go (`TUNNEL_ALLOW`); empty allows nothing.
+    pub tunnel_allow: Vec<AllowEntry>,
+    /// Cap on open client connections across both listeners (`MAX_CONNECTIONS`).
+    /// Invariant: greater than zero.
+    pub max_connections: usize,
     /// bcrypt htpasswd file of the proxy's users (`PROXY_HTPASSWD`); when set, clients must log in.
     /// Checked and parsed once at start-up; `access::identity::Users` reloads it while running.
     pub proxy_htpasswd: Option<PathBuf>,
@@ -227,8 +234,9 @@ impl Config {
         // `auth.example.com:user:pass`); which registry sends clients there is only known at the
         // first challenge. Such entries serve the configured registries, as in the seed.
         let names_a_realm = self.credentials.iter().any(|c| {
-            RegistryHost::parse(&c.host)
-                .is_ok_and(|host| !host.is_docker_hub() && !self.registries.contains(&host))
+            c.host != "auth.docker.io"
+                && RegistryHost::parse(&c.host)
+                    .is_ok_and(|host| !host.is_docker_hub() && !self.registries.contains(&host))
         });
         if names_a_realm && self.registries.contains(registry) {
             AuthMode::Central

@@ -52,6 +52,8 @@ pub struct Proxy {
     listener: TcpListener,
     /// The optional TLS listener for mirror mode (`TLS_LISTEN`) and its acceptor.
     tls_listener: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// `MAX_CONNECTIONS`, shared by both listeners.
+    limit: Arc<listener::ConnectionLimit>,
 }
 
 impl Proxy {
@@ -70,7 +72,6 @@ impl Proxy {
                 path: config.cache_dir.clone(),
                 source: std::io::Error::other(e),
             })??;
-        let upstream = upstream::Upstream::new(&config)?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -100,6 +101,16 @@ impl Proxy {
                 Some((listener, tokio_rustls::TlsAcceptor::from(server_config)))
             }
         };
+        // The policy protects the listeners as bound (port 0 becomes a real port).
+        let own = std::iter::once(listener.local_addr().unwrap_or(config.listen))
+            .chain(tls_listener.as_ref().and_then(|(l, _)| l.local_addr().ok()))
+            .collect();
+        let policy = Arc::new(access::tunnel::TunnelPolicy::new(
+            config.tunnel_allow.clone(),
+            own,
+        ));
+        let upstream = upstream::Upstream::new(&config, policy)?;
+        let limit = Arc::new(listener::ConnectionLimit::new(config.max_connections));
         let metrics = Arc::new(telemetry::Metrics::new(
             config.log_format == config::LogFormat::Json,
         ));
@@ -107,6 +118,11 @@ impl Proxy {
             Some(path) => Some(Arc::new(access::identity::Users::load(path)?)),
             None => None,
         };
+        if users.is_none() && config.tls_client_ca_file.is_none() && !config.access.is_default() {
+            tracing::warn!(
+                "[[access]] rules are set but client authentication is off (PROXY_HTPASSWD, TLS_CLIENT_CA_FILE): every client is anonymous, so only entries naming `anonymous` let anyone in"
+            );
+        }
         let tokens = access::token::TokenKey::load_or_create(&config.ca_dir)?;
         let verifier = access::verify::Verifier::new(config.auth_cache_ttl);
         let state = Arc::new(serve::State {
@@ -123,6 +139,7 @@ impl Proxy {
             state,
             listener,
             tls_listener,
+            limit,
         })
     }
 
@@ -158,9 +175,10 @@ impl Proxy {
                 self.state.clone(),
                 listener,
                 Some(acceptor),
+                self.limit.clone(),
             )))
         });
-        listener::accept_loop(self.state, self.listener, None).await;
+        listener::accept_loop(self.state, self.listener, None, self.limit).await;
     }
 }
 

@@ -1,6 +1,12 @@
 //! The one client-facing port: plain HTTP/1.1 that answers `CONNECT` (intercepting configured
-//! registries with TLS from our CA, tunnelling every other host untouched), registry-mirror and
-//! path-prefix requests under `/v2/`, and the admin endpoints (`/ca.crt`, `/healthz`, `/metrics`, `/`).
+//! registries with TLS from our CA, tunnelling other hosts untouched where `TUNNEL_ALLOW` allows),
+//! registry-mirror and path-prefix requests under `/v2/`, and the admin endpoints (`/ca.crt`,
+//! `/healthz`, `/metrics`, `/`). Open connections are capped by `MAX_CONNECTIONS` (`limit.rs`).
+
+mod limit;
+mod relay;
+
+pub use limit::ConnectionLimit;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,33 +14,35 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::access::identity::{Identity, cert_user};
+use crate::access::tunnel;
 use crate::body::{self, Body};
 use crate::config::MirrorPolicy;
 use crate::registry::error::ErrorCode;
 use crate::registry::host::RegistryHost;
 use crate::registry::route::parse_path;
-use crate::serve::error::Failure;
+use crate::serve::error::{Failure, text};
 use crate::serve::{self, State, Surface};
 
 /// Largest request head we read (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 64 * 1024;
 
 /// Accepts connections until the task is dropped. With `tls`, each connection is TLS first (the
-/// optional mirror-mode TLS listener, `TLS_LISTEN`).
+/// optional mirror-mode TLS listener, `TLS_LISTEN`). Every connection takes a slot of `limit` for
+/// as long as it is open; over the cap it is answered by `limit::answer_over_cap`.
 pub async fn accept_loop(
     state: Arc<State>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    limit: Arc<ConnectionLimit>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -47,10 +55,37 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let header_timeout = state.config.timeouts.client_header;
+        let slot = match limit.admit() {
+            limit::Admission::Admitted(slot) => slot,
+            limit::Admission::OverCap(place) => {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let _place = place;
+                    match tls {
+                        None => limit::answer_over_cap(stream).await,
+                        Some(acceptor) => {
+                            let handshake = tokio::time::timeout(
+                                limit::OVER_CAP_TIMEOUT,
+                                acceptor.accept(stream),
+                            );
+                            if let Ok(Ok(stream)) = handshake.await {
+                                limit::answer_over_cap(stream).await;
+                            }
+                        }
+                    }
+                });
+                continue;
+            }
+            limit::Admission::Rejected => {
+                limit::reject_now(&stream);
+                continue;
+            }
+        };
+        let stream = limit::Counted::new(stream, slot);
         let state = state.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let header_timeout = state.config.timeouts.client_header;
             match tls {
                 None => serve_front(state, Conn::plain(peer), stream).await,
                 Some(acceptor) => {
@@ -128,10 +163,7 @@ where
 async fn front(state: Arc<State>, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let peer = conn.peer;
     if head_too_large(&req) {
-        return text(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request head too large\n",
-        );
+        return Failure::HeadTooLarge.into_response();
     }
     if req.method() == Method::CONNECT || req.uri().scheme().is_some() {
         let identity = match serve::access::proxy_identity(&state, req.headers()).await {
@@ -188,7 +220,11 @@ async fn front(state: Arc<State>, conn: &Conn, req: Request<Incoming>) -> Respon
         "/" => text(StatusCode::OK, &status_page(&state)),
         p if p == "/v2" || p.starts_with("/v2/") => mirror(state, conn, realm, req).await,
         p if p.starts_with("/setup/") => setup(&state, &req),
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        _ => Failure::Forward {
+            status: StatusCode::NOT_FOUND,
+            message: "not found".into(),
+        }
+        .into_response(),
     }
 }
 
@@ -289,17 +325,43 @@ async fn admin_needs_user(
     }
 }
 
-/// An absolute-form request (`HTTP_PROXY` clients, plain-HTTP registries): forwarded uncached.
+/// An absolute-form request (`HTTP_PROXY` clients, plain-HTTP registries): forwarded uncached to
+/// the URL's host and port (default 80) if `TUNNEL_ALLOW` allows them, over a connection opened to
+/// the address the policy checked.
 async fn forward(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     if req.uri().scheme_str() != Some("http") {
-        return text(
+        return refuse(
             StatusCode::BAD_REQUEST,
-            "only http:// URLs are forwarded; use CONNECT for https\n",
+            "only http:// URLs are forwarded; use CONNECT for https",
         );
     }
+    let Some(authority) = req.uri().authority().cloned() else {
+        return refuse(StatusCode::BAD_REQUEST, "the URL has no host");
+    };
+    let (host, port) = match tunnel::parse_target(authority.as_str(), Some(80)) {
+        Ok(target) => target,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("bad host or port in the URL: {e}"),
+            );
+        }
+    };
+    let target = tunnel::display_target(&host, port);
     let started = std::time::Instant::now();
+    let policy = state.upstream.tunnel_policy();
+    let stream = match tunnel::dial(policy, &host, port, state.config.timeouts.proxy_connect).await
+    {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "FORWARD {target} refused");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                format!("request to {target} not allowed by policy"),
+            );
+        }
+    };
     let (mut parts, incoming) = req.into_parts();
-    let target = parts.uri.clone();
     for name in [
         "connection",
         "keep-alive",
@@ -312,23 +374,57 @@ async fn forward(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Res
     ] {
         parts.headers.remove(name);
     }
+    // The URL's authority replaces any Host the client sent (RFC 9112, 3.2.2).
+    match HeaderValue::from_str(authority.as_str()) {
+        Ok(value) => parts.headers.insert(http::header::HOST, value),
+        Err(_) => return refuse(StatusCode::BAD_REQUEST, "bad host in the URL"),
+    };
+    // The origin server gets the origin form: path and query only.
+    let origin_form = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse::<http::Uri>();
+    match origin_form {
+        Ok(uri) => parts.uri = uri,
+        Err(_) => return refuse(StatusCode::BAD_REQUEST, "bad request target"),
+    }
     let request = Request::from_parts(parts, body::incoming(incoming));
-    match state.upstream.forward(request).await {
-        Ok(response) => {
+    let read_timeout = state.upstream.read_timeout;
+    let exchange = async {
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "forwarded connection ended with an error");
+            }
+        });
+        sender.send_request(request).await
+    };
+    match tokio::time::timeout(read_timeout, exchange).await {
+        Ok(Ok(response)) => {
             tracing::info!(
                 target: "registry_proxy::access",
-                "FORWARD {} client={peer} status={} ms={}",
-                target.authority().map_or("-", |a| a.as_str()),
+                "FORWARD {target} client={peer} status={} ms={}",
                 response.status().as_u16(),
                 started.elapsed().as_millis()
             );
             response.map(body::incoming)
         }
-        Err(e) => text(StatusCode::BAD_GATEWAY, &format!("{e}\n")),
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "FORWARD {target} failed");
+            refuse(StatusCode::BAD_GATEWAY, format!("{target} did not answer"))
+        }
+        Err(_) => refuse(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("{target} did not answer within {read_timeout:?}"),
+        ),
     }
 }
 
-/// `CONNECT host:port`: intercept configured registries, tunnel everything else.
+/// `CONNECT host:port`: intercept configured registries, tunnel other targets where
+/// `TUNNEL_ALLOW` allows. A refused, unknown, unreachable or silent target gets the same `403`, so
+/// the answer tells a client nothing about what is behind the proxy.
 async fn connect(
     state: Arc<State>,
     peer: SocketAddr,
@@ -336,23 +432,26 @@ async fn connect(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let Some(authority) = req.uri().authority().cloned() else {
-        return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
+        return refuse(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = authority.port_u16().unwrap_or(443);
+    let (host, port) = match tunnel::parse_target(authority.as_str(), None) {
+        Ok(target) => target,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("CONNECT needs host:port with a port from 1 to 65535 ({e})"),
+            );
+        }
+    };
     let registry = RegistryHost::from_parts(&host, Some(port));
     if let Some(registry) = registry.filter(|r| state.config.intercepts(r)) {
         let tls = match state.ca.server_config(&host) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot mint a certificate");
-                return text(
+                return refuse(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "cannot mint a certificate\n",
+                    "cannot mint a certificate",
                 );
             }
         };
@@ -374,28 +473,21 @@ async fn connect(
         });
         return Response::new(body::empty());
     }
-    // Blind tunnel.
+    // Blind tunnel, to an address the policy allowed.
+    let target_name = tunnel::display_target(&host, port);
+    let policy = state.upstream.tunnel_policy();
     let connect_timeout = state.config.timeouts.proxy_connect_connect;
-    let target = match tokio::time::timeout(
-        connect_timeout,
-        TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return text(
-                StatusCode::BAD_GATEWAY,
-                &format!("cannot connect to {host}:{port}: {e}\n"),
-            );
-        }
-        Err(_) => {
-            return text(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!("connecting to {host}:{port} timed out\n"),
+    let target = match tunnel::dial(policy, &host, port, connect_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "TUNNEL {target_name} refused");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                format!("tunnel to {target_name} not allowed by policy"),
             );
         }
     };
+    let _ = target.set_nodelay(true);
     tokio::spawn(async move {
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(u) => u,
@@ -407,18 +499,20 @@ async fn connect(
         let mut client = TokioIo::new(upgraded);
         let mut target = target;
         let started = std::time::Instant::now();
-        let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut target)
-            .await
-            .unwrap_or((0, 0));
+        let relayed =
+            relay::relay(&mut client, &mut target, state.config.timeouts.proxy_read).await;
         state.metrics.tunnels.fetch_add(1, Ordering::Relaxed);
         state
             .metrics
             .tunnel_bytes
-            .fetch_add(up + down, Ordering::Relaxed);
+            .fetch_add(relayed.sent + relayed.received, Ordering::Relaxed);
         tracing::info!(
             target: "registry_proxy::access",
-            "TUNNEL {host}:{port} client={peer} sent={up} received={down} ms={}",
-            started.elapsed().as_millis()
+            "TUNNEL {target_name} client={peer} sent={} received={} ms={}{}",
+            relayed.sent,
+            relayed.received,
+            started.elapsed().as_millis(),
+            if relayed.idle { " idle" } else { "" }
         );
     });
     Response::new(body::empty())
@@ -534,17 +628,14 @@ fn head_too_large(req: &Request<Incoming>) -> bool {
     size > MAX_HEAD
 }
 
-fn text(status: StatusCode, body_text: &str) -> Response<Body> {
-    let bytes = Bytes::copy_from_slice(body_text.as_bytes());
-    let mut r = Response::new(body::full(bytes.clone()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r.headers_mut()
-        .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-    r
+/// A refusal on the forward-proxy surface (CONNECT, absolute-form): plain text, through the one
+/// error path.
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    Failure::Forward {
+        status,
+        message: message.into(),
+    }
+    .into_response()
 }
 
 fn status_page(state: &State) -> String {

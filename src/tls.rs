@@ -1,8 +1,9 @@
 //! TLS: the proxy's certificate authority (created once in `CA_DIR`, reused after), leaf
-//! certificates minted on demand per intercepted host and cached until shortly before they expire,
+//! certificates minted on demand per intercepted host (by its lower-case name) and cached until
+//! shortly before they expire — at most [`LEAF_CACHE_SIZE`] of them, least recently used out first —
 //! and the rustls configurations built from them (server side for clients, client side for upstreams).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,8 @@ const LEAF_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
 const LEAF_RENEW_BEFORE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Lifetime of a newly created CA.
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Leaf certificates kept in memory, at most.
+pub const LEAF_CACHE_SIZE: usize = 1024;
 /// Backdating of `notBefore`, for clients whose clocks are a little behind.
 const CLOCK_SKEW: Duration = Duration::from_secs(3600);
 
@@ -59,6 +62,68 @@ pub fn provider() -> Arc<CryptoProvider> {
 struct Leaf {
     config: Arc<ServerConfig>,
     not_after: OffsetDateTime,
+    /// When it was last used, in [`LeafCache::clock`] ticks; its key in [`LeafCache::by_use`].
+    used: u64,
+}
+
+/// Leaves by host name, bounded, least recently used evicted first.
+struct LeafCache {
+    /// Invariant: `leaves.len() <= capacity`, and `by_use` holds exactly one `(leaf.used, host)`
+    /// per entry of `leaves`.
+    leaves: HashMap<String, Leaf>,
+    by_use: BTreeMap<u64, String>,
+    clock: u64,
+    capacity: usize,
+}
+
+impl LeafCache {
+    fn new(capacity: usize) -> LeafCache {
+        LeafCache {
+            leaves: HashMap::new(),
+            by_use: BTreeMap::new(),
+            clock: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The leaf for `host` if it is still good at `now`, marked used.
+    fn get(&mut self, host: &str, now: OffsetDateTime) -> Option<Arc<ServerConfig>> {
+        self.clock += 1;
+        let leaf = self.leaves.get_mut(host)?;
+        if leaf.not_after - now <= LEAF_RENEW_BEFORE {
+            return None;
+        }
+        self.by_use.remove(&leaf.used);
+        leaf.used = self.clock;
+        self.by_use.insert(leaf.used, host.to_owned());
+        Some(leaf.config.clone())
+    }
+
+    fn insert(&mut self, host: String, config: Arc<ServerConfig>, not_after: OffsetDateTime) {
+        self.clock += 1;
+        if let Some(old) = self.leaves.remove(&host) {
+            self.by_use.remove(&old.used);
+        }
+        while self.leaves.len() >= self.capacity {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
+            self.leaves.remove(&oldest);
+        }
+        self.by_use.insert(self.clock, host.clone());
+        self.leaves.insert(
+            host,
+            Leaf {
+                config,
+                not_after,
+                used: self.clock,
+            },
+        );
+    }
+
+    fn len(&self) -> usize {
+        self.leaves.len()
+    }
 }
 
 /// The proxy's CA and its cache of leaf certificates.
@@ -66,8 +131,8 @@ pub struct CertAuthority {
     issuer: Issuer<'static, KeyPair>,
     ca_pem: String,
     provider: Arc<CryptoProvider>,
-    /// Server configurations per host name, each holding a leaf valid for that name.
-    leaves: Mutex<HashMap<String, Leaf>>,
+    /// Server configurations per lower-case host name, each holding a leaf valid for that name.
+    leaves: Mutex<LeafCache>,
 }
 
 impl std::fmt::Debug for CertAuthority {
@@ -129,7 +194,7 @@ impl CertAuthority {
             issuer,
             ca_pem,
             provider: provider(),
-            leaves: Mutex::new(HashMap::new()),
+            leaves: Mutex::new(LeafCache::new(LEAF_CACHE_SIZE)),
         }
     }
 
@@ -138,26 +203,24 @@ impl CertAuthority {
         &self.ca_pem
     }
 
-    /// A server configuration presenting a leaf for `host` (a DNS name or an IP literal), minted on
-    /// first use and re-minted shortly before it expires.
+    /// A server configuration presenting a leaf for `host` (a DNS name or an IP literal; case does
+    /// not matter), minted on first use and re-minted shortly before it expires.
     pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, TlsError> {
+        let host = host.to_ascii_lowercase();
         let now = OffsetDateTime::now_utc();
         let mut leaves = self.leaves.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(leaf) = leaves.get(host)
-            && leaf.not_after - now > LEAF_RENEW_BEFORE
-        {
-            return Ok(leaf.config.clone());
+        if let Some(config) = leaves.get(&host, now) {
+            return Ok(config);
         }
-        let (certified, not_after) = self.mint(&[host.to_owned()])?;
+        let (certified, not_after) = self.mint(std::slice::from_ref(&host))?;
         let config = self.server_config_from(certified)?;
-        leaves.insert(
-            host.to_owned(),
-            Leaf {
-                config: config.clone(),
-                not_after,
-            },
-        );
+        leaves.insert(host, config.clone(), not_after);
         Ok(config)
+    }
+
+    /// Leaves currently cached.
+    pub fn cached_leaves(&self) -> usize {
+        self.leaves.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Mints a leaf for `names` (the first is the common name); returns it and its expiry.
@@ -373,6 +436,87 @@ mod tests {
             load_certified_key(&cert_path, &key_path),
             Err(TlsError::Pem { .. })
         ));
+    }
+
+    #[test]
+    fn case_variants_share_one_leaf() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertAuthority::load_or_create(dir.path()).unwrap();
+        let name = "registry.example";
+        let letters: Vec<usize> = (0..name.len())
+            .filter(|i| name.as_bytes()[*i].is_ascii_alphabetic())
+            .collect();
+        let first = ca.server_config(name).unwrap();
+        for variant in 0..3000u32 {
+            let mut bytes = name.as_bytes().to_vec();
+            for (bit, i) in letters.iter().enumerate() {
+                if variant & (1 << bit) != 0 {
+                    bytes[*i] = bytes[*i].to_ascii_uppercase();
+                }
+            }
+            let host = String::from_utf8(bytes).unwrap();
+            let config = ca.server_config(&host).unwrap();
+            assert!(Arc::ptr_eq(&first, &config), "{host}");
+        }
+        assert_eq!(ca.cached_leaves(), 1);
+    }
+
+    #[test]
+    fn the_leaf_cache_is_bounded_and_keeps_recent_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = CertAuthority::load_or_create(dir.path()).unwrap();
+        ca.leaves = Mutex::new(LeafCache::new(8));
+        let kept = ca.server_config("kept.test").unwrap();
+        for i in 0..20 {
+            ca.server_config(&format!("host{i}.test")).unwrap();
+            // Used all along, so never the least recently used.
+            assert!(Arc::ptr_eq(&kept, &ca.server_config("KEPT.test").unwrap()));
+            assert!(ca.cached_leaves() <= 8);
+        }
+        assert_eq!(ca.cached_leaves(), 8);
+        // The oldest names were evicted: asking again mints a new leaf.
+        let host0 = ca.server_config("host0.test").unwrap();
+        assert!(!Arc::ptr_eq(
+            &host0,
+            &ca.server_config("host1.test").unwrap()
+        ));
+        assert_eq!(ca.cached_leaves(), 8);
+    }
+
+    #[test]
+    fn more_names_than_the_bound_keep_the_cache_at_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertAuthority::load_or_create(dir.path()).unwrap();
+        for i in 0..(LEAF_CACHE_SIZE + 50) {
+            ca.server_config(&format!("h{i}.test")).unwrap();
+        }
+        assert_eq!(ca.cached_leaves(), LEAF_CACHE_SIZE);
+    }
+
+    #[test]
+    fn leaf_cache_evicts_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertAuthority::load_or_create(dir.path()).unwrap();
+        let config = ca.server_config("x.test").unwrap();
+        let later = OffsetDateTime::now_utc() + LEAF_VALIDITY;
+        let now = OffsetDateTime::now_utc();
+        let mut cache = LeafCache::new(3);
+        for host in ["a", "b", "c"] {
+            cache.insert(host.into(), config.clone(), later);
+        }
+        assert!(cache.get("a", now).is_some());
+        cache.insert("d".into(), config.clone(), later);
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get("b", now).is_none(), "b was least recently used");
+        assert!(cache.get("a", now).is_some() && cache.get("c", now).is_some());
+        // Re-inserting a present name does not evict another.
+        cache.insert("a".into(), config.clone(), later);
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get("d", now).is_some());
+        // A leaf close to expiry is not served.
+        cache.insert("old".into(), config, now + LEAF_RENEW_BEFORE);
+        assert!(cache.get("old", now).is_none());
+        assert_eq!(cache.by_use.len(), cache.leaves.len());
     }
 
     #[test]

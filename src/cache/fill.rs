@@ -625,7 +625,7 @@ impl FillWriter {
             .flush()
             .map_err(|e| format!("flush {}: {e}", self.fill.tmp_path.display()))?;
         if let Some(parent) = self.fill.final_path.parent() {
-            std::fs::create_dir_all(parent)
+            super::private::create_dir_all(parent)
                 .map_err(|e| format!("create {}: {e}", parent.display()))?;
         }
         std::fs::rename(&self.fill.tmp_path, &self.fill.final_path)

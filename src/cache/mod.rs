@@ -10,6 +10,7 @@
 //! - `tmp/`: downloads in flight, removed at start-up.
 //!
 //! Every file appears by rename from `tmp/`, so a crash never leaves a partial file visible.
+//! Files are mode 0600 and directories 0700 whatever the umask (`private.rs`).
 //!
 //! Space: the index (`index.rs`) knows every committed object's size and last use; the store is
 //! kept under `CACHE_MAX_SIZE` (least recently used first; only downloads in flight can exceed it)
@@ -29,6 +30,7 @@ mod chunks;
 mod fill;
 mod hot;
 mod index;
+mod private;
 mod space;
 mod verify;
 
@@ -124,7 +126,22 @@ impl Cache {
     pub fn open(root: &Path, limits: Limits) -> Result<Cache, CacheError> {
         for dir in ["blobs/sha256", "manifests/sha256", "repos", "tmp"] {
             let path = root.join(dir);
-            std::fs::create_dir_all(&path).map_err(io_err(&path))?;
+            private::create_dir_all(&path).map_err(io_err(&path))?;
+        }
+        // The store's own top directories, also when an older version made them with the umask's
+        // mode (the files below are then out of reach of other users too).
+        for dir in [
+            "blobs",
+            "blobs/sha256",
+            "manifests",
+            "manifests/sha256",
+            "repos",
+            "tmp",
+        ] {
+            let path = root.join(dir);
+            if let Err(e) = private::restrict_dir(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot make a cache directory private (mode 0700)");
+            }
         }
         let tmp = root.join("tmp");
         let mut removed = 0usize;
@@ -264,7 +281,7 @@ impl Cache {
             lock(&self.known_links).insert(key);
             return;
         }
-        match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, b"")) {
+        match private::create_dir_all(&dir).and_then(|()| private::write(&path, b"")) {
             Ok(()) => lock(&self.known_links).insert(key),
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot record link"),
         }
@@ -305,11 +322,7 @@ impl Cache {
             return Ok(FillSlot::Follower(fill.clone()));
         }
         let tmp = self.tmp_path();
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
+        let file = private::create_new(&tmp).map_err(io_err(&tmp))?;
         let fill = Arc::new(Fill::new(
             digest.clone(),
             tmp,
@@ -584,20 +597,32 @@ impl Cache {
 
     async fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
         let tmp = self.tmp_path();
-        tokio::fs::write(&tmp, bytes).await.map_err(io_err(&tmp))?;
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(io_err(parent))?;
-        }
-        if let Err(e) = tokio::fs::rename(&tmp, path).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(CacheError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            });
-        }
-        Ok(())
+        let (target, bytes) = (path.to_path_buf(), bytes.to_vec());
+        let written = tokio::task::spawn_blocking(move || {
+            private::write(&tmp, &bytes).map_err(io_err(&tmp))?;
+            if let Some(parent) = target.parent()
+                && let Err(e) = private::create_dir_all(parent)
+            {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(CacheError::Io {
+                    path: parent.to_path_buf(),
+                    source: e,
+                });
+            }
+            if let Err(e) = std::fs::rename(&tmp, &target) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(CacheError::Io {
+                    path: target,
+                    source: e,
+                });
+            }
+            Ok(())
+        })
+        .await;
+        written.map_err(|e| CacheError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::other(e),
+        })?
     }
 
     /// Marks an entry used; every [`TOUCH_PERSIST_EVERY`] at most, also on disk (its mtime), so

@@ -257,3 +257,62 @@ fn admission() {
     let e = cache.admit(Some(1)).unwrap_err();
     assert!(e.contains("do not fit"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_are_0600_and_directories_0700() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let cache = Cache::open(&root, limits(1 << 30, 0)).unwrap();
+    // A blob through a fill, a manifest, a tag and links: every kind of file the store writes.
+    let blob = data(100_000, 7);
+    let digest = Digest::sha256_of(&blob);
+    let (fill, file) = leader(&cache, &digest);
+    let end = cache
+        .run_fill(
+            fill,
+            file,
+            Some(blob.len() as u64),
+            body(&blob, 8192),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(matches!(end, Ok(FillEnd::Committed(100_000))), "{end:?}");
+    let manifest = Bytes::from_static(b"{\"schemaVersion\":2}");
+    let manifest_digest = Digest::sha256_of(&manifest);
+    cache
+        .put_manifest(&manifest_digest, &manifest, "application/json")
+        .await
+        .unwrap();
+    let registry = RegistryHost::parse("registry.test:5000").unwrap();
+    let repo = RepoName::parse("team/app").unwrap();
+    cache.link(&registry, &repo, LinkKind::Blob, &digest);
+    cache.link(&registry, &repo, LinkKind::Manifest, &manifest_digest);
+    let record = TagRecord {
+        digest: manifest_digest.to_string(),
+        media_type: "application/json".into(),
+        checked_at: 1,
+    };
+    cache
+        .put_tag(&registry, &repo, "v1", "accept", &record)
+        .await
+        .unwrap();
+
+    let (mut files, mut dirs) = (0, 0);
+    let mut pending = vec![root.clone()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+            dirs += 1;
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{}", path.display());
+            files += 1;
+        }
+    }
+    // blob, manifest + .type, two links, one tag.
+    assert_eq!(files, 6);
+    assert!(dirs >= 10, "{dirs}");
+}

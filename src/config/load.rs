@@ -28,6 +28,7 @@ use super::{
 use crate::access::htpasswd::{Htpasswd, HtpasswdError};
 use crate::access::identity::{IdentityError, client_verifier};
 use crate::access::rules::{AccessRule, Rules, RulesError};
+use crate::access::tunnel::{self, AllowEntry, EntryError};
 use crate::cli::ServeArgs;
 use crate::registry::host::{HostError, RegistryHost};
 use crate::secret::Secret;
@@ -165,6 +166,16 @@ pub enum ConfigError {
     Access { path: PathBuf, source: RulesError },
     #[error("{setting}: {value:?} is not an auth mode (verify or central)")]
     AuthMode { setting: String, value: String },
+    #[error(
+        "{setting}: entry {value:?}: {reason} (expected host-glob:port or CIDR:port; port a number or *)"
+    )]
+    TunnelAllow {
+        setting: String,
+        value: String,
+        reason: EntryError,
+    },
+    #[error("{setting}: {value:?} is not a whole number")]
+    Count { setting: String, value: String },
 }
 
 fn host_suffix(host: &Option<String>) -> String {
@@ -182,6 +193,8 @@ enum Kind {
     Duration,
     /// Space-separated in flags and environment; a string or an array of strings in the file.
     List,
+    /// A whole number; an integer or a string in the file.
+    Count,
 }
 
 /// Every setting by its environment variable name. The flag is the lower-case name with `-`, the
@@ -221,6 +234,8 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("PROXY_HTPASSWD", Kind::Text),
     ("TLS_CLIENT_CA_FILE", Kind::Text),
     ("AUTH_CACHE_TTL", Kind::Duration),
+    ("TUNNEL_ALLOW", Kind::List),
+    ("MAX_CONNECTIONS", Kind::Count),
     ("SEND_TIMEOUT", Kind::Duration),
     ("CLIENT_BODY_TIMEOUT", Kind::Duration),
     ("CLIENT_HEADER_TIMEOUT", Kind::Duration),
@@ -243,7 +258,7 @@ const MAX_SECRET_FILE: u64 = 1 << 20;
 
 /// Environment variables with these prefixes must be known settings (typo protection); any other
 /// variable is none of our business.
-const GUARDED_PREFIXES: [&str; 7] = [
+const GUARDED_PREFIXES: [&str; 8] = [
     "MANIFEST_CACHE_",
     "PROXY_CONNECT_",
     "AUTH_REGISTR",
@@ -251,6 +266,7 @@ const GUARDED_PREFIXES: [&str; 7] = [
     "PROXY_HTPASS",
     "CACHE_",
     "TLS_",
+    "TUNNEL_",
 ];
 
 /// The environment variable naming the config file (flag `--config`).
@@ -273,6 +289,7 @@ const DEFAULT_PRIMARY_REGEX: &str = "(stable|nightly|production|test)";
 const DEFAULT_SECONDARY_REGEX: &str = r"(.*)(\d|\.)+(.*)(\d|\.)+(.*)(\d|\.)+";
 const DEFAULT_TLS_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
 const DEFAULT_AUTH_CACHE_TTL: Duration = Duration::from_secs(300);
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     check_env_names(sources.env)?;
@@ -352,6 +369,8 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
             }
         })?,
     };
+    let tunnel_allow = tunnel_allow(&layers)?;
+    let max_connections = layers.count("MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)?;
 
     Ok(Config {
         listen,
@@ -379,6 +398,8 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
         auth_cache_ttl,
         access,
         registry_auth,
+        tunnel_allow,
+        max_connections,
     })
 }
 
@@ -604,6 +625,22 @@ impl Layers<'_> {
             return Err(ConfigError::Zero { setting, value });
         }
         Ok(size)
+    }
+
+    /// A whole number greater than zero.
+    fn count(&self, env_name: &'static str, default: usize) -> Result<usize, ConfigError> {
+        let Some((setting, value)) = self.text(env_name)? else {
+            return Ok(default);
+        };
+        let trimmed = value.trim();
+        if trimmed.is_empty() || !trimmed.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ConfigError::Count { setting, value });
+        }
+        match trimmed.parse::<usize>() {
+            Ok(0) => Err(ConfigError::Zero { setting, value }),
+            Ok(n) => Ok(n),
+            Err(_) => Err(ConfigError::Count { setting, value }),
+        }
     }
 
     fn duration(&self, env_name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
@@ -1023,6 +1060,23 @@ fn parse_auth_mode(setting: &str, value: &str) -> Result<AuthMode, ConfigError> 
             value: value.to_owned(),
         }),
     }
+}
+
+/// `TUNNEL_ALLOW` entries (default `*:443`); an empty value allows no target at all.
+fn tunnel_allow(layers: &Layers<'_>) -> Result<Vec<AllowEntry>, ConfigError> {
+    let (setting, items) = layers.list("TUNNEL_ALLOW")?.unwrap_or_else(|| {
+        (
+            "TUNNEL_ALLOW".to_owned(),
+            vec![tunnel::DEFAULT_TUNNEL_ALLOW.to_owned()],
+        )
+    });
+    tunnel::parse_entries(items.iter().map(String::as_str)).map_err(|(value, reason)| {
+        ConfigError::TunnelAllow {
+            setting,
+            value,
+            reason,
+        }
+    })
 }
 
 /// Start-up check that a file we will read later exists and is readable.

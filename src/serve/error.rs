@@ -82,6 +82,7 @@ impl Failure {
             Failure::Denied { .. } => StatusCode::FORBIDDEN,
             Failure::Upstream(e) => match e {
                 UpstreamError::TokenDenied { .. } => StatusCode::UNAUTHORIZED,
+                UpstreamError::Refused { .. } => StatusCode::FORBIDDEN,
                 UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 _ => StatusCode::BAD_GATEWAY,
             },
@@ -105,6 +106,7 @@ impl Failure {
             Failure::Denied { .. } | Failure::Forward { .. } => ErrorCode::Denied,
             Failure::Upstream(e) => match e {
                 UpstreamError::TokenDenied { .. } => ErrorCode::Unauthorized,
+                UpstreamError::Refused { .. } => ErrorCode::Denied,
                 _ => ErrorCode::Unavailable,
             },
             Failure::Internal { .. } => ErrorCode::Unavailable,
@@ -124,6 +126,10 @@ impl Failure {
                 "{method} is not allowed: this proxy is read-only (set ALLOW_PUSH=true to pass writes through)"
             ),
             Failure::HeadTooLarge => "request head too large".into(),
+            // The target may be an internal address: never name it.
+            Failure::Upstream(UpstreamError::Refused { .. }) => {
+                "upstream target not allowed by TUNNEL_ALLOW".into()
+            }
             Failure::Upstream(e) => e.to_string(),
             Failure::UpstreamStatus { status, what, .. } => {
                 format!("upstream answered {} for {what}", status.as_u16())

@@ -1,10 +1,15 @@
 //! Connecting to upstreams: DNS (with `CONNECT_TO` overrides and `DISABLE_IPV6`), TCP with the
 //! connect timeout, then TLS with system roots plus `UPSTREAM_CA_FILE` (or no verification when
 //! `VERIFY_SSL=false`), offering HTTP/2 and HTTP/1.1 by ALPN.
+//!
+//! Configured registries (Docker Hub, `REGISTRIES`) and `CONNECT_TO` targets are the operator's
+//! own naming and are dialled as named. Every other target — a `MIRROR_ANY` registry, a redirect to
+//! another host, a token realm — goes through the tunnel policy (`TUNNEL_ALLOW`): the name is
+//! resolved once and only an address the policy allows is dialled. A refusal is an `io::Error` of
+//! kind `PermissionDenied` wrapping [`TunnelError::Refused`] (see [`refusal_in`]).
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,6 +28,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::access::tunnel::{self, TunnelError, TunnelPolicy};
 use crate::config::ConnectTo;
 
 /// Errors while building the TLS client configuration (start-up).
@@ -83,20 +89,38 @@ pub struct Connector {
     connect_to: Arc<Vec<ConnectTo>>,
     connect_timeout: Duration,
     disable_ipv6: bool,
+    /// Guards every target that is neither trusted nor overridden by `CONNECT_TO`.
+    policy: Arc<TunnelPolicy>,
+    /// `(host, port)` of the configured registries, dialled without the policy.
+    /// Invariant: hosts are lower-case, without brackets.
+    trusted: Arc<Vec<(String, u16)>>,
 }
 
 impl Connector {
+    /// `trusted` lists the configured registries' upstream `(host, port)`s.
     pub fn new(
         tls: ClientConfig,
         connect_to: Vec<ConnectTo>,
         connect_timeout: Duration,
         disable_ipv6: bool,
+        policy: Arc<TunnelPolicy>,
+        trusted: Vec<(String, u16)>,
     ) -> Connector {
+        // In the form `tunnel::parse_target` gives URI hosts: lower-case, IP literals canonical.
+        let trusted = trusted
+            .into_iter()
+            .map(|(host, port)| match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => (ip.to_string(), port),
+                Err(_) => (host.to_ascii_lowercase(), port),
+            })
+            .collect();
         Connector {
             tls: TlsConnector::from(Arc::new(tls)),
             connect_to: Arc::new(connect_to),
             connect_timeout,
             disable_ipv6,
+            policy,
+            trusted: Arc::new(trusted),
         }
     }
 
@@ -111,26 +135,33 @@ impl Connector {
                 ));
             }
         };
-        let host = uri
-            .host()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URI without host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let (dial_host, dial_port) = self
+        let default_port = if https { 443 } else { 80 };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URI without host"))?;
+        // Not `Uri::port_u16`: it reads an out-of-range port as no port at all.
+        let (host, port) =
+            tunnel::parse_target(authority.as_str(), Some(default_port)).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("URI authority: {e}"))
+            })?;
+        let overridden = self
             .connect_to
             .iter()
-            .find(|c| c.host.eq_ignore_ascii_case(&host) && c.port == port)
-            .map_or((host.clone(), port), |c| (c.addr.clone(), c.addr_port));
-        let tcp = tokio::time::timeout(self.connect_timeout, self.dial(&dial_host, dial_port))
-            .await
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("connect to {dial_host}:{dial_port} timed out"),
-                )
-            })??;
+            .find(|c| c.host.eq_ignore_ascii_case(&host) && c.port == port);
+        let (dial_host, dial_port, policy) = match overridden {
+            Some(c) => (c.addr.clone(), c.addr_port, None),
+            None if self.is_trusted(&host, port) => (host.clone(), port, None),
+            None => (host.clone(), port, Some(self.policy.as_ref())),
+        };
+        let tcp = tunnel::connect(
+            policy,
+            &dial_host,
+            dial_port,
+            self.connect_timeout,
+            self.disable_ipv6,
+        )
+        .await
+        .map_err(|e| io::Error::new(e.kind(), e))?;
         let _ = tcp.set_nodelay(true);
         if !https {
             return Ok(TokioIo::new(UpstreamStream::Plain(tcp)));
@@ -152,20 +183,32 @@ impl Connector {
         Ok(TokioIo::new(UpstreamStream::Tls(Box::new(tls))))
     }
 
-    async fn dial(&self, host: &str, port: u16) -> io::Result<TcpStream> {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-            .await?
-            .filter(|a| !(self.disable_ipv6 && a.is_ipv6()))
-            .collect();
-        let mut last = io::Error::new(io::ErrorKind::NotFound, format!("no address for {host}"));
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last = io::Error::new(e.kind(), format!("connect to {addr}: {e}")),
-            }
-        }
-        Err(last)
+    /// True for a configured registry's `host:port`.
+    fn is_trusted(&self, host: &str, port: u16) -> bool {
+        self.trusted
+            .iter()
+            .any(|(h, p)| *p == port && h.eq_ignore_ascii_case(host))
     }
+}
+
+/// The policy refusal inside a client error, if that is what it is (the connector's `io::Error`
+/// is somewhere in the chain of causes).
+pub fn refusal_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a TunnelError> {
+    let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(tunnel) = err.downcast_ref::<TunnelError>() {
+            return matches!(tunnel, TunnelError::Refused { .. }).then_some(tunnel);
+        }
+        if let Some(tunnel) = err
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<TunnelError>())
+        {
+            return matches!(tunnel, TunnelError::Refused { .. }).then_some(tunnel);
+        }
+        current = err.source();
+    }
+    None
 }
 
 impl tower_service::Service<Uri> for Connector {

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod connector;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{AUTHORIZATION, HOST, LOCATION, WWW_AUTHENTICATE};
@@ -12,6 +13,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioExecutor;
 
+use crate::access::tunnel::{self, TunnelPolicy};
 use crate::access::verify::Principal;
 use crate::body::{self, Body};
 use crate::config::Config;
@@ -42,6 +44,10 @@ pub enum UpstreamError {
     Redirect { registry: String, reason: String },
     #[error("invalid upstream request: {0}")]
     Request(String),
+    /// The target is not a configured registry and `TUNNEL_ALLOW` does not allow it. `target` may
+    /// name an internal address: it is for logs, never for a client.
+    #[error("upstream {target} is not allowed by TUNNEL_ALLOW")]
+    Refused { target: String },
 }
 
 impl UpstreamError {
@@ -108,20 +114,29 @@ impl ClientCredential {
 pub struct Upstream {
     client: Client,
     auth: auth::Authenticator,
+    /// `TUNNEL_ALLOW`, for the connector and for the listener's tunnels.
+    policy: Arc<TunnelPolicy>,
     /// Time allowed for an upstream to send response headers or the next body chunk.
     pub read_timeout: Duration,
 }
 
 impl Upstream {
     /// Builds the client from the configuration (trust roots, timeouts, overrides, credentials).
-    pub fn new(config: &Config) -> Result<Upstream, TrustError> {
+    /// Targets other than the configured registries and `CONNECT_TO` go through `policy`.
+    pub fn new(config: &Config, policy: Arc<TunnelPolicy>) -> Result<Upstream, TrustError> {
         let tls =
             connector::client_tls_config(config.verify_ssl, config.upstream_ca_file.as_deref())?;
+        let trusted = std::iter::once(RegistryHost::docker_hub())
+            .chain(config.registries.iter().cloned())
+            .map(|r| (r.upstream_host().to_owned(), r.upstream_port()))
+            .collect();
         let connector = connector::Connector::new(
             tls,
             config.connect_to.clone(),
             config.timeouts.proxy_connect,
             config.disable_ipv6,
+            policy.clone(),
+            trusted,
         );
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -131,8 +146,14 @@ impl Upstream {
         Ok(Upstream {
             client,
             auth: auth::Authenticator::new(config.credentials.clone(), config.registries.clone()),
+            policy,
             read_timeout: config.timeouts.proxy_read,
         })
+    }
+
+    /// The tunnel policy (`TUNNEL_ALLOW` and the proxy's own addresses).
+    pub fn tunnel_policy(&self) -> &TunnelPolicy {
+        &self.policy
     }
 
     /// Sends `req`, answering an auth challenge once and following redirects for GET and HEAD.
@@ -166,7 +187,8 @@ impl Upstream {
             if self.auth.knows(&req.registry) {
                 self.auth
                     .prepare(&self.client, &req.registry, &req.scope, &who)
-                    .await?;
+                    .await
+                    .map_err(realm_refusal)?;
             }
         }
         let mut body = Some(std::mem::replace(&mut req.body, body::empty()));
@@ -189,7 +211,8 @@ impl Upstream {
                     && self
                         .auth
                         .answer(&self.client, &req.registry, &challenges, &req.scope, &who)
-                        .await?
+                        .await
+                        .map_err(realm_refusal)?
                 {
                     retried = true;
                     continue;
@@ -201,26 +224,6 @@ impl Upstream {
                 return self.follow(&req, &url, response).await;
             }
             return Ok(response);
-        }
-    }
-
-    /// Forwards a plain-HTTP proxy request (absolute-form URI) as it is: no auth, no redirects, no
-    /// caching. Hop-by-hop and proxy headers must already be removed.
-    pub async fn forward(
-        &self,
-        request: Request<Body>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let host = request.uri().host().unwrap_or("").to_owned();
-        match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(UpstreamError::Unreachable {
-                registry: host,
-                reason: describe(&e),
-            }),
-            Err(_) => Err(UpstreamError::Timeout {
-                registry: host,
-                timeout: self.read_timeout,
-            }),
         }
     }
 
@@ -244,7 +247,8 @@ impl Upstream {
                     "",
                     &auth::Who::Anonymous,
                 )
-                .await?;
+                .await
+                .map_err(realm_refusal)?;
         }
         Ok(())
     }
@@ -272,6 +276,13 @@ impl Upstream {
                     registry: req.registry.to_string(),
                     reason: format!("unusable redirect location {location:?}"),
                 })?;
+            // A registry reached over TLS never sends us on over plain HTTP.
+            if current.scheme_str() == Some("https") && next.scheme_str() != Some("https") {
+                return Err(UpstreamError::Redirect {
+                    registry: req.registry.to_string(),
+                    reason: "refusing a redirect from https to http".into(),
+                });
+            }
             // Credentials go only to the registry itself — same scheme, host and port as the
             // original URL — never to a CDN, another port or over plain HTTP.
             let same_host = same_origin(origin, &next);
@@ -308,8 +319,12 @@ impl Upstream {
         registry: &RegistryHost,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let target = request.uri().authority().map(ToString::to_string);
         match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) if connector::refusal_in(&e).is_some() => Err(UpstreamError::Refused {
+                target: target.unwrap_or_else(|| registry.to_string()),
+            }),
             Ok(Err(e)) => Err(UpstreamError::Unreachable {
                 registry: registry.to_string(),
                 reason: describe(&e),
@@ -319,6 +334,17 @@ impl Upstream {
                 timeout: self.read_timeout,
             }),
         }
+    }
+}
+
+/// A token fetch the connector refused becomes [`UpstreamError::Refused`]. `auth` reports a failed
+/// fetch as text only, so the refusal is recognised by [`tunnel::REFUSED_BY_POLICY`] in it.
+fn realm_refusal(e: UpstreamError) -> UpstreamError {
+    match e {
+        UpstreamError::Token { realm, reason } if reason.contains(tunnel::REFUSED_BY_POLICY) => {
+            UpstreamError::Refused { target: realm }
+        }
+        other => other,
     }
 }
 
@@ -413,6 +439,46 @@ pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_token_fetches_become_refusals() {
+        let refused = tunnel::TunnelError::Refused {
+            target: "auth.internal:443".into(),
+            reason: tunnel::Refusal::NoEntry,
+        };
+        let e = realm_refusal(UpstreamError::Token {
+            realm: "https://auth.internal/token".into(),
+            reason: format!("client error (Connect): {refused}"),
+        });
+        assert!(
+            matches!(&e, UpstreamError::Refused { target } if target == "https://auth.internal/token"),
+            "{e:?}"
+        );
+        assert!(
+            !e.is_unavailable(),
+            "a refusal is not an outage: nothing stale is served"
+        );
+        let e = realm_refusal(UpstreamError::Token {
+            realm: "https://auth.test/token".into(),
+            reason: "connection refused".into(),
+        });
+        assert!(matches!(e, UpstreamError::Token { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn refusals_are_found_in_client_errors() {
+        let refused = tunnel::TunnelError::Refused {
+            target: "x:1".into(),
+            reason: tunnel::Refusal::NoEntry,
+        };
+        let io = std::io::Error::new(refused.kind(), refused);
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error (Connect)")]
+        struct Wrapper(#[source] std::io::Error);
+        assert!(connector::refusal_in(&Wrapper(io)).is_some());
+        let other = Wrapper(std::io::Error::other("connection refused"));
+        assert!(connector::refusal_in(&other).is_none());
+    }
 
     #[test]
     fn locations_resolve() {

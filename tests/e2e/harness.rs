@@ -23,13 +23,13 @@ pub(crate) const REGISTRIES: &str = "registry.test second.test basic.test token.
 pub(crate) const AUTH_REGISTRIES: &str =
     "basic.test:alice:s3cret-basic token.test:bob:s3cret-token auth.test:bob:s3cret-token";
 
+/// The token realms of token.test and the emulated Docker Hub are not registries the proxy
+/// intercepts and live on loopback (`auth.test` 127.0.0.5, `auth.docker.io` 127.0.0.7), which the
+/// default `TUNNEL_ALLOW` (`*:443`) refuses: name them, as an operator would.
+pub(crate) const TUNNEL_ALLOW: &str = "*:443 auth.test:443 auth.docker.io:443";
+
 /// The emulated Docker Hub's registry host (its access log is `logs/registry-1.docker.io.log`).
 pub(crate) const HUB: &str = "registry-1.docker.io";
-
-/// `TUNNEL_ALLOW` of every test proxy: the default `*:443` plus the token realms of the environment.
-/// They are on loopback addresses, which a wildcard never allows; the registries themselves are
-/// configured (`REGISTRIES`, Docker Hub) and trusted without an entry, their realm hosts are not.
-pub(crate) const TUNNEL_ALLOW: &str = "*:443 auth.test:443 auth.docker.io:443";
 
 // ------------------------------------------------------------------------------------------------
 // Environment

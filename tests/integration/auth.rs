@@ -288,29 +288,18 @@ async fn docker_hub_credentials_go_to_hubs_realm_only() {
     assert!(later.iter().all(Option::is_none), "{later:?}");
 }
 
-/// Which of the fake's ports a redirect target is dialled on.
-enum Port {
-    Tls,
-    Plain,
-}
-
 /// A redirect from the registry to `location` (served by the fake at `target_path`, reached as
-/// `host:port` on the fake's `via` port): the original request carries credentials, the
+/// `host:port` on the fake's TLS port): the original request carries credentials, the
 /// redirected one must not.
-async fn redirect_drops_credentials(location: &str, target_path: &str, host_port: u16, via: Port) {
+async fn redirect_drops_credentials(location: &str, target_path: &str, host_port: u16) {
     let fake = Fake::start(&["fake.test"]).await;
-    let plain = fake.serve_plain().await;
     fake.require_basic("alice", "secret");
     let data = random_bytes(4000, 26);
     let digest = sha256_digest(&data);
     let registry_path = format!("/v2/lib/app/blobs/{digest}");
     fake.route(&registry_path, Behavior::RedirectTo(location.to_owned()));
     fake.route(target_path, Behavior::Blob(data.clone()));
-    let local = match via {
-        Port::Tls => fake.addr.port(),
-        Port::Plain => plain.port(),
-    };
-    let connect = connect_to(&fake, &[("fake.test", host_port, local)]);
+    let connect = connect_to(&fake, &[("fake.test", host_port, fake.addr.port())]);
     let proxy = TestProxy::start(
         &fake,
         &[
@@ -339,25 +328,42 @@ async fn redirect_drops_credentials(location: &str, target_path: &str, host_port
 }
 
 #[tokio::test]
-async fn redirect_to_plain_http_on_the_same_host_drops_credentials() {
-    redirect_drops_credentials(
-        "http://fake.test/plain/blob",
-        "/plain/blob",
-        80,
-        Port::Plain,
+async fn redirect_to_plain_http_is_refused_and_gets_no_credentials() {
+    let fake = Fake::start(&["fake.test"]).await;
+    let plain = fake.serve_plain().await;
+    fake.require_basic("alice", "secret");
+    let data = random_bytes(4000, 26);
+    let digest = sha256_digest(&data);
+    let registry_path = format!("/v2/lib/app/blobs/{digest}");
+    fake.route(
+        &registry_path,
+        Behavior::RedirectTo("http://fake.test/plain/blob".into()),
+    );
+    fake.route("/plain/blob", Behavior::Blob(data.clone()));
+    let connect = connect_to(&fake, &[("fake.test", 80, plain.port())]);
+    let proxy = TestProxy::start(
+        &fake,
+        &[
+            ("AUTH_REGISTRIES", "fake.test:alice:secret"),
+            ("CONNECT_TO", &connect),
+        ],
     )
     .await;
+    let (status, _, body) = proxy
+        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .await;
+    // A registry reached over TLS never sends the proxy on over plain HTTP.
+    assert_eq!(status, 502);
+    assert_ne!(body, data);
+    assert!(
+        fake.auth_seen().iter().all(|(p, _)| p != "/plain/blob"),
+        "nothing was sent over plain HTTP"
+    );
 }
 
 #[tokio::test]
 async fn redirect_to_another_port_on_the_same_host_drops_credentials() {
-    redirect_drops_credentials(
-        "https://fake.test:8443/port/blob",
-        "/port/blob",
-        8443,
-        Port::Tls,
-    )
-    .await;
+    redirect_drops_credentials("https://fake.test:8443/port/blob", "/port/blob", 8443).await;
 }
 
 #[tokio::test]

@@ -69,9 +69,11 @@ async fn ca_is_served_and_key_is_private() {
 #[tokio::test]
 async fn other_hosts_are_tunnelled_untouched() {
     let fake = Fake::start(&["fake.test"]).await;
-    let proxy = TestProxy::start(&fake, &[]).await;
     let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let echo_port = echo.local_addr().unwrap().port();
+    // A loopback target needs an explicit TUNNEL_ALLOW entry (see tunnel.rs).
+    let allow = format!("127.0.0.1:{echo_port}");
+    let proxy = TestProxy::start(&fake, &[("TUNNEL_ALLOW", &allow)]).await;
     tokio::spawn(async move {
         let (mut s, _) = echo.accept().await.unwrap();
         let mut buf = [0u8; 5];
@@ -101,15 +103,23 @@ async fn other_hosts_are_tunnelled_untouched() {
 #[tokio::test]
 async fn absolute_form_http_requests_are_forwarded() {
     let fake = Fake::start(&["fake.test"]).await;
-    let proxy = TestProxy::start(&fake, &[]).await;
     let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin_port = origin.local_addr().unwrap().port();
+    // A loopback origin needs an explicit TUNNEL_ALLOW entry (see tunnel.rs).
+    let allow = format!("127.0.0.1:{origin_port}");
+    let proxy = TestProxy::start(&fake, &[("TUNNEL_ALLOW", &allow)]).await;
     tokio::spawn(async move {
         let (mut s, _) = origin.accept().await.unwrap();
         let mut buf = vec![0u8; 4096];
         let n = s.read(&mut buf).await.unwrap();
         let head = String::from_utf8_lossy(&buf[..n]).to_string();
         assert!(head.starts_with("GET /hello HTTP/1.1"), "{head}");
+        // The URL's authority, not the Host the client sent to the proxy.
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("host: 127.0.0.1:{origin_port}\r\n")),
+            "{head}"
+        );
         assert!(
             !head.to_ascii_lowercase().contains("proxy-authorization"),
             "{head}"

@@ -163,7 +163,7 @@ impl TestProxy {
     }
 
     /// A TLS client configuration trusting the proxy's CA.
-    fn proxy_trust(&self) -> Arc<rustls::ClientConfig> {
+    pub(crate) fn proxy_trust(&self) -> Arc<rustls::ClientConfig> {
         let ca_pem = std::fs::read(self.dir.path().join("ca/ca.crt")).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca_pem) {

@@ -15,3 +15,4 @@ mod manifests;
 mod mirror;
 mod setup;
 mod streaming;
+mod tunnel;

@@ -19,7 +19,9 @@ pub(super) fn file_value(
     match (kind, value) {
         (_, toml::Value::String(s)) => Ok(Raw::Text(s.clone())),
         (Kind::Bool, toml::Value::Boolean(b)) => Ok(Raw::Text(b.to_string())),
-        (Kind::Size | Kind::Duration, toml::Value::Integer(n)) => Ok(Raw::Text(n.to_string())),
+        (Kind::Size | Kind::Duration | Kind::Count, toml::Value::Integer(n)) => {
+            Ok(Raw::Text(n.to_string()))
+        }
         (Kind::List, toml::Value::Array(items)) => {
             let items: Option<Vec<String>> = items
                 .iter()
@@ -37,6 +39,7 @@ pub(super) fn file_value(
             wrong("a duration: an integer (seconds) or a string such as \"1h30m\"")
         }
         (Kind::List, _) => wrong("a string or an array of strings"),
+        (Kind::Count, _) => wrong("a whole number"),
     }
 }
 

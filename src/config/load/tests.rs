@@ -599,6 +599,18 @@ fn malformed_values_name_their_variable() {
             "/nonexistent/htpasswd",
         ),
         ("AUTH_CACHE_TTL", "5 minutes", "\"5 minutes\""),
+        (
+            "TUNNEL_ALLOW",
+            "*:443 example.com",
+            "\"example.com\": missing :port",
+        ),
+        ("TUNNEL_ALLOW", "*:70000", "\"*:70000\": port must be"),
+        ("TUNNEL_ALLOW", "10.0.0.0/33:*", "\"10.0.0.0/33:*\""),
+        ("TUNNEL_ALLOW", "::1:443", "brackets"),
+        ("MAX_CONNECTIONS", "0", "greater than zero"),
+        ("MAX_CONNECTIONS", "lots", "\"lots\" is not a whole number"),
+        ("MAX_CONNECTIONS", "-1", "whole number"),
+        ("MAX_CONNECTIONS", "", "whole number"),
     ];
     for (name, value, detail) in cases {
         let e = load_err(&[], &[(name, value)]);
@@ -1199,10 +1211,16 @@ auth = "central"
     );
     let c = load_ok(
         &["--config", file.path().to_str().unwrap()],
-        &[(
-            "AUTH_REGISTRIES",
-            "ghcr.io:u:p reg.test:u:p registry-1.docker.io:u:p port.test:5000:u:p",
-        )],
+        &[
+            (
+                "AUTH_REGISTRIES",
+                "ghcr.io:u:p reg.test:u:p registry-1.docker.io:u:p",
+            ),
+            (
+                "REGISTRIES",
+                "gcr.io ghcr.io quay.io reg.test reg.test:5000",
+            ),
+        ],
     );
     assert_eq!(c.registry_auth.len(), 3);
     assert_eq!(c.manifest_cache_overrides.len(), 1);
@@ -1222,6 +1240,20 @@ auth = "central"
     for (registry, want) in cases {
         assert_eq!(c.auth_mode(&host(registry)), want, "{registry}");
     }
+    // An entry naming a host that is no registry names a token realm: it serves the configured
+    // registries (as in the seed), not registries reached through MIRROR_ANY.
+    let c = load_ok(
+        &[],
+        &[
+            ("AUTH_REGISTRIES", "auth.example.com:u:p"),
+            ("REGISTRIES", "registry.example.com"),
+        ],
+    );
+    assert_eq!(
+        c.auth_mode(&host("registry.example.com")),
+        AuthMode::Central
+    );
+    assert_eq!(c.auth_mode(&host("other.example.com")), AuthMode::Verify);
     // Docker Hub's realm host counts for Docker Hub.
     let c = load_ok(&[], &[("AUTH_REGISTRIES", "auth.docker.io:u:p")]);
     assert_eq!(c.auth_mode(&RegistryHost::docker_hub()), AuthMode::Central);
@@ -1251,4 +1283,46 @@ auth = "central"
         let e = load_err(&["--config", file.path().to_str().unwrap()], &[]);
         assert!(e.contains(want), "{text}: {e}");
     }
+}
+
+#[test]
+fn tunnel_allow_and_max_connections() {
+    let shown =
+        |c: &Config| -> Vec<String> { c.tunnel_allow.iter().map(ToString::to_string).collect() };
+    let c = load_ok(&[], &[]);
+    assert_eq!(shown(&c), ["*:443"]);
+    assert_eq!(c.max_connections, 1024);
+    let c = load_ok(
+        &["--max-connections=7"],
+        &[
+            (
+                "TUNNEL_ALLOW",
+                " *.Example.com:443  10.0.0.0/8:*\t[::1]:5000 ",
+            ),
+            ("MAX_CONNECTIONS", "9"),
+        ],
+    );
+    assert_eq!(
+        shown(&c),
+        ["*.example.com:443", "10.0.0.0/8:*", "[::1/128]:5000"]
+    );
+    assert_eq!(c.max_connections, 7, "the flag wins");
+    // An empty list allows nothing (rather than falling back to the default).
+    let c = load_ok(&[], &[("TUNNEL_ALLOW", "")]);
+    assert!(c.tunnel_allow.is_empty());
+    // In the file: an array or a string; a count as an integer or a string.
+    let file =
+        toml_file("tunnel_allow = [\"registry.local:5000\", \"*:443\"]\nmax_connections = 64\n");
+    let c = load_ok(&["--config", file.path().to_str().unwrap()], &[]);
+    assert_eq!(shown(&c), ["registry.local:5000", "*:443"]);
+    assert_eq!(c.max_connections, 64);
+    let file = toml_file("max_connections = true\n");
+    let e = load_err(&["--config", file.path().to_str().unwrap()], &[]);
+    assert!(
+        e.starts_with("max_connections (in") && e.contains("whole number"),
+        "{e}"
+    );
+    // A misspelt variable is caught.
+    let e = load_err(&[], &[("TUNNEL_ALLOWED", "*:*")]);
+    assert!(e.contains("TUNNEL_ALLOWED"), "{e}");
 }
