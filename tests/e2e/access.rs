@@ -695,27 +695,31 @@ fn verify_in_flight(proxy: &Proxy, p: &Private, big: &Image, relay: &Relay) {
         .unwrap_or_else(|| panic!("{host}: no token for the owner: {}", first.summary()));
     let already = relay.most_down();
     relay.throttle(8 << 20);
-    let mut owner = Command::new("curl")
-        .args([
-            "-sS",
-            "--noproxy",
-            "*",
-            "--max-time",
-            "300",
-            "-o",
-            "/dev/null",
-        ])
-        .args(["-w", "%{http_code} %{size_download}", "-H"])
-        .arg(format!("Authorization: Bearer {token}"))
-        .arg(&url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the owner's download");
+    let out_file = proxy.dir.path().join(format!("owner-{host}.out"));
+    let err_file = proxy.dir.path().join(format!("owner-{host}.err"));
+    let mut owner = harness::Reaped(
+        Command::new("curl")
+            .args([
+                "-sS",
+                "--noproxy",
+                "*",
+                "--max-time",
+                "300",
+                "-o",
+                "/dev/null",
+            ])
+            .args(["-w", "%{http_code} %{size_download}", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(&url)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_file).expect("create owner.out"))
+            .stderr(std::fs::File::create(&err_file).expect("create owner.err"))
+            .spawn()
+            .expect("start the owner's download"),
+    );
     // wait (no deadline but the download's own) until the layer is coming through the relay
     while relay.most_down() < already + (4 << 20) {
-        if let Ok(Some(status)) = owner.try_wait() {
+        if let Ok(Some(status)) = owner.0.try_wait() {
             relay.release();
             panic!(
                 "{host}: the owner's download ended ({status}) before 4 MiB came through the relay"
@@ -739,11 +743,9 @@ fn verify_in_flight(proxy: &Proxy, p: &Private, big: &Image, relay: &Relay) {
         &format!("{host}: layer in flight, anonymous through CONNECT"),
     );
     let through = relay.most_down();
-    let running = owner.try_wait().expect("poll the owner's curl").is_none();
+    let running = owner.0.try_wait().expect("poll the owner's curl").is_none();
     relay.release();
-    let out = owner
-        .wait_with_output()
-        .expect("wait for the owner's download");
+    owner.0.wait().expect("wait for the owner's download");
     eprintln!(
         "{host}: refusals made while {} of {size} bytes of the layer had come through",
         through.saturating_sub(already)
@@ -754,10 +756,10 @@ fn verify_in_flight(proxy: &Proxy, p: &Private, big: &Image, relay: &Relay) {
          {through} of {size} bytes through the relay)"
     );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(&out_file).unwrap_or_default(),
         format!("200 {size}"),
         "{host}: the owner's download of the big layer: {}",
-        String::from_utf8_lossy(&out.stderr)
+        std::fs::read_to_string(&err_file).unwrap_or_default()
     );
     // and once it is cached
     for (who, creds) in p.bad {

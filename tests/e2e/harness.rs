@@ -1477,6 +1477,17 @@ fn percent(s: &str) -> String {
     out
 }
 
+/// A child process of a test, killed (by its PID) and reaped when dropped — also when an assertion
+/// fails while it runs.
+pub(crate) struct Reaped(pub(crate) Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // A throttling TCP relay between the proxy and an upstream (`CONNECT_TO`)
 
