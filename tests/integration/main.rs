@@ -14,5 +14,6 @@ mod harness;
 mod manifests;
 mod mirror;
 mod setup;
+mod startup;
 mod streaming;
 mod tunnel;
