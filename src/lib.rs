@@ -59,7 +59,10 @@ pub struct Proxy {
 impl Proxy {
     /// Opens the CA and the cache, builds the upstream client and binds the listener.
     pub async fn bind(config: Config) -> Result<Proxy, StartError> {
-        let ca = tls::CertAuthority::load_or_create(&config.ca_dir)?;
+        let ca = tls::CertAuthority::load_or_create_with(
+            &config.ca_dir,
+            config.ca_key_passphrase.as_ref(),
+        )?;
         let limits = cache::Limits {
             max_size: config.cache_max_size,
             inactive: config.cache_inactive,

@@ -130,6 +130,8 @@ pub struct Upstream {
     auth: auth::Authenticator,
     /// `TUNNEL_ALLOW`, for the connector and for the listener's tunnels.
     policy: Arc<TunnelPolicy>,
+    /// Registries reached over plain HTTP (`http://` in `REGISTRIES`); all others over https.
+    plain_http: Vec<RegistryHost>,
     /// Time allowed for an upstream to send response headers or the next body chunk.
     pub read_timeout: Duration,
     /// Counts every exchange per registry (requests, failures, health, rate-limit headers).
@@ -148,7 +150,14 @@ impl Upstream {
             connector::client_tls_config(config.verify_ssl, config.upstream_ca_file.as_deref())?;
         let trusted = std::iter::once(RegistryHost::docker_hub())
             .chain(config.registries.iter().cloned())
-            .map(|r| (r.upstream_host().to_owned(), r.upstream_port()))
+            .map(|r| {
+                let port = if config.is_plain_http(&r) {
+                    r.port().unwrap_or(80)
+                } else {
+                    r.upstream_port()
+                };
+                (r.upstream_host().to_owned(), port)
+            })
             .collect();
         let connector = connector::Connector::new(
             tls,
@@ -167,9 +176,21 @@ impl Upstream {
             client,
             auth: auth::Authenticator::new(config.credentials.clone(), config.registries.clone()),
             policy,
+            plain_http: config.plain_http.clone(),
             read_timeout: config.timeouts.proxy_read,
             metrics,
         })
+    }
+
+    /// `https://authority` of a registry's API, or `http://` for one configured as plain HTTP
+    /// (never by guessing: only where `REGISTRIES` says so).
+    fn origin(&self, registry: &RegistryHost) -> String {
+        let scheme = if self.plain_http.contains(registry) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{}", registry.upstream_authority())
     }
 
     /// The tunnel policy (`TUNNEL_ALLOW` and the proxy's own addresses).
@@ -201,8 +222,7 @@ impl Upstream {
         &self,
         mut req: UpstreamRequest,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let authority = req.registry.upstream_authority();
-        let url: Uri = format!("https://{authority}{}", req.path_and_query)
+        let url: Uri = format!("{}{}", self.origin(&req.registry), req.path_and_query)
             .parse()
             .map_err(|_| UpstreamError::Request(format!("bad path {:?}", req.path_and_query)))?;
         let replayable = req.body.is_end_stream();
@@ -272,7 +292,7 @@ impl Upstream {
         if self.auth.knows(registry) {
             return Ok(());
         }
-        let url: Uri = format!("https://{}/v2/", registry.upstream_authority())
+        let url: Uri = format!("{}/v2/", self.origin(registry))
             .parse()
             .map_err(|_| UpstreamError::Request("bad registry authority".into()))?;
         let request = build(&Method::GET, &url, &HeaderMap::new(), None, body::empty())?;

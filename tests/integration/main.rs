@@ -15,6 +15,7 @@ mod logging;
 mod manifests;
 mod mirror;
 mod setup;
+mod startup;
 mod status;
 mod streaming;
 mod tunnel;

@@ -255,3 +255,40 @@ async fn pagination_links_stay_on_the_proxy_in_every_mode() {
         r#"</v2/_catalog?last=lib/app&n=1>; rel="next""#
     );
 }
+
+/// `REGISTRIES=http://host:port`: a lab registry that speaks plain HTTP is reached over plain HTTP,
+/// and cached as any other; without `http://` it is never tried over plain HTTP.
+#[tokio::test]
+async fn plain_http_upstreams_only_when_spelled_so() {
+    let fake = Fake::start(&["fake.test"]).await;
+    let plain = fake.serve_plain().await;
+    let data = random_bytes(30_000, 71);
+    let digest = sha256_digest(&data);
+    let upstream_path = format!("/v2/lab/app/blobs/{digest}");
+    fake.route(&upstream_path, Behavior::Blob(data.clone()));
+    let registry = format!("127.0.0.1:{}", plain.port());
+
+    let spelled = format!("fake.test http://{registry}/");
+    let proxy = TestProxy::start(&fake, &[("REGISTRIES", &spelled)]).await;
+    for path in [
+        format!("/v2/{registry}/lab/app/blobs/{digest}"),
+        format!("/v2/lab/app/blobs/{digest}?ns={registry}"),
+    ] {
+        let (status, _, body) = proxy.request("GET", &path, &[]).await;
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(body, data, "{path}");
+    }
+    assert_eq!(
+        fake.hits("GET", &upstream_path),
+        1,
+        "fetched once, then cached"
+    );
+    drop(proxy);
+
+    // The same registry without `http://` is https: the plain port is not spoken to in HTTP.
+    let proxy = TestProxy::start(&fake, &[("REGISTRIES", &format!("fake.test {registry}"))]).await;
+    let path = format!("/v2/{registry}/lab/app/blobs/{digest}");
+    let (status, _, _) = proxy.request("GET", &path, &[]).await;
+    assert!(status.is_server_error(), "{status}");
+    assert_eq!(fake.hits("GET", &upstream_path), 1, "no plain-HTTP request");
+}
