@@ -47,6 +47,9 @@ pub enum StartError {
 }
 
 /// A proxy bound to its port, ready to run.
+/// Loads the configuration again (from the same flags, environment and files) for a reload.
+pub type Reloader = Box<dyn Fn() -> Result<Config, config::ConfigError> + Send + Sync>;
+
 pub struct Proxy {
     state: Arc<serve::State>,
     listener: TcpListener,
@@ -54,6 +57,8 @@ pub struct Proxy {
     tls_listener: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     /// `MAX_CONNECTIONS`, shared by both listeners.
     limit: Arc<listener::ConnectionLimit>,
+    /// What SIGHUP runs to read the configuration again; `None`: SIGHUP is only logged.
+    reloader: Option<Reloader>,
 }
 
 impl Proxy {
@@ -130,7 +135,9 @@ impl Proxy {
         }
         let tokens = access::token::TokenKey::load_or_create(&config.ca_dir)?;
         let verifier = access::verify::Verifier::new(config.auth_cache_ttl);
+        let live = std::sync::RwLock::new(Arc::new(config.clone()));
         let state = Arc::new(serve::State {
+            live,
             config,
             cache,
             upstream,
@@ -146,6 +153,7 @@ impl Proxy {
             listener,
             tls_listener,
             limit,
+            reloader: None,
         })
     }
 
@@ -162,10 +170,21 @@ impl Proxy {
     }
 
     /// Serves until the future is dropped; expires unused cache entries periodically.
+    /// Sets what SIGHUP runs to read the configuration again (the binary loads it from the same
+    /// flags, environment and files it started with).
+    pub fn set_reloader(&mut self, reloader: Reloader) {
+        self.reloader = Some(reloader);
+    }
+
     pub async fn run(self) {
         if let Some(users) = &self.state.users {
+            // Also reloads PROXY_HTPASSWD when the file changes, without a signal.
             users.clone().spawn_reloader();
         }
+        let _hangup = AbortOnDrop(tokio::spawn(reload_on_hangup(
+            self.state.clone(),
+            self.reloader,
+        )));
         let state = self.state.clone();
         // These tasks end with this future, also when it is dropped rather than finished.
         let _housekeeping = AbortOnDrop(tokio::spawn(async move {
@@ -195,6 +214,50 @@ impl Proxy {
             )))
         });
         listener::accept_loop(self.state, self.listener, None, self.limit).await;
+    }
+}
+
+/// SIGHUP re-reads the settings that can change without a restart — central credentials
+/// (`AUTH_REGISTRIES`, `AUTH_REGISTRIES_FILE`), access rules and per-registry auth modes of the
+/// config file — and logs what it did; `PROXY_HTPASSWD` is reloaded by its own watcher on the same
+/// signal. A configuration that no longer loads is logged and the running one kept.
+async fn reload_on_hangup(state: Arc<serve::State>, reloader: Option<Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        let Some(reload) = &reloader else {
+            tracing::info!("SIGHUP: no configuration source to re-read in this process");
+            continue;
+        };
+        match reload() {
+            Ok(config) => {
+                let credentials = config.credentials.len();
+                let warnings = config.warnings.clone();
+                let restart = state.reload(config);
+                for warning in warnings {
+                    tracing::warn!("{warning}");
+                }
+                tracing::info!(
+                    credentials,
+                    "SIGHUP: configuration reloaded (central credentials, access rules, registry auth modes)"
+                );
+                if !restart.is_empty() {
+                    tracing::warn!(
+                        settings = %restart.join(", "),
+                        "SIGHUP: these settings changed but take effect only after a restart"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP: the configuration does not load; keeping the running one")
+            }
+        }
     }
 }
 

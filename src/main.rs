@@ -106,8 +106,15 @@ fn serve(
 ) -> anyhow::Result<()> {
     let config = Config::load(Sources { flags: args, env })?;
     start_logging(&config);
+    let (reload_args, reload_env) = (args.clone(), env.clone());
     runtime.block_on(async {
-        let proxy = registry_proxy::Proxy::bind(config).await?;
+        let mut proxy = registry_proxy::Proxy::bind(config).await?;
+        proxy.set_reloader(Box::new(move || {
+            Config::load(Sources {
+                flags: &reload_args,
+                env: &reload_env,
+            })
+        }));
         if let Some(addr) = proxy.local_addr() {
             tracing::info!(%addr, "registry-proxy listening");
         }

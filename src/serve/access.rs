@@ -399,8 +399,7 @@ fn token_error(status: StatusCode, message: &str) -> Response<Body> {
 
 impl Ctx<'_> {
     fn rules_allow(&self, action: Action, name: &RepoName) -> bool {
-        self.state
-            .config
+        self.live
             .access
             .allows(&self.client.identity, action, &self.registry, name)
     }
@@ -421,7 +420,7 @@ impl Ctx<'_> {
     }
 
     pub(crate) fn auth_mode(&self) -> AuthMode {
-        self.state.config.auth_mode(&self.registry)
+        self.live.auth_mode(&self.registry)
     }
 
     /// The credentials upstream requests for this client use: the client's own in `verify` mode

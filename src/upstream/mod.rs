@@ -193,6 +193,11 @@ impl Upstream {
         format!("{scheme}://{}", registry.upstream_authority())
     }
 
+    /// Replaces the central credentials (`AUTH_REGISTRIES`) after a configuration reload.
+    pub fn set_credentials(&self, credentials: Vec<crate::config::Credential>) {
+        self.auth.set_credentials(credentials);
+    }
+
     /// The tunnel policy (`TUNNEL_ALLOW` and the proxy's own addresses).
     pub fn tunnel_policy(&self) -> &TunnelPolicy {
         &self.policy

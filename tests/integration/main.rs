@@ -14,6 +14,7 @@ mod harness;
 mod logging;
 mod manifests;
 mod mirror;
+mod reload;
 mod setup;
 mod startup;
 mod status;
