@@ -5,17 +5,16 @@
 
 mod limit;
 mod relay;
+mod status;
 
 pub use limit::ConnectionLimit;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -28,9 +27,11 @@ use crate::access::tunnel;
 use crate::body::{self, Body};
 use crate::config::MirrorPolicy;
 use crate::registry::host::RegistryHost;
+use crate::registry::link::PathStyle;
 use crate::registry::route::{mirror_target, parse_path};
-use crate::serve::error::Failure;
+use crate::serve::error::{Failure, text};
 use crate::serve::{self, State, Surface};
+use crate::telemetry::Refusal;
 
 /// Largest request head we read (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 64 * 1024;
@@ -163,15 +164,15 @@ where
 async fn front(state: Arc<State>, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let peer = conn.peer;
     if head_too_large(&req) {
-        return text(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request head too large\n",
-        );
+        return Failure::HeadTooLarge.into_response();
     }
     if req.method() == Method::CONNECT || req.uri().scheme().is_some() {
         let identity = match serve::access::proxy_identity(&state, req.headers()).await {
             Ok(identity) => identity,
-            Err(refusal) => return refusal.into_response(),
+            Err(refusal) => {
+                state.metrics.refused(Refusal::ProxyAuth);
+                return refusal.into_response();
+            }
         };
         if req.method() == Method::CONNECT {
             return connect(state, peer, identity, req).await;
@@ -181,6 +182,7 @@ async fn front(state: Arc<State>, conn: &Conn, req: Request<Incoming>) -> Respon
     let path = req.uri().path().to_owned();
     let realm = mirror_realm(&state, conn, req.headers());
     if admin_needs_user(&state, conn, &path, req.headers()).await {
+        state.metrics.refused(Refusal::AdminAuth);
         return Failure::Unauthenticated {
             challenge: HeaderValue::from_static("Basic realm=\"registry-proxy\""),
             message: "authentication required".into(),
@@ -207,23 +209,16 @@ async fn front(state: Arc<State>, conn: &Conn, req: Request<Incoming>) -> Respon
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/metrics" => {
-            let mut r = text(
-                StatusCode::OK,
-                &state
-                    .metrics
-                    .render(state.cache.size(), state.cache.entries()),
-            );
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
-        }
-        "/" => text(StatusCode::OK, &status_page(&state)),
+        "/metrics" => status::metrics(&state),
+        "/" => status::page(&state, req.headers()).await,
+        "/status.json" => status::json(&state).await,
         p if p == "/v2" || p.starts_with("/v2/") => mirror(state, conn, realm, req).await,
         p if p.starts_with("/setup/") => setup(&state, &req),
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        _ => Failure::Forward {
+            status: StatusCode::NOT_FOUND,
+            message: "not found".into(),
+        }
+        .into_response(),
     }
 }
 
@@ -244,12 +239,13 @@ async fn mirror(
         MirrorPolicy::Configured => state.config.intercepts(&registry),
     };
     if !allowed {
+        state.metrics.refused(Refusal::NotConfigured);
         return Failure::denied(format!(
             "registry {registry} is not configured on this proxy (add it to REGISTRIES, or set MIRROR_ANY=true)"
         ))
         .into_response();
     }
-    let client = match serve::access::identify(
+    let mut client = match serve::access::identify(
         &state,
         Surface::Mirror,
         req.headers(),
@@ -260,9 +256,28 @@ async fn mirror(
     .await
     {
         Ok(client) => client,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => {
+            state.metrics.refused(Refusal::Login);
+            return refusal.into_response();
+        }
     };
+    client.peer = Some(conn.peer);
+    client.style = mirror_style(req.uri());
     serve::handle(&state, registry, route, req, client).await
+}
+
+/// How a mirror request names its upstream: `?ns=`, a host prefix, or nothing (Docker Hub).
+fn mirror_style(uri: &http::Uri) -> PathStyle {
+    let has_ns = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("ns=")));
+    if has_ns {
+        PathStyle::NsQuery
+    } else if parse_path(uri.path(), true).is_ok_and(|p| p.host.is_some()) {
+        PathStyle::PathPrefix
+    } else {
+        PathStyle::Upstream
+    }
 }
 
 /// The token endpoint as a mirror-mode client reaches it: the scheme of the port it came in on and
@@ -306,20 +321,20 @@ async fn admin_needs_user(
 /// the address the policy checked.
 async fn forward(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     if req.uri().scheme_str() != Some("http") {
-        return text(
+        return refuse(
             StatusCode::BAD_REQUEST,
-            "only http:// URLs are forwarded; use CONNECT for https\n",
+            "only http:// URLs are forwarded; use CONNECT for https",
         );
     }
     let Some(authority) = req.uri().authority().cloned() else {
-        return text(StatusCode::BAD_REQUEST, "the URL has no host\n");
+        return refuse(StatusCode::BAD_REQUEST, "the URL has no host");
     };
     let (host, port) = match tunnel::parse_target(authority.as_str(), Some(80)) {
         Ok(target) => target,
         Err(e) => {
-            return text(
+            return refuse(
                 StatusCode::BAD_REQUEST,
-                &format!("bad host or port in the URL: {e}\n"),
+                format!("bad host or port in the URL: {e}"),
             );
         }
     };
@@ -331,9 +346,10 @@ async fn forward(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Res
         Ok(stream) => stream,
         Err(e) => {
             tracing::info!(%peer, error = %e, "FORWARD {target} refused");
-            return text(
+            state.metrics.refused(Refusal::TunnelPolicy);
+            return refuse(
                 StatusCode::FORBIDDEN,
-                &format!("request to {target} not allowed by policy\n"),
+                format!("request to {target} not allowed by policy"),
             );
         }
     };
@@ -353,7 +369,7 @@ async fn forward(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Res
     // The URL's authority replaces any Host the client sent (RFC 9112, 3.2.2).
     match HeaderValue::from_str(authority.as_str()) {
         Ok(value) => parts.headers.insert(http::header::HOST, value),
-        Err(_) => return text(StatusCode::BAD_REQUEST, "bad host in the URL\n"),
+        Err(_) => return refuse(StatusCode::BAD_REQUEST, "bad host in the URL"),
     };
     // The origin server gets the origin form: path and query only.
     let origin_form = parts
@@ -363,7 +379,7 @@ async fn forward(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Res
         .parse::<http::Uri>();
     match origin_form {
         Ok(uri) => parts.uri = uri,
-        Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target\n"),
+        Err(_) => return refuse(StatusCode::BAD_REQUEST, "bad request target"),
     }
     let request = Request::from_parts(parts, body::incoming(incoming));
     let read_timeout = state.upstream.read_timeout;
@@ -389,14 +405,11 @@ async fn forward(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Res
         }
         Ok(Err(e)) => {
             tracing::info!(%peer, error = %e, "FORWARD {target} failed");
-            text(
-                StatusCode::BAD_GATEWAY,
-                &format!("{target} did not answer\n"),
-            )
+            refuse(StatusCode::BAD_GATEWAY, format!("{target} did not answer"))
         }
-        Err(_) => text(
+        Err(_) => refuse(
             StatusCode::GATEWAY_TIMEOUT,
-            &format!("{target} did not answer within {read_timeout:?}\n"),
+            format!("{target} did not answer within {read_timeout:?}"),
         ),
     }
 }
@@ -411,14 +424,14 @@ async fn connect(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let Some(authority) = req.uri().authority().cloned() else {
-        return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
+        return refuse(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
     let (host, port) = match tunnel::parse_target(authority.as_str(), None) {
         Ok(target) => target,
         Err(e) => {
-            return text(
+            return refuse(
                 StatusCode::BAD_REQUEST,
-                &format!("CONNECT needs host:port with a port from 1 to 65535 ({e})\n"),
+                format!("CONNECT needs host:port with a port from 1 to 65535 ({e})"),
             );
         }
     };
@@ -428,9 +441,9 @@ async fn connect(
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot mint a certificate");
-                return text(
+                return refuse(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "cannot mint a certificate\n",
+                    "cannot mint a certificate",
                 );
             }
         };
@@ -442,6 +455,7 @@ async fn connect(
                         registry,
                         authority,
                         identity,
+                        peer,
                         tls,
                         TokioIo::new(upgraded),
                     )
@@ -460,9 +474,10 @@ async fn connect(
         Ok(s) => s,
         Err(e) => {
             tracing::info!(%peer, error = %e, "TUNNEL {target_name} refused");
-            return text(
+            state.metrics.refused(Refusal::TunnelPolicy);
+            return refuse(
                 StatusCode::FORBIDDEN,
-                &format!("tunnel to {target_name} not allowed by policy\n"),
+                format!("tunnel to {target_name} not allowed by policy"),
             );
         }
     };
@@ -478,13 +493,11 @@ async fn connect(
         let mut client = TokioIo::new(upgraded);
         let mut target = target;
         let started = std::time::Instant::now();
+        let mut open = state.metrics.tunnel_opened();
         let relayed =
             relay::relay(&mut client, &mut target, state.config.timeouts.proxy_read).await;
-        state.metrics.tunnels.fetch_add(1, Ordering::Relaxed);
-        state
-            .metrics
-            .tunnel_bytes
-            .fetch_add(relayed.sent + relayed.received, Ordering::Relaxed);
+        open.relayed(relayed.sent + relayed.received);
+        drop(open);
         tracing::info!(
             target: "registry_proxy::access",
             "TUNNEL {target_name} client={peer} sent={} received={} ms={}{}",
@@ -497,12 +510,14 @@ async fn connect(
     Response::new(body::empty())
 }
 
-/// Serves the registry API on a TLS connection terminated with a leaf for `registry`.
+/// Serves the registry API on a TLS connection terminated with a leaf for `registry`, for the
+/// client at `peer`.
 async fn intercept<IO>(
     state: Arc<State>,
     registry: RegistryHost,
     authority: http::uri::Authority,
     identity: Identity,
+    peer: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     io: IO,
 ) where
@@ -551,7 +566,7 @@ async fn intercept<IO>(
                 Ok(parsed) => parsed,
                 Err(e) => return Ok(Failure::client(e.code(), e.to_string()).into_response()),
             };
-            let client = match serve::access::identify(
+            let mut client = match serve::access::identify(
                 &state,
                 Surface::Intercept,
                 req.headers(),
@@ -562,8 +577,12 @@ async fn intercept<IO>(
             .await
             {
                 Ok(client) => client,
-                Err(refusal) => return Ok(refusal.into_response()),
+                Err(refusal) => {
+                    state.metrics.refused(Refusal::Login);
+                    return Ok(refusal.into_response());
+                }
             };
+            client.peer = Some(peer);
             let response = serve::handle(&state, registry, parsed.route, req, client).await;
             Ok::<_, Infallible>(response)
         }
@@ -607,32 +626,12 @@ fn head_too_large(req: &Request<Incoming>) -> bool {
     size > MAX_HEAD
 }
 
-fn text(status: StatusCode, body_text: &str) -> Response<Body> {
-    let bytes = Bytes::copy_from_slice(body_text.as_bytes());
-    let mut r = Response::new(body::full(bytes.clone()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r.headers_mut()
-        .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-    r
-}
-
-fn status_page(state: &State) -> String {
-    let registries: Vec<String> = state
-        .config
-        .registries
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    format!(
-        "registry-proxy {}\n\nintercepted registries: docker.io {}\ncache: {} entries, {} bytes (cap {})\n\nGET /ca.crt   the CA to trust for HTTPS_PROXY mode\nGET /metrics  Prometheus metrics\nGET /healthz  liveness\n/v2/...       registry mirror (?ns=<registry> or /v2/<registry>/<repo>/...)\n",
-        env!("CARGO_PKG_VERSION"),
-        registries.join(" "),
-        state.cache.entries(),
-        state.cache.size(),
-        state.config.cache_max_size,
-    )
+/// A refusal on the forward-proxy surface (CONNECT, absolute-form): plain text, through the one
+/// error path.
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    Failure::Forward {
+        status,
+        message: message.into(),
+    }
+    .into_response()
 }

@@ -13,9 +13,35 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("registry-proxy: {e:#}");
+            // The one place a fatal error is reported: nothing below `main` logs it as well.
+            eprintln!("registry-proxy: {}", one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes on one line. Many errors already include their cause in their own
+/// message (`"{path}: {source}"`); a cause whose text is already shown is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text.replace('\n', " ")
+}
+
+/// Logging on, then the configuration's warnings, once.
+fn start_logging(config: &Config) {
+    registry_proxy::telemetry::init_logging(config.log_format, config.debug);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
     }
 }
 
@@ -35,7 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 flags: &args,
                 env: &env,
             })?;
-            registry_proxy::telemetry::init_logging(config.log_format, config.debug);
+            start_logging(&config);
             let report =
                 registry_proxy::cache::verify(&config.cache_dir).context("cache verify")?;
             println!("{report}");
@@ -58,6 +84,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", registry_proxy::setup::render(&config, &request)?);
             Ok(())
         }
+        Some(Command::Settings { markdown }) => {
+            use registry_proxy::config::settings;
+            if markdown {
+                print!("{}", settings::markdown());
+            } else {
+                for s in settings::ALL.iter().filter(|s| s.documented()) {
+                    let default = settings::shown_default(s).unwrap_or_else(|| "none".into());
+                    println!("{:<31} {:<33} {default}", s.name, s.flag());
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -67,9 +105,16 @@ fn serve(
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
     let config = Config::load(Sources { flags: args, env })?;
-    registry_proxy::telemetry::init_logging(config.log_format, config.debug);
+    start_logging(&config);
+    let (reload_args, reload_env) = (args.clone(), env.clone());
     runtime.block_on(async {
-        let proxy = registry_proxy::Proxy::bind(config).await?;
+        let mut proxy = registry_proxy::Proxy::bind(config).await?;
+        proxy.set_reloader(Box::new(move || {
+            Config::load(Sources {
+                flags: &reload_args,
+                env: &reload_env,
+            })
+        }));
         if let Some(addr) = proxy.local_addr() {
             tracing::info!(%addr, "registry-proxy listening");
         }

@@ -198,7 +198,7 @@ fn render_checked(
     let registries: Vec<Registry> = std::iter::once(RegistryHost::docker_hub())
         .chain(config.registries.iter().cloned())
         .enumerate()
-        .map(|(i, r)| values::registry(i, &r))
+        .map(|(i, r)| values::registry(i, &r, config.is_plain_http(&r)))
         .collect::<Result<_, _>>()?;
     let url = proxy.url();
     let insecure = !proxy.is_https();
@@ -318,7 +318,7 @@ fn containerd_hosts(s: &mut Script, dir: &'static str, registries: &[Registry], 
         &format!("# Any registry without its own directory: through registry-proxy.\n{host_block}"),
     );
     for r in registries {
-        let server = toml_string(&format!("https://{}", r.upstream));
+        let server = toml_string(&format!("{}://{}", r.scheme, r.upstream));
         s.file(
             &format!("{dir}/{}/hosts.toml", r.name),
             &format!("server = {server}\n\n{host_block}"),

@@ -2,6 +2,9 @@
 //! certificates minted on demand per intercepted host (by its lower-case name) and cached until
 //! shortly before they expire — at most [`LEAF_CACHE_SIZE`] of them, least recently used out first —
 //! and the rustls configurations built from them (server side for clients, client side for upstreams).
+//! An existing `ca.key` may be encrypted as the seed's is (see [`ca_key`]).
+
+pub mod ca_key;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -20,6 +23,8 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
+
+use crate::secret::Secret;
 
 /// Lifetime of a minted leaf certificate.
 const LEAF_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -46,6 +51,12 @@ pub enum TlsError {
     HalfCa { dir: PathBuf },
     #[error("{path} is not a usable CA: {reason}")]
     BadCa { path: PathBuf, reason: String },
+    /// `ca.key` cannot be read or opened (e.g. a wrong passphrase).
+    #[error("CA key {path} {source}")]
+    CaKey {
+        path: PathBuf,
+        source: ca_key::KeyError,
+    },
     #[error("cannot mint a certificate for {host:?}: {reason}")]
     Mint { host: String, reason: String },
     #[error("TLS configuration: {0}")]
@@ -143,7 +154,17 @@ impl std::fmt::Debug for CertAuthority {
 
 impl CertAuthority {
     /// Loads `ca.crt` and `ca.key` from `dir`, or creates them (key mode 0600) if neither exists.
+    /// An encrypted `ca.key` is opened with the seed's passphrase.
     pub fn load_or_create(dir: &Path) -> Result<CertAuthority, TlsError> {
+        CertAuthority::load_or_create_with(dir, None)
+    }
+
+    /// [`CertAuthority::load_or_create`], an encrypted `ca.key` opened with `passphrase`
+    /// (`CA_KEY_PASSPHRASE`), or the seed's when `None`.
+    pub fn load_or_create_with(
+        dir: &Path,
+        passphrase: Option<&Secret>,
+    ) -> Result<CertAuthority, TlsError> {
         let crt_path = dir.join("ca.crt");
         let key_path = dir.join("ca.key");
         let io = |path: &Path| {
@@ -154,9 +175,16 @@ impl CertAuthority {
             (true, true) => {
                 let ca_pem = fs::read_to_string(&crt_path).map_err(io(&crt_path))?;
                 let key_pem = fs::read_to_string(&key_path).map_err(io(&key_path))?;
-                let key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::BadCa {
-                    path: key_path.clone(),
-                    reason: e.to_string(),
+                let der =
+                    ca_key::pkcs8_der(&key_pem, passphrase).map_err(|source| TlsError::CaKey {
+                        path: key_path.clone(),
+                        source,
+                    })?;
+                let key = KeyPair::try_from(&PrivatePkcs8KeyDer::from(der)).map_err(|e| {
+                    TlsError::BadCa {
+                        path: key_path.clone(),
+                        reason: e.to_string(),
+                    }
                 })?;
                 let issuer =
                     Issuer::from_ca_cert_pem(&ca_pem, key).map_err(|e| TlsError::BadCa {

@@ -125,6 +125,11 @@ impl Index {
         }
     }
 
+    /// The size of a committed object, if the index knows it.
+    pub(super) fn size_of(&self, rel: &Path) -> Option<u64> {
+        self.entries.get(rel).map(|e| e.size)
+    }
+
     pub(super) fn over(&self, max: u64) -> bool {
         self.total > max
     }

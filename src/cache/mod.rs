@@ -32,9 +32,11 @@ mod hot;
 mod index;
 mod private;
 mod space;
+mod usage;
 mod verify;
 
 pub use fill::{Fill, FillEnd, FillState};
+pub use usage::{RepoSize, USAGE_EVERY};
 pub use verify::{VerifyReport, verify};
 
 use std::io;

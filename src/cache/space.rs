@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +28,11 @@ pub(super) struct Space {
     loaded_cv: Condvar,
     /// Recently served manifests, in memory; eviction drops them with their files.
     pub(super) hot_manifests: Mutex<super::hot::HotManifests>,
+    /// Entries and bytes evicted since start (for metrics).
+    pub(super) evicted: AtomicU64,
+    pub(super) evicted_bytes: AtomicU64,
+    /// The last walk of `repos/` for the status page (`usage.rs`).
+    pub(super) usage: Mutex<super::usage::UsageMemo>,
 }
 
 impl Space {
@@ -39,6 +45,9 @@ impl Space {
             loaded: Mutex::new(false),
             loaded_cv: Condvar::new(),
             hot_manifests: Mutex::new(super::hot::HotManifests::default()),
+            evicted: AtomicU64::new(0),
+            evicted_bytes: AtomicU64::new(0),
+            usage: Mutex::new(None),
         }
     }
 
@@ -123,16 +132,20 @@ impl Space {
         }
         let now = SystemTime::now();
         let inflight: Vec<String> = lock(&self.inflight).keys().cloned().collect();
-        let (victims, size) = {
+        let (victims, size, freed) = {
             let mut index = lock(&self.index);
+            let before = index.total();
             let victims = index.victims(
                 self.limits.max_size,
                 now.checked_sub(self.limits.inactive).unwrap_or(UNIX_EPOCH),
                 free,
                 &inflight,
             );
-            (victims, index.total())
+            (victims, index.total(), before.saturating_sub(index.total()))
         };
+        self.evicted
+            .fetch_add(victims.len() as u64, Ordering::Relaxed);
+        self.evicted_bytes.fetch_add(freed, Ordering::Relaxed);
         for rel in &victims {
             let path = self.root.join(rel);
             let _ = std::fs::remove_file(&path);

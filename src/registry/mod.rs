@@ -4,8 +4,8 @@
 //! Everything here works on `&str`/`&[u8]` and never panics, whatever the input: request paths
 //! ([`route`]), repository names ([`name`]), digests ([`digest`]), tags and references
 //! ([`reference`](mod@reference)), registry hosts ([`host`]), `WWW-Authenticate` challenges ([`challenge`]), `Basic`/`Bearer` credentials ([`basic`]),
-//! `Range` headers ([`range`]), the JSON error body and its codes ([`error`]) and manifest media
-//! types ([`media`]). I/O code calls these; they call no I/O. Each module carries table tests and a
+//! `Range` headers ([`range`]), the JSON error body and its codes ([`error`]), manifest media
+//! types ([`media`]) and pagination `Link` headers ([`link`]). I/O code calls these; they call no I/O. Each module carries table tests and a
 //! deterministic "never panics" test fed with pseudo-random and mutated inputs.
 
 pub mod basic;
@@ -13,6 +13,7 @@ pub mod challenge;
 pub mod digest;
 pub mod error;
 pub mod host;
+pub mod link;
 pub mod media;
 pub mod name;
 pub mod range;

@@ -2,7 +2,6 @@
 //! on a miss, one upstream download per digest that every concurrent client streams from.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use futures_util::TryStreamExt;
 use http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
@@ -18,7 +17,7 @@ use crate::registry::digest::Digest;
 use crate::registry::error::ErrorCode;
 use crate::registry::name::RepoName;
 use crate::registry::range::{ByteRange, parse_range};
-use crate::telemetry::Verdict;
+use crate::telemetry::{UpstreamFault, Verdict};
 use crate::upstream::UpstreamRequest;
 
 pub(super) async fn handle(ctx: &Ctx<'_>, name: &RepoName, digest: &Digest) -> Outcome {
@@ -116,6 +115,11 @@ async fn lead(
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task_fill = fill.clone();
     tokio::spawn(async move {
+        // Shown as in flight on the status page for as long as this task runs.
+        let _download = state
+            .metrics
+            .download_started(&registry, repo.as_str(), task_fill.clone());
+        let started = std::time::Instant::now();
         let response = match state.upstream.send(request).await {
             Ok(r) => r,
             Err(e) => {
@@ -140,10 +144,7 @@ async fn lead(
         state
             .cache
             .link(&registry, &repo, LinkKind::Blob, &task_fill.digest);
-        state
-            .metrics
-            .upstream_blob_fetches
-            .fetch_add(1, Ordering::Relaxed);
+        state.metrics.blob_fetch(&registry);
         let total = response
             .headers()
             .get(CONTENT_LENGTH)
@@ -180,20 +181,19 @@ async fn lead(
             .await
         {
             Ok(FillEnd::Committed(len)) => {
-                state
-                    .metrics
-                    .upstream_bytes
-                    .fetch_add(len, Ordering::Relaxed);
+                state.metrics.upstream_bytes(&registry, len);
+                state.metrics.fill_done(&registry, started.elapsed());
                 tracing::debug!(digest = %task_fill.digest, len, "blob committed");
             }
             Ok(FillEnd::Uncached { len, reason }) => {
-                state
-                    .metrics
-                    .upstream_bytes
-                    .fetch_add(len, Ordering::Relaxed);
+                state.metrics.upstream_bytes(&registry, len);
+                state.metrics.fill_done(&registry, started.elapsed());
                 tracing::warn!(digest = %task_fill.digest, len, %reason, "blob streamed uncached: the cache disk failed");
             }
             Err(reason) => {
+                state
+                    .metrics
+                    .upstream_failed(&registry, None, UpstreamFault::Download);
                 tracing::warn!(digest = %task_fill.digest, %reason, "blob download failed; nothing cached")
             }
         }

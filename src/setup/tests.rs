@@ -159,6 +159,41 @@ fn containerd_mirror_writes_valid_hosts_toml() {
 }
 
 #[test]
+fn a_plain_http_registry_keeps_its_scheme_in_hosts_toml() {
+    let cli = Cli::try_parse_from(["registry-proxy"]).unwrap();
+    let env = HashMap::from([(
+        "REGISTRIES".to_owned(),
+        "quay.io http://lab.test:5000".to_owned(),
+    )]);
+    let config = Config::load(Sources {
+        flags: &cli.serve,
+        env: &env,
+    })
+    .unwrap();
+    let req = Request {
+        client: Client::Containerd,
+        mode: Mode::Mirror,
+        proxy: "http://proxy.internal:3128".into(),
+        prefix: "/".into(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = render(&config, &req).unwrap();
+    assert!(
+        run_script(dir.path(), &script, Some(dir.path()))
+            .status
+            .success()
+    );
+    for (registry, server) in [
+        ("lab.test:5000", "http://lab.test:5000"),
+        ("quay.io", "https://quay.io"),
+    ] {
+        let path = format!("etc/containerd/certs.d/{registry}/hosts.toml");
+        let table: toml::Table = read(dir.path(), &path).parse().unwrap();
+        assert_eq!(table["server"].as_str(), Some(server), "{path}");
+    }
+}
+
+#[test]
 fn docker_mirror_writes_daemon_json() {
     let (dir, _) = apply(Client::Docker, Mode::Mirror);
     let json: serde_json::Value =
@@ -472,7 +507,7 @@ fn registries_that_config_could_never_hold_are_refused() {
         );
     }
     for host in ["quay.io", "registry.test:5443", "[::1]:5000", "docker.io"] {
-        let r = values::registry(0, &RegistryHost::parse(host).unwrap()).unwrap();
+        let r = values::registry(0, &RegistryHost::parse(host).unwrap(), false).unwrap();
         assert_eq!(r.name, host);
     }
 }

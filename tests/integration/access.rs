@@ -325,11 +325,11 @@ async fn client_auth_guards_connect_and_admin_endpoints() {
     assert_eq!(status, 407);
     assert!(headers.contains_key("proxy-authenticate"));
 
-    // /ca.crt and /healthz stay open; /metrics and / need a user.
+    // /ca.crt and /healthz stay open; /metrics, / and /status.json need a user.
     for open in ["/ca.crt", "/healthz"] {
         assert_eq!(proxy.request("GET", open, &[]).await.0, 200, "{open}");
     }
-    for guarded in ["/metrics", "/", "/setup/docker"] {
+    for guarded in ["/metrics", "/", "/status.json", "/setup/docker"] {
         assert_eq!(proxy.request("GET", guarded, &[]).await.0, 401, "{guarded}");
         assert_eq!(
             proxy
