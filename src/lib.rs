@@ -16,6 +16,7 @@ pub mod setup;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod warm;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -120,6 +121,9 @@ impl Proxy {
         };
         let tokens = access::token::TokenKey::load_or_create(&config.ca_dir)?;
         let verifier = access::verify::Verifier::new(config.auth_cache_ttl);
+        let warm_jobs = Arc::new(warm::Jobs::new(
+            listener.local_addr().unwrap_or(config.listen),
+        ));
         let state = Arc::new(serve::State {
             config,
             cache,
@@ -129,6 +133,7 @@ impl Proxy {
             users,
             tokens,
             verifier,
+            warm_jobs,
         });
         Ok(Proxy {
             state,

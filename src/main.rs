@@ -5,29 +5,39 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use registry_proxy::cache::CacheError;
 use registry_proxy::cli::{CacheCommand, Cli, Command};
 use registry_proxy::config::{Config, Sources};
+
+#[path = "main/operator.rs"]
+mod operator;
+
+/// Exit status of a command given a directory that is not a cache (a usage error).
+const NOT_A_CACHE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("registry-proxy: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<CacheError>() {
+                Some(CacheError::NotACache { .. }) => ExitCode::from(NOT_A_CACHE),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
-        None => serve(&cli.serve, &env, &runtime),
-        Some(Command::Serve(args)) => serve(&args, &env, &runtime),
+        None => serve(&cli.serve, &env, &runtime).map(|()| ExitCode::SUCCESS),
+        Some(Command::Serve(args)) => serve(&args, &env, &runtime).map(|()| ExitCode::SUCCESS),
         Some(Command::Cache {
             command: CacheCommand::Verify(args),
         }) => {
@@ -42,8 +52,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if report.corrupt > 0 {
                 anyhow::bail!("{} corrupt entries removed", report.corrupt);
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Cache {
+            command: CacheCommand::Ls(args),
+        }) => operator::ls(&args, &env),
+        Some(Command::Cache {
+            command: CacheCommand::Purge(args),
+        }) => operator::purge(&args, &env),
+        Some(Command::Warm(args)) => operator::warm(&args, &env, &runtime),
         Some(Command::Setup(args)) => {
             let config = Config::load(Sources {
                 flags: &args.serve,
@@ -56,7 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 prefix: args.prefix.clone(),
             };
             print!("{}", registry_proxy::setup::render(&config, &request)?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct State {
     pub tokens: TokenKey,
     /// Upstream's answers about client credentials, for `verify`-mode registries.
     pub verifier: Verifier,
+    /// Warm jobs started through the admin API.
+    pub warm_jobs: Arc<crate::warm::Jobs>,
 }
 
 pub(crate) const API_VERSION: HeaderName =
@@ -130,6 +132,11 @@ pub async fn handle(
     parts
         .headers
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    // The verdict for clients that want to know (`registry-proxy warm` counts what was cached).
+    parts.headers.insert(
+        crate::warm::CACHE_HEADER,
+        HeaderValue::from_static(verdict.as_str()),
+    );
     if parts.status == http::StatusCode::UNAUTHORIZED {
         // Clients log in to the proxy, never to the upstream's realm (which they may not reach,
         // and whose tokens the proxy would have to pass on).

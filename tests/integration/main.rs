@@ -2,17 +2,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
 mod access;
+mod admin;
 mod auth;
 mod blobs;
 mod cache_crash;
 mod cache_disk;
+mod cache_ops;
 mod cache_verify;
 mod connect;
 mod errors;
 mod fake;
 mod harness;
+mod images;
 mod manifests;
 mod mirror;
 mod setup;
 mod streaming;
 mod tunnel;
+mod warm;
