@@ -396,6 +396,13 @@ async fn warm_image(
         let name = result.image.clone();
         async move {
             let outcome = if seen {
+                // Warmed for this repository earlier in this run.
+                progress.event(Event::BlobDone {
+                    image: &name,
+                    digest: blob.digest.as_str(),
+                    size: blob.size,
+                    cached: true,
+                });
                 Ok((blob.size, true))
             } else {
                 warm_blob(client, options, image, &blob, &name, progress).await

@@ -16,12 +16,22 @@ pub fn for_stderr() -> Box<dyn Progress> {
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         Box::new(Bars::new())
     } else {
-        Box::new(Lines)
+        Box::new(Lines::new(Box::new(std::io::stderr())))
     }
 }
 
-/// Plain lines on stderr.
-pub struct Lines;
+/// Plain lines, one per manifest, blob and image.
+pub struct Lines {
+    out: Mutex<Box<dyn std::io::Write + Send>>,
+}
+
+impl Lines {
+    pub fn new(out: Box<dyn std::io::Write + Send>) -> Lines {
+        Lines {
+            out: Mutex::new(out),
+        }
+    }
+}
 
 fn verdict(cached: bool) -> &'static str {
     if cached { "cached " } else { "fetched" }
@@ -69,7 +79,8 @@ impl Progress for Lines {
                 ),
             },
         };
-        let _ = writeln!(std::io::stderr().lock(), "{line}");
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "{line}");
     }
 }
 
@@ -169,5 +180,86 @@ impl Progress for Bars {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::warm::ImageSummary;
+
+    /// Every event, in the order a warm sends them, on both reporters (bars draw nowhere here).
+    #[test]
+    fn reporters_take_a_whole_run() {
+        let done = ImageSummary {
+            image: "quay.io/org/app:1".into(),
+            blobs_fetched: 1,
+            bytes_fetched: 10,
+            blobs_cached: 1,
+            bytes_cached: 5,
+            ..ImageSummary::default()
+        };
+        let failed = ImageSummary {
+            image: "quay.io/org/gone:1".into(),
+            error: Some("the proxy answered 404".into()),
+            ..ImageSummary::default()
+        };
+        let bars = Bars {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+            bars: Mutex::new(HashMap::new()),
+        };
+        let written = std::sync::Arc::new(Mutex::new(Vec::new()));
+        struct Sink(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::new(Box::new(Sink(written.clone())));
+        for reporter in [&bars as &dyn Progress, &lines] {
+            let image = done.image.as_str();
+            reporter.event(Event::ImageStarted { image });
+            reporter.event(Event::Manifest {
+                image,
+                digest: "sha256:0123456789abcdef",
+                cached: false,
+            });
+            reporter.event(Event::Planned {
+                image,
+                blobs: 2,
+                bytes: 15,
+            });
+            reporter.event(Event::BlobBytes { image, bytes: 10 });
+            reporter.event(Event::BlobDone {
+                image,
+                digest: "sha256:aa",
+                size: 10,
+                cached: false,
+            });
+            reporter.event(Event::BlobDone {
+                image,
+                digest: "sha256:bb",
+                size: 5,
+                cached: true,
+            });
+            reporter.event(Event::ImageDone { summary: &done });
+            reporter.event(Event::ImageStarted {
+                image: &failed.image,
+            });
+            reporter.event(Event::ImageDone { summary: &failed });
+            // Events for an image it does not know are ignored.
+            reporter.event(Event::BlobBytes {
+                image: "unknown",
+                bytes: 1,
+            });
+        }
+        assert!(
+            bars.bars.lock().unwrap().is_empty(),
+            "finished bars are dropped"
+        );
     }
 }
