@@ -22,7 +22,7 @@ def main():
         if "=" in line:
             k, v = line.rstrip("\n").split("=", 1)
             r[k] = v
-    peers = r["peers"].split()
+    peers = [ep for ep in r["peers"].split() if ep in LABELS]
 
     def g(ep, key, fmt=None):
         v = r.get(f"{ep}.{key}")
@@ -131,8 +131,30 @@ def main():
             m = f(ours, key)
             if m:
                 check(f"peak RSS < 64 MiB, {LABELS[ours]}, {what}", m < 64, f"{m:.1f} MiB")
+    if "auth.anon_us" in r:
+        p("#### Client authentication on hits (issue 7)")
+        p("")
+        p("The same registry-proxy on a warm cache (mirror mode), first anonymous, then with `PROXY_HTPASSWD` "
+          "and every request carrying credentials. Server CPU of the proxy process.")
+        p("")
+        p("| requests carry | manifest hits: CPU per request (µs) | manifest hits req/s (wrk, 16 conns) | 16 warm blob pulls: CPU (s per GB) |")
+        p("|---|---:|---:|---:|")
+        for key, what in (("anon", "nothing (anonymous, auth off)"), ("basic", "`Authorization: Basic` (htpasswd user)"),
+                          ("bearer", "`Authorization: Bearer` (the proxy's token)")):
+            p(f"| {what} | {r.get(f'auth.{key}_us', '-')} | {r.get(f'auth.{key}_rps', '-')} | {r.get(f'auth.{key}_blob', '-')} |")
+        p("")
+        a = f("auth", "anon_us")
+        for key, what in (("basic", "Basic"), ("bearer", "bearer token")):
+            b = f("auth", f"{key}_us")
+            if a and b:
+                check(f"an authenticated manifest hit ({what}) costs at most 10% more CPU than an anonymous one",
+                      b <= 1.10 * a, f"{b:.1f} vs {a:.1f} µs, {b / a:.2f}×")
+            ab, bb = f("auth", "anon_blob"), f("auth", f"{key}_blob")
+            if ab and bb:
+                check(f"an authenticated warm blob hit ({what}) costs at most 10% more CPU per GB",
+                      bb <= 1.10 * ab, f"{bb:.3f} vs {ab:.3f} s/GB, {bb / ab:.2f}×")
     if checks:
-        p("#### Targets (issue 3)")
+        p("#### Targets (issues 3 and 7)")
         p("")
         out.extend(checks)
         p("")

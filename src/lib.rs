@@ -118,6 +118,11 @@ impl Proxy {
             Some(path) => Some(Arc::new(access::identity::Users::load(path)?)),
             None => None,
         };
+        if users.is_none() && config.tls_client_ca_file.is_none() && !config.access.is_default() {
+            tracing::warn!(
+                "[[access]] rules are set but client authentication is off (PROXY_HTPASSWD, TLS_CLIENT_CA_FILE): every client is anonymous, so only entries naming `anonymous` let anyone in"
+            );
+        }
         let tokens = access::token::TokenKey::load_or_create(&config.ca_dir)?;
         let verifier = access::verify::Verifier::new(config.auth_cache_ttl);
         let state = Arc::new(serve::State {
@@ -129,6 +134,7 @@ impl Proxy {
             users,
             tokens,
             verifier,
+            opened_tokens: serve::access::OpenedTokens::default(),
         });
         Ok(Proxy {
             state,

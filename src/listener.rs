@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -30,7 +29,7 @@ use crate::config::MirrorPolicy;
 use crate::registry::error::ErrorCode;
 use crate::registry::host::RegistryHost;
 use crate::registry::route::parse_path;
-use crate::serve::error::Failure;
+use crate::serve::error::{Failure, text};
 use crate::serve::{self, State, Surface};
 
 /// Largest request head we read (hyper answers 431 beyond it).
@@ -164,10 +163,7 @@ where
 async fn front(state: Arc<State>, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let peer = conn.peer;
     if head_too_large(&req) {
-        return text(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request head too large\n",
-        );
+        return Failure::HeadTooLarge.into_response();
     }
     if req.method() == Method::CONNECT || req.uri().scheme().is_some() {
         let identity = match serve::access::proxy_identity(&state, req.headers()).await {
@@ -224,7 +220,11 @@ async fn front(state: Arc<State>, conn: &Conn, req: Request<Incoming>) -> Respon
         "/" => text(StatusCode::OK, &status_page(&state)),
         p if p == "/v2" || p.starts_with("/v2/") => mirror(state, conn, realm, req).await,
         p if p.starts_with("/setup/") => setup(&state, &req),
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        _ => Failure::Forward {
+            status: StatusCode::NOT_FOUND,
+            message: "not found".into(),
+        }
+        .into_response(),
     }
 }
 
@@ -330,20 +330,20 @@ async fn admin_needs_user(
 /// the address the policy checked.
 async fn forward(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     if req.uri().scheme_str() != Some("http") {
-        return text(
+        return refuse(
             StatusCode::BAD_REQUEST,
-            "only http:// URLs are forwarded; use CONNECT for https\n",
+            "only http:// URLs are forwarded; use CONNECT for https",
         );
     }
     let Some(authority) = req.uri().authority().cloned() else {
-        return text(StatusCode::BAD_REQUEST, "the URL has no host\n");
+        return refuse(StatusCode::BAD_REQUEST, "the URL has no host");
     };
     let (host, port) = match tunnel::parse_target(authority.as_str(), Some(80)) {
         Ok(target) => target,
         Err(e) => {
-            return text(
+            return refuse(
                 StatusCode::BAD_REQUEST,
-                &format!("bad host or port in the URL: {e}\n"),
+                format!("bad host or port in the URL: {e}"),
             );
         }
     };
@@ -355,9 +355,9 @@ async fn forward(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Res
         Ok(stream) => stream,
         Err(e) => {
             tracing::info!(%peer, error = %e, "FORWARD {target} refused");
-            return text(
+            return refuse(
                 StatusCode::FORBIDDEN,
-                &format!("request to {target} not allowed by policy\n"),
+                format!("request to {target} not allowed by policy"),
             );
         }
     };
@@ -377,7 +377,7 @@ async fn forward(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Res
     // The URL's authority replaces any Host the client sent (RFC 9112, 3.2.2).
     match HeaderValue::from_str(authority.as_str()) {
         Ok(value) => parts.headers.insert(http::header::HOST, value),
-        Err(_) => return text(StatusCode::BAD_REQUEST, "bad host in the URL\n"),
+        Err(_) => return refuse(StatusCode::BAD_REQUEST, "bad host in the URL"),
     };
     // The origin server gets the origin form: path and query only.
     let origin_form = parts
@@ -387,7 +387,7 @@ async fn forward(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Res
         .parse::<http::Uri>();
     match origin_form {
         Ok(uri) => parts.uri = uri,
-        Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target\n"),
+        Err(_) => return refuse(StatusCode::BAD_REQUEST, "bad request target"),
     }
     let request = Request::from_parts(parts, body::incoming(incoming));
     let read_timeout = state.upstream.read_timeout;
@@ -413,14 +413,11 @@ async fn forward(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Res
         }
         Ok(Err(e)) => {
             tracing::info!(%peer, error = %e, "FORWARD {target} failed");
-            text(
-                StatusCode::BAD_GATEWAY,
-                &format!("{target} did not answer\n"),
-            )
+            refuse(StatusCode::BAD_GATEWAY, format!("{target} did not answer"))
         }
-        Err(_) => text(
+        Err(_) => refuse(
             StatusCode::GATEWAY_TIMEOUT,
-            &format!("{target} did not answer within {read_timeout:?}\n"),
+            format!("{target} did not answer within {read_timeout:?}"),
         ),
     }
 }
@@ -435,14 +432,14 @@ async fn connect(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let Some(authority) = req.uri().authority().cloned() else {
-        return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
+        return refuse(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
     let (host, port) = match tunnel::parse_target(authority.as_str(), None) {
         Ok(target) => target,
         Err(e) => {
-            return text(
+            return refuse(
                 StatusCode::BAD_REQUEST,
-                &format!("CONNECT needs host:port with a port from 1 to 65535 ({e})\n"),
+                format!("CONNECT needs host:port with a port from 1 to 65535 ({e})"),
             );
         }
     };
@@ -452,9 +449,9 @@ async fn connect(
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot mint a certificate");
-                return text(
+                return refuse(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "cannot mint a certificate\n",
+                    "cannot mint a certificate",
                 );
             }
         };
@@ -484,9 +481,9 @@ async fn connect(
         Ok(s) => s,
         Err(e) => {
             tracing::info!(%peer, error = %e, "TUNNEL {target_name} refused");
-            return text(
+            return refuse(
                 StatusCode::FORBIDDEN,
-                &format!("tunnel to {target_name} not allowed by policy\n"),
+                format!("tunnel to {target_name} not allowed by policy"),
             );
         }
     };
@@ -631,17 +628,14 @@ fn head_too_large(req: &Request<Incoming>) -> bool {
     size > MAX_HEAD
 }
 
-fn text(status: StatusCode, body_text: &str) -> Response<Body> {
-    let bytes = Bytes::copy_from_slice(body_text.as_bytes());
-    let mut r = Response::new(body::full(bytes.clone()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r.headers_mut()
-        .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-    r
+/// A refusal on the forward-proxy surface (CONNECT, absolute-form): plain text, through the one
+/// error path.
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    Failure::Forward {
+        status,
+        message: message.into(),
+    }
+    .into_response()
 }
 
 fn status_page(state: &State) -> String {

@@ -149,14 +149,17 @@ pub async fn identify(
         return Err(unauthenticated(&client, "malformed Authorization header"));
     };
     if let Some(token) = parse_bearer(value) {
-        match state.tokens.open(token, now_unix()) {
-            Some(claims) if claims.audience == audience => {
-                if claims.sub != Identity::Anonymous {
-                    client.identity = claims.sub.clone();
+        match state.opened_tokens.open(&state.tokens, token, now_unix()) {
+            Some(opened) if opened.audience == audience => {
+                if opened.sub != Identity::Anonymous {
+                    client.identity = opened.sub.clone();
                     client.presented = true;
                 }
-                client.upstream = claims.upstream.as_ref().and_then(credential_from_secret);
-                client.bound_to = bound_registries(surface, &claims);
+                client.upstream = opened.upstream.clone();
+                client.bound_to = match surface {
+                    Surface::Intercept => None,
+                    Surface::Mirror => opened.bound_to.clone(),
+                };
                 if client.upstream.is_some() {
                     client.presented = true;
                 }
@@ -201,10 +204,7 @@ pub async fn identify(
 /// Upstream credentials from a mirror-mode token go only to the registries its scopes named
 /// (path-prefix names such as `quay.io/org/app`); a token whose scopes name none is not bound.
 /// Tokens issued on an intercepted tunnel were checked for their audience (the registry) already.
-fn bound_registries(surface: Surface, claims: &Claims) -> Option<Vec<RegistryHost>> {
-    if surface == Surface::Intercept {
-        return None;
-    }
+fn bound_registries(claims: &Claims) -> Option<Vec<RegistryHost>> {
     let named: Vec<RegistryHost> = claims
         .scopes
         .iter()
@@ -214,6 +214,65 @@ fn bound_registries(surface: Surface, claims: &Claims) -> Option<Vec<RegistryHos
         .filter_map(|first| RegistryHost::parse(first).ok())
         .collect();
     (!named.is_empty()).then_some(named)
+}
+
+/// A token as requests use it: opened once, then found by a hash lookup.
+#[derive(Debug)]
+pub struct OpenedToken {
+    sub: Identity,
+    upstream: Option<ClientCredential>,
+    bound_to: Option<Vec<RegistryHost>>,
+    audience: String,
+    expires_at: u64,
+}
+
+/// Tokens kept opened at most.
+const MAX_OPENED_TOKENS: usize = 4096;
+
+/// Recently opened proxy tokens. Opening one (base64, AES-GCM, JSON) costs microseconds; clients
+/// send the same token on every request of a pull, so a hit pays a hash lookup instead. Entries
+/// are dropped when they expire, and the table is bounded.
+#[derive(Default)]
+pub struct OpenedTokens {
+    map: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<OpenedToken>>>,
+}
+
+impl OpenedTokens {
+    /// The opened token, or `None` if it is not one of ours or has expired.
+    fn open(
+        &self,
+        key: &crate::access::token::TokenKey,
+        token: &str,
+        now: u64,
+    ) -> Option<std::sync::Arc<OpenedToken>> {
+        {
+            let map = lock(&self.map);
+            if let Some(opened) = map.get(token) {
+                return (opened.expires_at > now).then(|| opened.clone());
+            }
+        }
+        let claims = key.open(token, now)?;
+        let opened = std::sync::Arc::new(OpenedToken {
+            upstream: claims.upstream.as_ref().and_then(credential_from_secret),
+            bound_to: bound_registries(&claims),
+            sub: claims.sub,
+            audience: claims.audience,
+            expires_at: claims.expires_at,
+        });
+        let mut map = lock(&self.map);
+        if map.len() >= MAX_OPENED_TOKENS {
+            map.retain(|_, t| t.expires_at > now);
+            if map.len() >= MAX_OPENED_TOKENS {
+                map.clear();
+            }
+        }
+        map.insert(token.to_owned(), opened.clone());
+        Some(opened)
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn credential_from_secret(secret: &Secret) -> Option<ClientCredential> {
@@ -556,7 +615,16 @@ impl Ctx<'_> {
             scope: pull_scope(name),
             auth,
         };
-        let response = self.state.upstream.send(request).await?;
+        let response = match self.state.upstream.send(request).await {
+            Ok(response) => response,
+            // The realm refused the credential: upstream's "no", not an outage.
+            Err(crate::upstream::UpstreamError::TokenDenied { status, .. })
+                if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) =>
+            {
+                return Ok(status);
+            }
+            Err(e) => return Err(e),
+        };
         let status = response.status();
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             return Err(crate::upstream::UpstreamError::Unreachable {

@@ -44,6 +44,8 @@ pub struct State {
     pub tokens: TokenKey,
     /// Upstream's answers about client credentials, for `verify`-mode registries.
     pub verifier: Verifier,
+    /// Proxy tokens opened recently (a hit costs a lookup, not a decryption).
+    pub opened_tokens: access::OpenedTokens,
 }
 
 pub(crate) const API_VERSION: HeaderName =
