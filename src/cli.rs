@@ -1,10 +1,11 @@
-//! The command line: `registry-proxy [serve] [FLAGS]`, `registry-proxy cache verify`,
-//! `registry-proxy setup CLIENT --proxy URL`. Every setting flag is kept as the raw string the user
+//! The command line: `registry-proxy [serve] [FLAGS]`, `registry-proxy cache verify|ls|purge`,
+//! `registry-proxy warm IMAGE…`, `registry-proxy setup CLIENT --proxy URL`. Every setting flag is kept as the raw string the user
 //! typed; `config::load` parses flag, environment variable and config-file values with one parser, so
 //! all three fail with the same message.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 
 use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 
@@ -50,12 +51,84 @@ pub enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// Pre-pull images into the cache: through a running proxy (--proxy) or straight into a cache
+    /// directory (--cache-dir, or CACHE_DIR).
+    Warm(WarmArgs),
 }
 
+/// Every `cache` subcommand is safe while a proxy runs on the same directory: nothing in flight
+/// (`tmp/`) is touched.
 #[derive(Debug, Clone, Subcommand)]
 pub enum CacheCommand {
     /// Check every cached blob against its digest; remove the corrupt ones.
     Verify(ServeArgs),
+    /// List registries, repositories, tags and images with sizes, blob sharing and last use.
+    Ls(LsArgs),
+    /// Remove images (by reference, repository glob or age) and every blob and manifest no other
+    /// image uses.
+    Purge(PurgeArgs),
+}
+
+/// `registry-proxy cache ls [--json]`.
+#[derive(Debug, Clone, Args)]
+pub struct LsArgs {
+    /// Print JSON (schema `registry-proxy.cache-ls.v1`) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Settings (for `CACHE_DIR`).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// `registry-proxy cache purge [IMAGE|REPO-GLOB] [--older-than AGE] [--dry-run]`.
+#[derive(Debug, Clone, Args)]
+pub struct PurgeArgs {
+    /// An image (`quay.io/org/app:tag`, `alpine`, `…@sha256:…`) or a repository glob
+    /// (`quay.io/org/*`).
+    #[arg(value_name = "IMAGE|REPO-GLOB")]
+    pub target: Option<String>,
+    /// Only images not used for this long (e.g. 30d); alone, every such image.
+    #[arg(long, value_name = "AGE")]
+    pub older_than: Option<String>,
+    /// Say what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Settings (for `CACHE_DIR`).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// `registry-proxy warm [--proxy URL | --cache-dir DIR] [--platform P] [--file FILE] IMAGE…`.
+#[derive(Debug, Clone, Args)]
+pub struct WarmArgs {
+    /// Images to pre-pull (`alpine:3`, `quay.io/org/app:1.2`, `…@sha256:…`).
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// A running proxy's plain-HTTP address, e.g. http://proxy.internal:3128 (default: warm
+    /// straight into CACHE_DIR with an in-process proxy).
+    #[arg(long, value_name = "URL", conflicts_with = "CACHE_DIR")]
+    pub proxy: Option<String>,
+    /// Only this platform of multi-platform images, e.g. linux/arm64 (default: all).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Read image references from this file: one per line, `#` comments.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Proxy user, if the proxy asks for a login [env: REGISTRY_PROXY_USER]
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Read the proxy user's password from stdin [env: REGISTRY_PROXY_PASSWORD]
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Settings for --cache-dir mode (upstreams, credentials, timeouts), as `serve` takes them.
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// `registry-proxy setup CLIENT --proxy URL [--mode mirror|connect]`.
@@ -278,6 +351,75 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(cli.command, Some(Command::Setup(ref s)) if s.mode == SetupMode::Connect));
+    }
+
+    #[test]
+    fn operator_commands() {
+        let cli = Cli::try_parse_from([
+            "registry-proxy",
+            "cache",
+            "ls",
+            "--json",
+            "--cache-dir",
+            "/c",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Cache { command: CacheCommand::Ls(ref a) }) if a.json && a.serve.get("CACHE_DIR") == Some("/c")
+        ));
+        let cli = Cli::try_parse_from([
+            "registry-proxy",
+            "cache",
+            "purge",
+            "quay.io/org/*",
+            "--older-than",
+            "30d",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Some(Command::Cache {
+            command: CacheCommand::Purge(purge),
+        }) = cli.command
+        else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(purge.target.as_deref(), Some("quay.io/org/*"));
+        assert_eq!(purge.older_than.as_deref(), Some("30d"));
+        assert!(purge.dry_run && !purge.json);
+        let cli = Cli::try_parse_from([
+            "registry-proxy",
+            "warm",
+            "--proxy",
+            "http://p:3128",
+            "--platform",
+            "linux/arm64",
+            "--file",
+            "list.txt",
+            "alpine:3",
+            "quay.io/x/y",
+        ])
+        .unwrap();
+        let Some(Command::Warm(warm)) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(warm.images, ["alpine:3", "quay.io/x/y"]);
+        assert_eq!(warm.proxy.as_deref(), Some("http://p:3128"));
+        assert_eq!(warm.platform.as_deref(), Some("linux/arm64"));
+        assert_eq!(warm.file, Some(PathBuf::from("list.txt")));
+        assert!(
+            Cli::try_parse_from([
+                "registry-proxy",
+                "warm",
+                "--proxy",
+                "http://p:3128",
+                "--cache-dir",
+                "/c",
+                "x"
+            ])
+            .is_err(),
+            "--proxy and --cache-dir exclude each other"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod setup;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod warm;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -136,6 +137,9 @@ impl Proxy {
         let tokens = access::token::TokenKey::load_or_create(&config.ca_dir)?;
         let verifier = access::verify::Verifier::new(config.auth_cache_ttl);
         let live = std::sync::RwLock::new(Arc::new(config.clone()));
+        let warm_jobs = Arc::new(warm::Jobs::new(
+            listener.local_addr().unwrap_or(config.listen),
+        ));
         let state = Arc::new(serve::State {
             live,
             config,
@@ -147,6 +151,7 @@ impl Proxy {
             tokens,
             verifier,
             opened_tokens: serve::access::OpenedTokens::default(),
+            warm_jobs,
         });
         Ok(Proxy {
             state,

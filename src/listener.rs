@@ -1,8 +1,10 @@
 //! The one client-facing port: plain HTTP/1.1 that answers `CONNECT` (intercepting configured
 //! registries with TLS from our CA, tunnelling other hosts untouched where `TUNNEL_ALLOW` allows),
 //! registry-mirror and path-prefix requests under `/v2/`, and the admin endpoints (`/ca.crt`,
-//! `/healthz`, `/metrics`, `/`). Open connections are capped by `MAX_CONNECTIONS` (`limit.rs`).
+//! `/healthz`, `/metrics`, `/`, the admin API under `/admin/` in `admin.rs`). Open connections are
+//! capped by `MAX_CONNECTIONS` (`limit.rs`).
 
+mod admin;
 mod limit;
 mod relay;
 mod status;
@@ -214,6 +216,9 @@ async fn front(state: Arc<State>, conn: &Conn, req: Request<Incoming>) -> Respon
         "/status.json" => status::json(&state).await,
         p if p == "/v2" || p.starts_with("/v2/") => mirror(state, conn, realm, req).await,
         p if p.starts_with("/setup/") => setup(&state, &req),
+        p if p == "/admin" || p.starts_with("/admin/") => {
+            admin::handle(state, peer.ip(), req).await
+        }
         _ => Failure::Forward {
             status: StatusCode::NOT_FOUND,
             message: "not found".into(),

@@ -5,17 +5,27 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use registry_proxy::cache::CacheError;
 use registry_proxy::cli::{CacheCommand, Cli, Command};
 use registry_proxy::config::{Config, Sources};
+
+#[path = "main/operator.rs"]
+mod operator;
+
+/// Exit status of a command given a directory that is not a cache (a usage error).
+const NOT_A_CACHE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // The one place a fatal error is reported: nothing below `main` logs it as well.
             eprintln!("registry-proxy: {}", one_line(&e));
-            ExitCode::FAILURE
+            match e.downcast_ref::<CacheError>() {
+                Some(CacheError::NotACache { .. }) => ExitCode::from(NOT_A_CACHE),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -45,15 +55,15 @@ fn start_logging(config: &Config) {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
-        None => serve(&cli.serve, &env, &runtime),
-        Some(Command::Serve(args)) => serve(&args, &env, &runtime),
+        None => serve(&cli.serve, &env, &runtime).map(|()| ExitCode::SUCCESS),
+        Some(Command::Serve(args)) => serve(&args, &env, &runtime).map(|()| ExitCode::SUCCESS),
         Some(Command::Cache {
             command: CacheCommand::Verify(args),
         }) => {
@@ -68,8 +78,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if report.corrupt > 0 {
                 anyhow::bail!("{} corrupt entries removed", report.corrupt);
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Cache {
+            command: CacheCommand::Ls(args),
+        }) => operator::ls(&args, &env),
+        Some(Command::Cache {
+            command: CacheCommand::Purge(args),
+        }) => operator::purge(&args, &env),
+        Some(Command::Warm(args)) => operator::warm(&args, &env, &runtime),
         Some(Command::Setup(args)) => {
             let config = Config::load(Sources {
                 flags: &args.serve,
@@ -82,7 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 prefix: args.prefix.clone(),
             };
             print!("{}", registry_proxy::setup::render(&config, &request)?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Some(Command::Settings { markdown }) => {
             use registry_proxy::config::settings;
@@ -94,7 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{:<31} {:<33} {default}", s.name, s.flag());
                 }
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

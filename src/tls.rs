@@ -394,24 +394,47 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
 }
 
 fn restrict_permissions(path: &Path) -> Result<(), TlsError> {
+    restrict_key_permissions(path, "CA key").map_err(|source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Narrows a private key file (`what`: "CA key", "token key") to mode 0600 when its group or others
+/// may read it. A file whose mode cannot be changed — on a read-only mount such as a Kubernetes
+/// Secret volume (root-owned, mode 0440 for the pod's `fsGroup`), or owned by another user — is used
+/// as it is, with a warning: whoever provides it chose its permissions.
+pub(crate) fn restrict_key_permissions(path: &Path, what: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let meta = fs::metadata(path).map_err(|source| TlsError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), "CA key was readable by others; setting mode 0600");
-            fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|source| {
-                TlsError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
+        let mode = fs::metadata(path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            match fs::set_permissions(path, fs::Permissions::from_mode(0o600)) {
+                Ok(()) => tracing::warn!(
+                    path = %path.display(),
+                    "{what} was readable by group or others; set its mode to 0600"
+                ),
+                Err(e) if mode_cannot_change(&e) => tracing::warn!(
+                    path = %path.display(),
+                    mode = format_args!("{mode:04o}"),
+                    error = %e,
+                    "{what} is readable by group or others and its mode cannot be changed (a read-only mount?); using it as it is"
+                ),
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())
+}
+
+/// `chmod` failed because the file's mode is not the proxy's to change (EROFS, EPERM), rather than
+/// because something is wrong with the file.
+fn mode_cannot_change(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+    )
 }
 
 #[cfg(test)]
@@ -434,6 +457,29 @@ mod tests {
         let second = CertAuthority::load_or_create(dir.path()).unwrap();
         assert_eq!(first.ca_pem(), second.ca_pem());
         assert!(first.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+
+    #[test]
+    fn a_key_mode_that_is_not_ours_to_change_is_tolerated() {
+        use std::io::{Error, ErrorKind};
+        // what chmod returns on a read-only mount (a Secret volume) and on a file of another user
+        assert!(mode_cannot_change(&Error::from_raw_os_error(30))); // EROFS
+        assert!(mode_cannot_change(&Error::from_raw_os_error(1))); // EPERM
+        assert!(!mode_cannot_change(&Error::from_raw_os_error(2))); // ENOENT
+        assert!(!mode_cannot_change(&Error::from_raw_os_error(5))); // EIO
+        assert!(!mode_cannot_change(&Error::from(ErrorKind::NotFound)));
+    }
+
+    #[test]
+    fn a_readable_key_is_narrowed_to_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        CertAuthority::load_or_create(dir.path()).unwrap();
+        let key = dir.path().join("ca.key");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+        CertAuthority::load_or_create(dir.path()).unwrap();
+        let mode = fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //! - `repos/<registry>/<repository>/_blobs/<hex>`, `_manifests/<hex>`: links recording that a
 //!   repository is known to hold a digest (a blob is served for a repository only once linked);
 //! - `repos/<registry>/<repository>/_tags/<tag>/<accept-hash>.json`: a tag's digest per Accept set;
-//! - `tmp/`: downloads in flight, removed at start-up.
+//! - `tmp/`: downloads in flight, removed at start-up by the first process to open the store;
+//! - `.registry-proxy-cache`: the marker that says this directory is a cache (`cache verify`, `ls`
+//!   and `purge` refuse a directory without it or the layout above), and the lock every process
+//!   using the store holds shared, so that a second one (`warm --cache-dir` beside a running proxy)
+//!   leaves the first one's downloads in `tmp/` alone.
 //!
 //! Every file appears by rename from `tmp/`, so a crash never leaves a partial file visible.
 //! Files are mode 0600 and directories 0700 whatever the umask (`private.rs`).
@@ -26,16 +30,22 @@
 /// Upstream bytes gathered into one write to the temp file, at most (when already received).
 const COALESCE: usize = 256 * 1024;
 
+pub mod catalog;
 mod chunks;
 mod fill;
 mod hot;
 mod index;
+mod marker;
 mod private;
+pub mod purge;
 mod space;
 mod usage;
 mod verify;
 
+pub use catalog::{Catalog, list};
 pub use fill::{Fill, FillEnd, FillState};
+pub use marker::{MARKER, check_cache_dir};
+pub use purge::{PurgeReport, PurgeRequest, PurgeTarget, purge};
 pub use usage::{RepoSize, USAGE_EVERY};
 pub use verify::{VerifyReport, verify};
 
@@ -62,6 +72,15 @@ use space::Space;
 pub enum CacheError {
     #[error("cache {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// A directory given as the cache holds neither the marker nor the store's layout (a mistyped
+    /// `--cache-dir`).
+    #[error(
+        "{path} is not a registry-proxy cache (no {MARKER} marker and no blobs/, manifests/, repos/ layout); check --cache-dir or CACHE_DIR"
+    )]
+    NotACache { path: PathBuf },
+    /// `cache purge` was asked for something the cache does not hold, or for nothing at all.
+    #[error("{0}")]
+    Purge(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
@@ -106,12 +125,17 @@ pub struct Cache {
     /// Index, downloads in flight and eviction (shared with the start-up scan).
     space: Arc<Space>,
     tmp_counter: AtomicU64,
+    /// Names this instance's temp files apart from those of any other process or instance using
+    /// the store (two containers sharing the volume may both be PID 1).
+    tmp_prefix: String,
     /// Minimum age of a persisted last use before a hit rewrites it.
     touch_every: Duration,
     /// Test hook: fills behave as if the disk were full after this many bytes.
     disk_limit: Option<u64>,
     /// Repository links known to exist.
     known_links: Mutex<hot::KnownLinks>,
+    /// The marker file, locked shared for as long as the store is open (see `marker.rs`).
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Cache {
@@ -146,14 +170,23 @@ impl Cache {
             }
         }
         let tmp = root.join("tmp");
-        let mut removed = 0usize;
-        for entry in std::fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
-            if std::fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
+        // Leftovers are removed only when no other process has the store open: the temp files of
+        // a running proxy are its downloads in flight.
+        let (lock, alone) = marker::open_and_lock(root)?;
+        if alone {
+            let mut removed = 0usize;
+            for entry in std::fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
+                if std::fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
             }
-        }
-        if removed > 0 {
-            tracing::info!(removed, "removed leftovers of interrupted downloads");
+            if removed > 0 {
+                tracing::info!(removed, "removed leftovers of interrupted downloads");
+            }
+        } else {
+            tracing::info!(
+                "another process has this cache open; leaving its downloads in tmp/ alone"
+            );
         }
         let space = Arc::new(Space::new(root, limits.clone()));
         space.load_in_background();
@@ -162,9 +195,11 @@ impl Cache {
             limits,
             space,
             tmp_counter: AtomicU64::new(0),
+            tmp_prefix: tmp_prefix(),
             touch_every: TOUCH_PERSIST_EVERY,
             disk_limit: None,
             known_links: Mutex::new(hot::KnownLinks::default()),
+            _lock: lock,
         })
     }
 
@@ -224,7 +259,7 @@ impl Cache {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         self.root
             .join("tmp")
-            .join(format!("{}-{n}", std::process::id()))
+            .join(format!("{}-{n}", self.tmp_prefix))
     }
 
     /// Length of a committed blob, marking it used.
@@ -601,7 +636,10 @@ impl Cache {
         let tmp = self.tmp_path();
         let (target, bytes) = (path.to_path_buf(), bytes.to_vec());
         let written = tokio::task::spawn_blocking(move || {
-            private::write(&tmp, &bytes).map_err(io_err(&tmp))?;
+            // A new file: never another writer's temp file.
+            private::create_new(&tmp)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+                .map_err(io_err(&tmp))?;
             if let Some(parent) = target.parent()
                 && let Err(e) = private::create_dir_all(parent)
             {
@@ -648,6 +686,30 @@ impl Cache {
         };
         if over || self.space.free_shortfall() > 0 {
             self.evict();
+        }
+    }
+
+    /// Forgets what a purge removed from the store: index entries, manifests held in memory and
+    /// known links (re-learned from the files on the next request).
+    pub fn forget_purged(&self, report: &PurgeReport) {
+        {
+            let mut index = lock(&self.space.index);
+            for object in &report.removed_objects {
+                index.remove(&object.rel_path());
+            }
+        }
+        {
+            let mut hot = lock(&self.space.hot_manifests);
+            for object in &report.removed_objects {
+                if object.kind == catalog::ObjectKind::Manifest
+                    && let Some(hex) = object.digest.strip_prefix("sha256:")
+                {
+                    hot.remove(hex);
+                }
+            }
+        }
+        if report.removed_links > 0 {
+            lock(&self.known_links).clear();
         }
     }
 
@@ -741,6 +803,20 @@ pub fn file_stream(
             }
         },
     )
+}
+
+/// `<pid>-<random>`: unique to one open store.
+fn tmp_prefix() -> String {
+    let mut random = [0u8; 6];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).is_err() {
+        // No randomness: the time still tells instances of one process apart.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        random[..4].copy_from_slice(&nanos.to_le_bytes());
+    }
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}", std::process::id())
 }
 
 /// Seconds since the epoch.

@@ -312,7 +312,7 @@ async fn files_are_0600_and_directories_0700() {
             files += 1;
         }
     }
-    // blob, manifest + .type, two links, one tag.
-    assert_eq!(files, 6);
+    // blob, manifest + .type, two links, one tag, the store's marker.
+    assert_eq!(files, 7);
     assert!(dirs >= 10, "{dirs}");
 }

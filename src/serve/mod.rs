@@ -49,6 +49,8 @@ pub struct State {
     /// The settings that SIGHUP re-reads (access rules, per-registry auth modes, central
     /// credentials): the configuration as last loaded. Everything else comes from `config`.
     pub live: std::sync::RwLock<Arc<Config>>,
+    /// Warm jobs started through the admin API.
+    pub warm_jobs: Arc<crate::warm::Jobs>,
 }
 
 impl State {
@@ -173,6 +175,11 @@ pub async fn handle(
     parts
         .headers
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    // The verdict for clients that want to know (`registry-proxy warm` counts what was cached).
+    parts.headers.insert(
+        crate::warm::CACHE_HEADER,
+        HeaderValue::from_static(verdict.as_str()),
+    );
     if parts.status == http::StatusCode::UNAUTHORIZED {
         // Clients log in to the proxy, never to the upstream's realm (which they may not reach,
         // and whose tokens the proxy would have to pass on).

@@ -545,7 +545,7 @@ impl Drop for Proxy {
     }
 }
 
-fn strip_ansi(s: &str) -> String {
+pub(crate) fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -578,7 +578,7 @@ pub(crate) struct LogLine {
 }
 
 impl LogLine {
-    fn parse(line: &str) -> Option<LogLine> {
+    pub(crate) fn parse(line: &str) -> Option<LogLine> {
         const VERDICTS: [&str; 6] = ["HIT", "MISS", "REVALIDATED", "STALE", "PASS", "LOCAL"];
         let words: Vec<&str> = line.split_whitespace().collect();
         let i = words.iter().position(|w| VERDICTS.contains(w))?;

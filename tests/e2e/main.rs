@@ -13,9 +13,12 @@
 //! - `access`: issue 7 — client authentication (CONNECT `Proxy-Authorization`, mirror-mode login),
 //!   `verify` mode for private registries (refused clients get no byte, cold, warm or in flight) and
 //!   the access rules of the config file.
+//! - `image`: issue 8 — the container image built without registry access (`scripts/build-image`),
+//!   checked by `scripts/image-smoke`, pulled through, restarted on the same volumes and pulled again.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
 mod access;
 mod connect;
 mod harness;
+mod image;
 mod mirror;

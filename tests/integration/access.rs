@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::fake::{Behavior, Fake, sha256_digest};
 use crate::harness::{TestProxy, random_bytes};
 
-fn basic(user: &str, pass: &str) -> String {
+pub(crate) fn basic(user: &str, pass: &str) -> String {
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
@@ -18,7 +18,7 @@ fn basic(user: &str, pass: &str) -> String {
 }
 
 /// An htpasswd file (bcrypt, low cost for speed) for `users`, in the proxy's temp dir.
-fn htpasswd(dir: &std::path::Path, users: &[(&str, &str)]) -> String {
+pub(crate) fn htpasswd(dir: &std::path::Path, users: &[(&str, &str)]) -> String {
     let mut text = String::new();
     for (user, pass) in users {
         let hash = bcrypt::hash(pass, 4).unwrap();

@@ -104,6 +104,16 @@ impl TestProxy {
         self.task = tokio::spawn(proxy.run());
     }
 
+    /// The configuration this proxy was started with (for an in-process `warm --cache-dir`).
+    pub(crate) fn config(&self) -> Config {
+        let cli = Cli::try_parse_from(["registry-proxy"]).unwrap();
+        Config::load(Sources {
+            flags: &cli.serve,
+            env: &self.env,
+        })
+        .unwrap()
+    }
+
     pub(crate) fn cache_dir(&self) -> PathBuf {
         self.dir.path().join("cache")
     }

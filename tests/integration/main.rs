@@ -2,15 +2,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
 mod access;
+mod admin;
 mod auth;
 mod blobs;
 mod cache_crash;
 mod cache_disk;
+mod cache_ops;
 mod cache_verify;
 mod connect;
 mod errors;
 mod fake;
 mod harness;
+mod images;
 mod logging;
 mod manifests;
 mod mirror;
@@ -20,3 +23,4 @@ mod startup;
 mod status;
 mod streaming;
 mod tunnel;
+mod warm;
