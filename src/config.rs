@@ -2,11 +2,20 @@
 //! variables (the seed's names), an optional TOML file and defaults — in that order of precedence.
 //! Nothing below `main` reads the environment; tests feed [`Config::load`] a map.
 
+mod error;
+mod file;
+mod layers;
 mod load;
+mod parse;
 mod scale_out;
+pub mod settings;
+mod tags;
+#[cfg(test)]
+mod tests;
 mod units;
 
-pub use load::{ConfigError, SECRET_SETTINGS, Sources};
+pub use error::ConfigError;
+pub use layers::Sources;
 pub use scale_out::{PeerSettings, S3Settings, SCALE_OUT_SETTINGS, Storage};
 pub use units::{parse_duration, parse_size};
 
@@ -27,12 +36,18 @@ pub struct Config {
     /// Registries to intercept and cache besides Docker Hub (`REGISTRIES`).
     /// Invariant: never contains Docker Hub itself (it is always intercepted).
     pub registries: Vec<RegistryHost>,
+    /// The registries of `registries` that are reached over plain HTTP (entries written
+    /// `http://host[:port]`; port 80 when none is given).
+    /// Invariant: a subset of `registries`.
+    pub plain_http: Vec<RegistryHost>,
     /// Central credentials (`AUTH_REGISTRIES`), keyed by registry host or token-realm host.
     pub credentials: Vec<Credential>,
     /// Cache root (`CACHE_DIR`).
     pub cache_dir: PathBuf,
     /// CA directory holding `ca.crt` and `ca.key` (`CA_DIR`).
     pub ca_dir: PathBuf,
+    /// Passphrase of an encrypted `ca.key` (`CA_KEY_PASSPHRASE`); without it the seed's is tried.
+    pub ca_key_passphrase: Option<Secret>,
     /// Size cap in bytes (`CACHE_MAX_SIZE`, e.g. `32g`).
     pub cache_max_size: u64,
     /// Entries unused this long are evicted (`CACHE_INACTIVE`).
@@ -57,7 +72,8 @@ pub struct Config {
     pub mirror: MirrorPolicy,
     /// Disable IPv6 for upstream connections (`DISABLE_IPV6`).
     pub disable_ipv6: bool,
-    /// `DEBUG`: verbose logs (the seed's mitmproxy switches `DEBUG_HUB`/`DEBUG_NGINX` are accepted and ignored).
+    /// `DEBUG`: verbose logs (the seed's mitmproxy switches `DEBUG_HUB`/`DEBUG_NGINX` are accepted
+    /// with a warning).
     pub debug: bool,
     /// Per-registry tag freshness overrides (TOML `[registry."host".manifest_cache]`).
     pub manifest_cache_overrides: Vec<(RegistryHost, ManifestCache)>,
@@ -87,6 +103,9 @@ pub struct Config {
     pub storage: Storage,
     /// Replicas that share upstream downloads (`PEERS`, `PEER_LISTEN`, `PEER_SECRET`).
     pub peers: Option<PeerSettings>,
+    /// Things worth telling the operator that did not stop start-up (the seed's variables that are
+    /// not needed); `main` logs them once logging is set up.
+    pub warnings: Vec<String>,
 }
 
 /// Whose credential decides what a client may read from a registry that needs credentials.
@@ -204,6 +223,11 @@ impl Config {
             .find(|t| t.regex.is_match(tag))
             .map_or(policy.default_ttl, |t| t.ttl);
         Some(ttl)
+    }
+
+    /// True if `registry` is reached over plain HTTP (`http://` in `REGISTRIES`).
+    pub fn is_plain_http(&self, registry: &RegistryHost) -> bool {
+        self.plain_http.contains(registry)
     }
 
     /// Central credentials for a registry host or realm host.

@@ -17,6 +17,7 @@ pub mod setup;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod warm;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +51,9 @@ pub enum StartError {
 }
 
 /// A proxy bound to its port, ready to run.
+/// Loads the configuration again (from the same flags, environment and files) for a reload.
+pub type Reloader = Box<dyn Fn() -> Result<Config, config::ConfigError> + Send + Sync>;
+
 pub struct Proxy {
     state: Arc<serve::State>,
     listener: TcpListener,
@@ -59,12 +63,17 @@ pub struct Proxy {
     limit: Arc<listener::ConnectionLimit>,
     /// The peer port (`PEER_LISTEN`) and the replicas' view, with `PEERS`.
     peer_listener: Option<(TcpListener, Arc<peer::Peers>)>,
+    /// What SIGHUP runs to read the configuration again; `None`: SIGHUP is only logged.
+    reloader: Option<Reloader>,
 }
 
 impl Proxy {
     /// Opens the CA and the cache, builds the upstream client and binds the listener.
     pub async fn bind(config: Config) -> Result<Proxy, StartError> {
-        let ca = tls::CertAuthority::load_or_create(&config.ca_dir)?;
+        let ca = tls::CertAuthority::load_or_create_with(
+            &config.ca_dir,
+            config.ca_key_passphrase.as_ref(),
+        )?;
         let limits = cache::Limits {
             max_size: config.cache_max_size,
             inactive: config.cache_inactive,
@@ -123,11 +132,13 @@ impl Proxy {
                 cache.with_bucket(Arc::new(bucket))
             }
         };
-        let upstream = upstream::Upstream::new(&config, policy)?;
-        let limit = Arc::new(listener::ConnectionLimit::new(config.max_connections));
         let metrics = Arc::new(telemetry::Metrics::new(
             config.log_format == config::LogFormat::Json,
+            &config.registries,
         ));
+        metrics.sample();
+        let upstream = upstream::Upstream::new(&config, policy, metrics.clone())?;
+        let limit = Arc::new(listener::ConnectionLimit::new(config.max_connections));
         let users = match &config.proxy_htpasswd {
             Some(path) => Some(Arc::new(access::identity::Users::load(path)?)),
             None => None,
@@ -151,7 +162,12 @@ impl Proxy {
                 Some((listener, peer::Peers::new(settings)))
             }
         };
+        let live = std::sync::RwLock::new(Arc::new(config.clone()));
+        let warm_jobs = Arc::new(warm::Jobs::new(
+            listener.local_addr().unwrap_or(config.listen),
+        ));
         let state = Arc::new(serve::State {
+            live,
             config,
             cache,
             upstream,
@@ -161,6 +177,8 @@ impl Proxy {
             tokens,
             verifier,
             peers: peer_listener.as_ref().map(|(_, peers)| peers.clone()),
+            opened_tokens: serve::access::OpenedTokens::default(),
+            warm_jobs,
         });
         Ok(Proxy {
             state,
@@ -168,6 +186,7 @@ impl Proxy {
             tls_listener,
             limit,
             peer_listener,
+            reloader: None,
         })
     }
 
@@ -184,12 +203,23 @@ impl Proxy {
     }
 
     /// Serves until the future is dropped; expires unused cache entries periodically.
+    /// Sets what SIGHUP runs to read the configuration again (the binary loads it from the same
+    /// flags, environment and files it started with).
+    pub fn set_reloader(&mut self, reloader: Reloader) {
+        self.reloader = Some(reloader);
+    }
+
     pub async fn run(self) {
         if let Some(users) = &self.state.users {
+            // Also reloads PROXY_HTPASSWD when the file changes, without a signal.
             users.clone().spawn_reloader();
         }
+        let _hangup = AbortOnDrop(tokio::spawn(reload_on_hangup(
+            self.state.clone(),
+            self.reloader,
+        )));
         let state = self.state.clone();
-        // Both tasks end with this future, also when it is dropped rather than finished.
+        // These tasks end with this future, also when it is dropped rather than finished.
         let _housekeeping = AbortOnDrop(tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
             loop {
@@ -206,6 +236,16 @@ impl Proxy {
                 listener,
             )))
         });
+        // The status page's per-minute history (its first sample was taken by `bind`).
+        let metrics = self.state.metrics.clone();
+        let _sampling = AbortOnDrop(tokio::spawn(async move {
+            let minute = std::time::Duration::from_secs(60);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + minute, minute);
+            loop {
+                tick.tick().await;
+                metrics.sample();
+            }
+        }));
         let _tls = self.tls_listener.map(|(listener, acceptor)| {
             AbortOnDrop(tokio::spawn(listener::accept_loop(
                 self.state.clone(),
@@ -215,6 +255,50 @@ impl Proxy {
             )))
         });
         listener::accept_loop(self.state, self.listener, None, self.limit).await;
+    }
+}
+
+/// SIGHUP re-reads the settings that can change without a restart — central credentials
+/// (`AUTH_REGISTRIES`, `AUTH_REGISTRIES_FILE`), access rules and per-registry auth modes of the
+/// config file — and logs what it did; `PROXY_HTPASSWD` is reloaded by its own watcher on the same
+/// signal. A configuration that no longer loads is logged and the running one kept.
+async fn reload_on_hangup(state: Arc<serve::State>, reloader: Option<Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        let Some(reload) = &reloader else {
+            tracing::info!("SIGHUP: no configuration source to re-read in this process");
+            continue;
+        };
+        match reload() {
+            Ok(config) => {
+                let credentials = config.credentials.len();
+                let warnings = config.warnings.clone();
+                let restart = state.reload(config);
+                for warning in warnings {
+                    tracing::warn!("{warning}");
+                }
+                tracing::info!(
+                    credentials,
+                    "SIGHUP: configuration reloaded (central credentials, access rules, registry auth modes)"
+                );
+                if !restart.is_empty() {
+                    tracing::warn!(
+                        settings = %restart.join(", "),
+                        "SIGHUP: these settings changed but take effect only after a restart"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP: the configuration does not load; keeping the running one")
+            }
+        }
     }
 }
 

@@ -1,17 +1,19 @@
 //! The one client-facing port: plain HTTP/1.1 that answers `CONNECT` (intercepting configured
 //! registries with TLS from our CA, tunnelling other hosts untouched where `TUNNEL_ALLOW` allows),
 //! registry-mirror and path-prefix requests under `/v2/`, and the admin endpoints (`/ca.crt`,
-//! `/healthz`, `/metrics`, `/`). Open connections are capped by `MAX_CONNECTIONS` (`limit.rs`).
+//! `/healthz`, `/metrics`, `/`, the admin API under `/admin/` in `admin.rs`). Open connections are
+//! capped by `MAX_CONNECTIONS` (`limit.rs`).
 
+mod admin;
 mod limit;
 mod relay;
+mod status;
 
 pub use limit::ConnectionLimit;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::header::CONTENT_TYPE;
@@ -26,11 +28,12 @@ use crate::access::identity::{Identity, cert_user};
 use crate::access::tunnel;
 use crate::body::{self, Body};
 use crate::config::MirrorPolicy;
-use crate::registry::error::ErrorCode;
 use crate::registry::host::RegistryHost;
-use crate::registry::route::parse_path;
+use crate::registry::link::PathStyle;
+use crate::registry::route::{mirror_target, parse_path};
 use crate::serve::error::{Failure, text};
 use crate::serve::{self, State, Surface};
+use crate::telemetry::Refusal;
 
 /// Largest request head we read (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 64 * 1024;
@@ -168,7 +171,10 @@ async fn front(state: Arc<State>, conn: &Conn, req: Request<Incoming>) -> Respon
     if req.method() == Method::CONNECT || req.uri().scheme().is_some() {
         let identity = match serve::access::proxy_identity(&state, req.headers()).await {
             Ok(identity) => identity,
-            Err(refusal) => return refusal.into_response(),
+            Err(refusal) => {
+                state.metrics.refused(Refusal::ProxyAuth);
+                return refusal.into_response();
+            }
         };
         if req.method() == Method::CONNECT {
             return connect(state, peer, identity, req).await;
@@ -178,6 +184,7 @@ async fn front(state: Arc<State>, conn: &Conn, req: Request<Incoming>) -> Respon
     let path = req.uri().path().to_owned();
     let realm = mirror_realm(&state, conn, req.headers());
     if admin_needs_user(&state, conn, &path, req.headers()).await {
+        state.metrics.refused(Refusal::AdminAuth);
         return Failure::Unauthenticated {
             challenge: HeaderValue::from_static("Basic realm=\"registry-proxy\""),
             message: "authentication required".into(),
@@ -204,22 +211,14 @@ async fn front(state: Arc<State>, conn: &Conn, req: Request<Incoming>) -> Respon
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/metrics" => {
-            let mut r = text(
-                StatusCode::OK,
-                &state
-                    .metrics
-                    .render(state.cache.size(), state.cache.entries()),
-            );
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
-        }
-        "/" => text(StatusCode::OK, &status_page(&state)),
+        "/metrics" => status::metrics(&state),
+        "/" => status::page(&state, req.headers()).await,
+        "/status.json" => status::json(&state).await,
         p if p == "/v2" || p.starts_with("/v2/") => mirror(state, conn, realm, req).await,
         p if p.starts_with("/setup/") => setup(&state, &req),
+        p if p == "/admin" || p.starts_with("/admin/") => {
+            admin::handle(state, peer.ip(), req).await
+        }
         _ => Failure::Forward {
             status: StatusCode::NOT_FOUND,
             message: "not found".into(),
@@ -236,41 +235,22 @@ async fn mirror(
     realm: String,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let ns = req.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("ns="))
-            .map(|v| {
-                percent_encoding::percent_decode_str(v)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-    });
-    let parsed = match parse_path(req.uri().path(), ns.is_none()) {
-        Ok(p) => p,
+    let (registry, route) = match mirror_target(req.uri().path(), req.uri().query()) {
+        Ok(target) => target,
         Err(e) => return Failure::client(e.code(), e.to_string()).into_response(),
-    };
-    let registry = match (ns, parsed.host) {
-        (Some(ns), _) => match RegistryHost::parse(&ns) {
-            Ok(host) => host,
-            Err(e) => {
-                return Failure::client(ErrorCode::NameInvalid, format!("bad ns parameter: {e}"))
-                    .into_response();
-            }
-        },
-        (None, Some(host)) => host,
-        (None, None) => RegistryHost::docker_hub(),
     };
     let allowed = match state.config.mirror {
         MirrorPolicy::Any => true,
         MirrorPolicy::Configured => state.config.intercepts(&registry),
     };
     if !allowed {
+        state.metrics.refused(Refusal::NotConfigured);
         return Failure::denied(format!(
             "registry {registry} is not configured on this proxy (add it to REGISTRIES, or set MIRROR_ANY=true)"
         ))
         .into_response();
     }
-    let client = match serve::access::identify(
+    let mut client = match serve::access::identify(
         &state,
         Surface::Mirror,
         req.headers(),
@@ -281,9 +261,28 @@ async fn mirror(
     .await
     {
         Ok(client) => client,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => {
+            state.metrics.refused(Refusal::Login);
+            return refusal.into_response();
+        }
     };
-    serve::handle(&state, registry, parsed.route, req, client).await
+    client.peer = Some(conn.peer);
+    client.style = mirror_style(req.uri());
+    serve::handle(&state, registry, route, req, client).await
+}
+
+/// How a mirror request names its upstream: `?ns=`, a host prefix, or nothing (Docker Hub).
+fn mirror_style(uri: &http::Uri) -> PathStyle {
+    let has_ns = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("ns=")));
+    if has_ns {
+        PathStyle::NsQuery
+    } else if parse_path(uri.path(), true).is_ok_and(|p| p.host.is_some()) {
+        PathStyle::PathPrefix
+    } else {
+        PathStyle::Upstream
+    }
 }
 
 /// The token endpoint as a mirror-mode client reaches it: the scheme of the port it came in on and
@@ -315,10 +314,7 @@ async fn admin_needs_user(
     {
         return false;
     }
-    let basic = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::registry::basic::parse_basic);
+    let basic = crate::registry::basic::basic_credentials(headers, &http::header::AUTHORIZATION);
     match (basic, &state.users) {
         (Some((user, password)), Some(users)) => users.check(&user, &password).await.is_none(),
         _ => true,
@@ -355,6 +351,7 @@ async fn forward(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Res
         Ok(stream) => stream,
         Err(e) => {
             tracing::info!(%peer, error = %e, "FORWARD {target} refused");
+            state.metrics.refused(Refusal::TunnelPolicy);
             return refuse(
                 StatusCode::FORBIDDEN,
                 format!("request to {target} not allowed by policy"),
@@ -463,6 +460,7 @@ async fn connect(
                         registry,
                         authority,
                         identity,
+                        peer,
                         tls,
                         TokioIo::new(upgraded),
                     )
@@ -481,6 +479,7 @@ async fn connect(
         Ok(s) => s,
         Err(e) => {
             tracing::info!(%peer, error = %e, "TUNNEL {target_name} refused");
+            state.metrics.refused(Refusal::TunnelPolicy);
             return refuse(
                 StatusCode::FORBIDDEN,
                 format!("tunnel to {target_name} not allowed by policy"),
@@ -499,13 +498,11 @@ async fn connect(
         let mut client = TokioIo::new(upgraded);
         let mut target = target;
         let started = std::time::Instant::now();
+        let mut open = state.metrics.tunnel_opened();
         let relayed =
             relay::relay(&mut client, &mut target, state.config.timeouts.proxy_read).await;
-        state.metrics.tunnels.fetch_add(1, Ordering::Relaxed);
-        state
-            .metrics
-            .tunnel_bytes
-            .fetch_add(relayed.sent + relayed.received, Ordering::Relaxed);
+        open.relayed(relayed.sent + relayed.received);
+        drop(open);
         tracing::info!(
             target: "registry_proxy::access",
             "TUNNEL {target_name} client={peer} sent={} received={} ms={}{}",
@@ -518,12 +515,14 @@ async fn connect(
     Response::new(body::empty())
 }
 
-/// Serves the registry API on a TLS connection terminated with a leaf for `registry`.
+/// Serves the registry API on a TLS connection terminated with a leaf for `registry`, for the
+/// client at `peer`.
 async fn intercept<IO>(
     state: Arc<State>,
     registry: RegistryHost,
     authority: http::uri::Authority,
     identity: Identity,
+    peer: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     io: IO,
 ) where
@@ -572,7 +571,7 @@ async fn intercept<IO>(
                 Ok(parsed) => parsed,
                 Err(e) => return Ok(Failure::client(e.code(), e.to_string()).into_response()),
             };
-            let client = match serve::access::identify(
+            let mut client = match serve::access::identify(
                 &state,
                 Surface::Intercept,
                 req.headers(),
@@ -583,8 +582,12 @@ async fn intercept<IO>(
             .await
             {
                 Ok(client) => client,
-                Err(refusal) => return Ok(refusal.into_response()),
+                Err(refusal) => {
+                    state.metrics.refused(Refusal::Login);
+                    return Ok(refusal.into_response());
+                }
             };
+            client.peer = Some(peer);
             let response = serve::handle(&state, registry, parsed.route, req, client).await;
             Ok::<_, Infallible>(response)
         }
@@ -636,21 +639,4 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response<Body> {
         message: message.into(),
     }
     .into_response()
-}
-
-fn status_page(state: &State) -> String {
-    let registries: Vec<String> = state
-        .config
-        .registries
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    format!(
-        "registry-proxy {}\n\nintercepted registries: docker.io {}\ncache: {} entries, {} bytes (cap {})\n\nGET /ca.crt   the CA to trust for HTTPS_PROXY mode\nGET /metrics  Prometheus metrics\nGET /healthz  liveness\n/v2/...       registry mirror (?ns=<registry> or /v2/<registry>/<repo>/...)\n",
-        env!("CARGO_PKG_VERSION"),
-        registries.join(" "),
-        state.cache.entries(),
-        state.cache.size(),
-        state.config.cache_max_size,
-    )
 }

@@ -5,29 +5,65 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use registry_proxy::cache::CacheError;
 use registry_proxy::cli::{CacheCommand, Cli, Command};
 use registry_proxy::config::{Config, S3Settings, Sources, Storage};
+
+#[path = "main/operator.rs"]
+mod operator;
+
+/// Exit status of a command given a directory that is not a cache (a usage error).
+const NOT_A_CACHE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("registry-proxy: {e:#}");
-            ExitCode::FAILURE
+            // The one place a fatal error is reported: nothing below `main` logs it as well.
+            eprintln!("registry-proxy: {}", one_line(&e));
+            match e.downcast_ref::<CacheError>() {
+                Some(CacheError::NotACache { .. }) => ExitCode::from(NOT_A_CACHE),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// The error and its causes on one line. Many errors already include their cause in their own
+/// message (`"{path}: {source}"`); a cause whose text is already shown is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text.replace('\n', " ")
+}
+
+/// Logging on, then the configuration's warnings, once.
+fn start_logging(config: &Config) {
+    registry_proxy::telemetry::init_logging(config.log_format, config.debug);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
-        None => serve(&cli.serve, &env, &runtime),
-        Some(Command::Serve(args)) => serve(&args, &env, &runtime),
+        None => serve(&cli.serve, &env, &runtime).map(|()| ExitCode::SUCCESS),
+        Some(Command::Serve(args)) => serve(&args, &env, &runtime).map(|()| ExitCode::SUCCESS),
         Some(Command::Cache {
             command: CacheCommand::Verify(args),
         }) => {
@@ -35,7 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 flags: &args,
                 env: &env,
             })?;
-            registry_proxy::telemetry::init_logging(config.log_format, config.debug);
+            start_logging(&config);
             let report =
                 registry_proxy::cache::verify(&config.cache_dir).context("cache verify")?;
             println!("{report}");
@@ -50,8 +86,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if corrupt > 0 {
                 anyhow::bail!("{corrupt} corrupt entries removed");
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Cache {
+            command: CacheCommand::Ls(args),
+        }) => operator::ls(&args, &env),
+        Some(Command::Cache {
+            command: CacheCommand::Purge(args),
+        }) => operator::purge(&args, &env),
+        Some(Command::Warm(args)) => operator::warm(&args, &env, &runtime),
         Some(Command::Setup(args)) => {
             let config = Config::load(Sources {
                 flags: &args.serve,
@@ -64,7 +107,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 prefix: args.prefix.clone(),
             };
             print!("{}", registry_proxy::setup::render(&config, &request)?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Settings { markdown }) => {
+            use registry_proxy::config::settings;
+            if markdown {
+                print!("{}", settings::markdown());
+            } else {
+                for s in settings::ALL.iter().filter(|s| s.documented()) {
+                    let default = settings::shown_default(s).unwrap_or_else(|| "none".into());
+                    println!("{:<31} {:<33} {default}", s.name, s.flag());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -75,9 +130,16 @@ fn serve(
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
     let config = Config::load(Sources { flags: args, env })?;
-    registry_proxy::telemetry::init_logging(config.log_format, config.debug);
+    start_logging(&config);
+    let (reload_args, reload_env) = (args.clone(), env.clone());
     runtime.block_on(async {
-        let proxy = registry_proxy::Proxy::bind(config).await?;
+        let mut proxy = registry_proxy::Proxy::bind(config).await?;
+        proxy.set_reloader(Box::new(move || {
+            Config::load(Sources {
+                flags: &reload_args,
+                env: &reload_env,
+            })
+        }));
         if let Some(addr) = proxy.local_addr() {
             tracing::info!(%addr, "registry-proxy listening");
         }

@@ -1,12 +1,23 @@
 //! Logs and metrics: one line per registry request with its cache verdict as a word of its own,
-//! written when the response body has been sent (so bytes and duration are real), and Prometheus
-//! counters. Never a credential or token: requests are described by registry, repository and
-//! reference only.
+//! written when the response body has been sent (so bytes and duration are real), Prometheus
+//! metrics (`metrics.rs`) and the status page's live data (`activity.rs`). Never a credential or
+//! token: requests are described by registry, repository and reference, clients by address and
+//! proxy user name only.
+
+mod activity;
+mod metrics;
+
+pub use activity::{DownloadGuard, DownloadView, HISTORY_LEN, Interval, RepoUse, Totals};
+pub use metrics::{
+    CacheFacts, OTHER, Refusal, TunnelGuard, UpstreamFault, UpstreamHealth, VerifyResult,
+    parse_ratelimit,
+};
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -14,6 +25,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::body::{Body, BoxError};
+use crate::registry::host::RegistryHost;
 
 /// What the cache did for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,99 +76,45 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// Process-wide counters, exported at `GET /metrics`.
-#[derive(Debug, Default)]
+/// Process-wide metrics, exported at `GET /metrics`, and what the status page shows.
+#[derive(Debug)]
 pub struct Metrics {
     /// Log request lines as structured fields (`LOG_FORMAT=json`) rather than one text line.
     pub json: bool,
-    requests: [AtomicU64; 6],
-    bytes_sent: [AtomicU64; 6],
-    pub upstream_bytes: AtomicU64,
-    pub upstream_blob_fetches: AtomicU64,
-    pub tunnels: AtomicU64,
-    pub tunnel_bytes: AtomicU64,
-    pub aborted_responses: AtomicU64,
+    started_unix: u64,
+    table: metrics::Table,
+    global: metrics::Global,
+    activity: Mutex<activity::Activity>,
 }
 
 impl Metrics {
-    /// Counters at zero; `json` selects structured request log lines.
-    pub fn new(json: bool) -> Metrics {
+    /// Counters at zero, per-registry series for Docker Hub, `registries` and `other`; `json`
+    /// selects structured request log lines.
+    pub fn new(json: bool, registries: &[RegistryHost]) -> Metrics {
         Metrics {
             json,
-            ..Default::default()
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            table: metrics::Table::new(registries),
+            global: metrics::Global::default(),
+            activity: Mutex::new(activity::Activity::default()),
         }
     }
 
-    /// Prometheus text exposition; `cache_bytes` and `cache_entries` describe the store.
-    pub fn render(&self, cache_bytes: u64, cache_entries: usize) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP registry_proxy_requests_total Registry requests by cache verdict.\n");
-        out.push_str("# TYPE registry_proxy_requests_total counter\n");
-        for v in Verdict::ALL {
-            let n = self.requests[v.index()].load(Ordering::Relaxed);
-            out.push_str(&format!(
-                "registry_proxy_requests_total{{verdict=\"{v}\"}} {n}\n"
-            ));
-        }
-        out.push_str("# HELP registry_proxy_sent_bytes_total Response body bytes sent to clients by verdict.\n");
-        out.push_str("# TYPE registry_proxy_sent_bytes_total counter\n");
-        for v in Verdict::ALL {
-            let n = self.bytes_sent[v.index()].load(Ordering::Relaxed);
-            out.push_str(&format!(
-                "registry_proxy_sent_bytes_total{{verdict=\"{v}\"}} {n}\n"
-            ));
-        }
-        let scalars: [(&str, &str, &str, u64); 7] = [
-            (
-                "registry_proxy_upstream_bytes_total",
-                "counter",
-                "Body bytes received from upstreams.",
-                self.upstream_bytes.load(Ordering::Relaxed),
-            ),
-            (
-                "registry_proxy_upstream_blob_fetches_total",
-                "counter",
-                "Blob downloads started upstream.",
-                self.upstream_blob_fetches.load(Ordering::Relaxed),
-            ),
-            (
-                "registry_proxy_tunnels_total",
-                "counter",
-                "Blind CONNECT tunnels.",
-                self.tunnels.load(Ordering::Relaxed),
-            ),
-            (
-                "registry_proxy_tunnel_bytes_total",
-                "counter",
-                "Bytes relayed by blind tunnels.",
-                self.tunnel_bytes.load(Ordering::Relaxed),
-            ),
-            (
-                "registry_proxy_aborted_responses_total",
-                "counter",
-                "Responses aborted mid-body.",
-                self.aborted_responses.load(Ordering::Relaxed),
-            ),
-            (
-                "registry_proxy_cache_bytes",
-                "gauge",
-                "Bytes held in the cache.",
-                cache_bytes,
-            ),
-            (
-                "registry_proxy_cache_entries",
-                "gauge",
-                "Blobs and manifests held in the cache.",
-                cache_entries as u64,
-            ),
-        ];
-        for (name, kind, help, value) in scalars {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-            ));
-        }
-        out
+    /// When the proxy started (Unix seconds).
+    pub fn started_unix(&self) -> u64 {
+        self.started_unix
     }
+
+    /// The per-registry slot of `registry` (`other` if it is not configured).
+    fn slot_of(&self, registry: &RegistryHost) -> usize {
+        self.table.slot(&registry.to_string())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Everything the request log line says.
@@ -170,8 +128,58 @@ pub struct RequestLog {
     pub reference: String,
     pub status: u16,
     pub upstream_bytes: u64,
+    /// The client's address, when the request came over a network connection.
+    pub client: Option<SocketAddr>,
+    /// The proxy user, when the client is one (never a credential).
+    pub user: Option<String>,
     /// Extra facts worth a field (e.g. Docker Hub's `ratelimit-remaining`).
     pub note: Option<String>,
+}
+
+impl RequestLog {
+    /// The text log line: verdict, method, registry, repository, kind, reference, status, then
+    /// `key=value` fields.
+    pub fn text_line(&self, sent: u64, duration_ms: u64, outcome: &str) -> String {
+        let mut line = format!(
+            "{} {} {} {} {} {} {} bytes={sent} ms={duration_ms} upstream_bytes={}",
+            self.verdict,
+            self.method,
+            self.registry,
+            self.repository,
+            self.kind,
+            self.reference,
+            self.status,
+            self.upstream_bytes,
+        );
+        if let Some(client) = self.client {
+            line.push_str(&format!(" client={client}"));
+        }
+        if let Some(user) = &self.user {
+            line.push_str(&format!(" user={}", log_word(user)));
+        }
+        if outcome != "complete" {
+            line.push_str(&format!(" outcome={outcome}"));
+        }
+        if let Some(note) = &self.note {
+            line.push(' ');
+            line.push_str(note);
+        }
+        line
+    }
+}
+
+/// A value that may hold spaces, quotes or control characters (a user name), as one word of a
+/// log line: as is if it is plain, else quoted with escapes.
+fn log_word(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | '+'));
+    if plain {
+        value.to_owned()
+    } else {
+        format!("{value:?}")
+    }
 }
 
 /// A response body that counts what it sends and writes the request's log line when it ends,
@@ -180,8 +188,12 @@ pub struct LoggedBody {
     inner: Body,
     log: Option<RequestLog>,
     metrics: Arc<Metrics>,
+    /// The registry's metrics slot.
+    slot: usize,
     started: Instant,
     sent: u64,
+    /// True once the time to first byte has been observed.
+    first_byte: bool,
     /// `Content-Length` of the response, if known: reaching it means the body is complete even if
     /// the server drops the body without polling it to its end.
     expected: Option<u64>,
@@ -195,25 +207,49 @@ impl LoggedBody {
         started: Instant,
         expected: Option<u64>,
     ) -> LoggedBody {
+        let slot = metrics.table.slot(&log.registry);
         LoggedBody {
             inner,
             log: Some(log),
             metrics,
+            slot,
             started,
             sent: 0,
+            first_byte: false,
             expected,
+        }
+    }
+
+    fn first_byte(&mut self) {
+        if self.first_byte {
+            return;
+        }
+        self.first_byte = true;
+        if let Some(log) = &self.log {
+            self.metrics.table.get(self.slot).ttfb[log.verdict.index()]
+                .observe(self.started.elapsed());
         }
     }
 
     fn finish(&mut self, outcome: &str) {
         let Some(log) = self.log.take() else { return };
         let v = log.verdict.index();
-        self.metrics.requests[v].fetch_add(1, Ordering::Relaxed);
-        self.metrics.bytes_sent[v].fetch_add(self.sent, Ordering::Relaxed);
+        let per = self.metrics.table.get(self.slot);
+        per.requests[v].fetch_add(1, Ordering::Relaxed);
+        per.sent[v].fetch_add(self.sent, Ordering::Relaxed);
         if outcome != "complete" {
             self.metrics
+                .global
                 .aborted_responses
                 .fetch_add(1, Ordering::Relaxed);
+        }
+        let served = matches!(log.kind, "manifest" | "blob")
+            && (200..300).contains(&log.status)
+            && log.verdict != Verdict::Local;
+        if served {
+            let pull = log.kind == "manifest" && log.method == "GET";
+            self.metrics
+                .record_use(&log.registry, &log.repository, pull, self.sent);
         }
         let duration_ms = self.started.elapsed().as_millis() as u64;
         if self.metrics.json {
@@ -230,25 +266,16 @@ impl LoggedBody {
                 duration_ms,
                 upstream_bytes = log.upstream_bytes,
                 outcome,
+                client = log.client.map(|c| c.to_string()).unwrap_or_default(),
+                user = log.user.as_deref().unwrap_or(""),
                 note = log.note.as_deref().unwrap_or(""),
                 "request"
             );
         } else {
             tracing::info!(
                 target: "registry_proxy::access",
-                "{} {} {} {} {} {} {} bytes={} ms={} upstream_bytes={}{}{}",
-                log.verdict,
-                log.method,
-                log.registry,
-                log.repository,
-                log.kind,
-                log.reference,
-                log.status,
-                self.sent,
-                duration_ms,
-                log.upstream_bytes,
-                if outcome == "complete" { String::new() } else { format!(" outcome={outcome}") },
-                log.note.map(|n| format!(" {n}")).unwrap_or_default(),
+                "{}",
+                log.text_line(self.sent, duration_ms, outcome)
             );
         }
     }
@@ -266,11 +293,17 @@ impl HttpBody for LoggedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
+                    if !data.is_empty() {
+                        self.first_byte();
+                    }
                     self.sent += data.len() as u64;
                 }
             }
             Poll::Ready(Some(Err(_))) => self.finish("aborted"),
-            Poll::Ready(None) => self.finish("complete"),
+            Poll::Ready(None) => {
+                self.first_byte();
+                self.finish("complete")
+            }
             Poll::Pending => {}
         }
         polled
@@ -288,6 +321,8 @@ impl HttpBody for LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         if self.inner.is_end_stream() || self.expected.is_some_and(|n| n == self.sent) {
+            // An empty body hyper never polled: its first byte is its end.
+            self.first_byte();
             self.finish("complete");
         } else {
             self.finish("client-gone");
@@ -295,8 +330,11 @@ impl Drop for LoggedBody {
     }
 }
 
-/// Installs the global log subscriber (`text` or `json`), `debug` raising the level.
+/// Installs the global log subscriber (`text` or `json`), `debug` raising the level. Colours
+/// only when stderr is a terminal: a log written to a file or a pipe (journald, `docker logs`,
+/// a file) stays plain text.
 pub fn init_logging(format: crate::config::LogFormat, debug: bool) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let default = if debug {
         "debug,hyper=info,rustls=info,h2=info"
@@ -306,11 +344,82 @@ pub fn init_logging(format: crate::config::LogFormat, debug: bool) {
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match format {
         crate::config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
         crate::config::LogFormat::Text => builder.with_target(false).try_init(),
     };
     // A second initialisation (tests) keeps the first subscriber.
     let _ = result;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log() -> RequestLog {
+        RequestLog {
+            verdict: Verdict::Hit,
+            method: "GET".into(),
+            registry: "docker.io".into(),
+            repository: "library/alpine".into(),
+            kind: "blob",
+            reference: "sha256:ab".into(),
+            status: 200,
+            upstream_bytes: 0,
+            client: "10.0.0.5:41234".parse().ok(),
+            user: Some("alice".into()),
+            note: None,
+        }
+    }
+
+    #[test]
+    fn access_lines_name_the_client_and_the_user() {
+        assert_eq!(
+            log().text_line(10, 3, "complete"),
+            "HIT GET docker.io library/alpine blob sha256:ab 200 bytes=10 ms=3 upstream_bytes=0 client=10.0.0.5:41234 user=alice"
+        );
+        let mut odd = log();
+        odd.user = Some("bob smith\n".into());
+        odd.client = None;
+        odd.note = Some("ratelimit-remaining=7".into());
+        assert_eq!(
+            odd.text_line(0, 1, "client-gone"),
+            "HIT GET docker.io library/alpine blob sha256:ab 200 bytes=0 ms=1 upstream_bytes=0 user=\"bob smith\\n\" outcome=client-gone ratelimit-remaining=7"
+        );
+    }
+
+    #[test]
+    fn registries_outside_the_configured_set_share_one_series() {
+        let quay = RegistryHost::parse("quay.io").unwrap();
+        let metrics = Metrics::new(false, std::slice::from_ref(&quay));
+        let mut headers = http::HeaderMap::new();
+        headers.insert("ratelimit-remaining", "5;w=21600".parse().unwrap());
+        for name in ["a.example", "b.example", "c.example:5000"] {
+            let host = RegistryHost::parse(name).unwrap();
+            metrics.upstream_answered(&host, &http::Method::GET, http::StatusCode::OK, &headers);
+        }
+        metrics.upstream_answered(
+            &quay,
+            &http::Method::HEAD,
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            &http::HeaderMap::new(),
+        );
+        let text = metrics.render(&CacheFacts::default());
+        assert!(text.contains(
+            "registry_proxy_upstream_requests_total{registry=\"other\",method=\"GET\"} 3\n"
+        ));
+        assert!(
+            text.contains("registry_proxy_upstream_ratelimit_remaining{registry=\"other\"} 5\n")
+        );
+        assert!(text.contains(
+            "registry_proxy_upstream_errors_total{registry=\"quay.io\",kind=\"status_5xx\"} 1\n"
+        ));
+        assert!(!text.contains("example"), "{text}");
+        let health = metrics.upstream_health();
+        let quay_health = health.iter().find(|h| h.registry == "quay.io").unwrap();
+        assert_eq!(quay_health.last_error, Some("status_5xx"));
+        assert!(quay_health.last_ok_ms.is_none());
+    }
 }

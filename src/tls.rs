@@ -2,6 +2,9 @@
 //! certificates minted on demand per intercepted host (by its lower-case name) and cached until
 //! shortly before they expire — at most [`LEAF_CACHE_SIZE`] of them, least recently used out first —
 //! and the rustls configurations built from them (server side for clients, client side for upstreams).
+//! An existing `ca.key` may be encrypted as the seed's is (see [`ca_key`]).
+
+pub mod ca_key;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -20,6 +23,8 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
+
+use crate::secret::Secret;
 
 /// Lifetime of a minted leaf certificate.
 const LEAF_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -46,6 +51,12 @@ pub enum TlsError {
     HalfCa { dir: PathBuf },
     #[error("{path} is not a usable CA: {reason}")]
     BadCa { path: PathBuf, reason: String },
+    /// `ca.key` cannot be read or opened (e.g. a wrong passphrase).
+    #[error("CA key {path} {source}")]
+    CaKey {
+        path: PathBuf,
+        source: ca_key::KeyError,
+    },
     #[error("cannot mint a certificate for {host:?}: {reason}")]
     Mint { host: String, reason: String },
     #[error("TLS configuration: {0}")]
@@ -143,7 +154,17 @@ impl std::fmt::Debug for CertAuthority {
 
 impl CertAuthority {
     /// Loads `ca.crt` and `ca.key` from `dir`, or creates them (key mode 0600) if neither exists.
+    /// An encrypted `ca.key` is opened with the seed's passphrase.
     pub fn load_or_create(dir: &Path) -> Result<CertAuthority, TlsError> {
+        CertAuthority::load_or_create_with(dir, None)
+    }
+
+    /// [`CertAuthority::load_or_create`], an encrypted `ca.key` opened with `passphrase`
+    /// (`CA_KEY_PASSPHRASE`), or the seed's when `None`.
+    pub fn load_or_create_with(
+        dir: &Path,
+        passphrase: Option<&Secret>,
+    ) -> Result<CertAuthority, TlsError> {
         let crt_path = dir.join("ca.crt");
         let key_path = dir.join("ca.key");
         let io = |path: &Path| {
@@ -154,9 +175,16 @@ impl CertAuthority {
             (true, true) => {
                 let ca_pem = fs::read_to_string(&crt_path).map_err(io(&crt_path))?;
                 let key_pem = fs::read_to_string(&key_path).map_err(io(&key_path))?;
-                let key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::BadCa {
-                    path: key_path.clone(),
-                    reason: e.to_string(),
+                let der =
+                    ca_key::pkcs8_der(&key_pem, passphrase).map_err(|source| TlsError::CaKey {
+                        path: key_path.clone(),
+                        source,
+                    })?;
+                let key = KeyPair::try_from(&PrivatePkcs8KeyDer::from(der)).map_err(|e| {
+                    TlsError::BadCa {
+                        path: key_path.clone(),
+                        reason: e.to_string(),
+                    }
                 })?;
                 let issuer =
                     Issuer::from_ca_cert_pem(&ca_pem, key).map_err(|e| TlsError::BadCa {
@@ -366,24 +394,47 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
 }
 
 fn restrict_permissions(path: &Path) -> Result<(), TlsError> {
+    restrict_key_permissions(path, "CA key").map_err(|source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Narrows a private key file (`what`: "CA key", "token key") to mode 0600 when its group or others
+/// may read it. A file whose mode cannot be changed — on a read-only mount such as a Kubernetes
+/// Secret volume (root-owned, mode 0440 for the pod's `fsGroup`), or owned by another user — is used
+/// as it is, with a warning: whoever provides it chose its permissions.
+pub(crate) fn restrict_key_permissions(path: &Path, what: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let meta = fs::metadata(path).map_err(|source| TlsError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), "CA key was readable by others; setting mode 0600");
-            fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|source| {
-                TlsError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
+        let mode = fs::metadata(path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            match fs::set_permissions(path, fs::Permissions::from_mode(0o600)) {
+                Ok(()) => tracing::warn!(
+                    path = %path.display(),
+                    "{what} was readable by group or others; set its mode to 0600"
+                ),
+                Err(e) if mode_cannot_change(&e) => tracing::warn!(
+                    path = %path.display(),
+                    mode = format_args!("{mode:04o}"),
+                    error = %e,
+                    "{what} is readable by group or others and its mode cannot be changed (a read-only mount?); using it as it is"
+                ),
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())
+}
+
+/// `chmod` failed because the file's mode is not the proxy's to change (EROFS, EPERM), rather than
+/// because something is wrong with the file.
+fn mode_cannot_change(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+    )
 }
 
 #[cfg(test)]
@@ -406,6 +457,29 @@ mod tests {
         let second = CertAuthority::load_or_create(dir.path()).unwrap();
         assert_eq!(first.ca_pem(), second.ca_pem());
         assert!(first.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+
+    #[test]
+    fn a_key_mode_that_is_not_ours_to_change_is_tolerated() {
+        use std::io::{Error, ErrorKind};
+        // what chmod returns on a read-only mount (a Secret volume) and on a file of another user
+        assert!(mode_cannot_change(&Error::from_raw_os_error(30))); // EROFS
+        assert!(mode_cannot_change(&Error::from_raw_os_error(1))); // EPERM
+        assert!(!mode_cannot_change(&Error::from_raw_os_error(2))); // ENOENT
+        assert!(!mode_cannot_change(&Error::from_raw_os_error(5))); // EIO
+        assert!(!mode_cannot_change(&Error::from(ErrorKind::NotFound)));
+    }
+
+    #[test]
+    fn a_readable_key_is_narrowed_to_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        CertAuthority::load_or_create(dir.path()).unwrap();
+        let key = dir.path().join("ca.key");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+        CertAuthority::load_or_create(dir.path()).unwrap();
+        let mode = fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

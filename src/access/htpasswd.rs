@@ -197,6 +197,13 @@ fn check_hash(hash: &str) -> Result<u32, Option<&'static str>> {
     if let Some(scheme) = scheme {
         return Err(Some(scheme));
     }
+    // Two digits, as every bcrypt writer puts them (`str::parse` alone would take `+5`).
+    if !hash
+        .get(4..6)
+        .is_some_and(|cost| cost.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(None);
+    }
     let parts = bcrypt::HashParts::from_str(hash).map_err(|_| None)?;
     let cost = parts.get_cost();
     if !(4..=31).contains(&cost) {
@@ -336,6 +343,7 @@ mod tests {
             (ALICE.replace("$05$", "$99$"), "malformed bcrypt hash"),
             (ALICE.replace("$05$", "$03$"), "malformed bcrypt hash"),
             (ALICE.replace("$05$", "$xx$"), "malformed bcrypt hash"),
+            (ALICE.replace("$05$", "$+5$"), "malformed bcrypt hash"),
             (ALICE.replace('o', "é"), "malformed bcrypt hash"),
             ("alice:$2y$".into(), "malformed bcrypt hash"),
         ];

@@ -188,7 +188,7 @@ fn normalize_pattern(pattern: &str) -> Result<String, String> {
 }
 
 /// `*` matches any run of bytes (`/` included), `?` one byte other than `/`, anything else itself.
-fn glob_matches(pattern: &[u8], subject: &[u8]) -> bool {
+pub(crate) fn glob_matches(pattern: &[u8], subject: &[u8]) -> bool {
     let (mut p, mut s) = (0, 0);
     // The last `*` seen and the subject position it is currently made to match up to.
     let mut star: Option<(usize, usize)> = None;

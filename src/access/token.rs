@@ -10,7 +10,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -113,7 +113,7 @@ impl TokenKey {
         };
         match std::fs::read(&path) {
             Ok(bytes) => {
-                restrict_permissions(&path).map_err(io(&path))?;
+                crate::tls::restrict_key_permissions(&path, "token key").map_err(io(&path))?;
                 return TokenKey::from_file_bytes(&path, &bytes);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -285,15 +285,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
-}
-
-/// Makes an existing key file readable by its owner only.
-fn restrict_permissions(path: &Path) -> std::io::Result<()> {
-    let mode = std::fs::metadata(path)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
 }
 
 /// A token endpoint request, from either form of the distribution token spec.

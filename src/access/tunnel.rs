@@ -81,7 +81,11 @@ pub fn parse_entry(s: &str) -> Result<AllowEntry, EntryError> {
         network(addr, bits).ok_or(EntryError::BadNetwork)?
     } else {
         let glob = normalize_name(host);
+        // Not `a..` (one trailing dot is dropped, not two) nor `1.2.3.4.` (an address, not a
+        // name): either would print as a different entry.
         let valid = !glob.is_empty()
+            && !glob.ends_with('.')
+            && glob.parse::<IpAddr>().is_err()
             && glob.len() <= 253
             && glob
                 .bytes()

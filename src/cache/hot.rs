@@ -1,7 +1,9 @@
 //! Small in-memory caches in front of the store for the hottest reads: manifests (served whole on
 //! every pull) and repository links (checked on every hit). Both are bounded; losing an entry only
 //! means one more read of the file system. Neither can serve anything the store would not: manifests
-//! are content-addressed, and links are never removed.
+//! are content-addressed, and links are removed only by a purge, which clears them here too
+//! ([`super::Cache::forget_purged`]; a `cache purge` run from the command line beside a running
+//! proxy cannot, so that proxy may serve a purged manifest from memory until it drops it).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -61,6 +63,11 @@ pub(super) struct KnownLinks {
 impl KnownLinks {
     pub(super) fn contains(&self, key: &str) -> bool {
         self.set.contains(key)
+    }
+
+    /// Forgets every link (a purge removed some).
+    pub(super) fn clear(&mut self) {
+        self.set.clear();
     }
 
     pub(super) fn insert(&mut self, key: String) {

@@ -98,6 +98,13 @@ impl Index {
         self.total += size;
     }
 
+    /// Forgets an entry whose file was removed (by a purge).
+    pub(super) fn remove(&mut self, rel: &Path) {
+        if let Some(old) = self.entries.remove(rel) {
+            self.total -= old.size;
+        }
+    }
+
     /// Marks an entry used; adds it if it was missing (a file committed by another process).
     /// True when the caller should record the use on disk: the recorded one is `every` old or more.
     pub(super) fn touch(
@@ -123,6 +130,11 @@ impl Index {
                 false
             }
         }
+    }
+
+    /// The size of a committed object, if the index knows it.
+    pub(super) fn size_of(&self, rel: &Path) -> Option<u64> {
+        self.entries.get(rel).map(|e| e.size)
     }
 
     pub(super) fn over(&self, max: u64) -> bool {

@@ -9,7 +9,11 @@
 //!   repository is known to hold a digest (a blob is served for a repository only once linked);
 //! - `repos/<registry>/<repository>/_tags/<tag>/<accept-hash>.json`: a tag's digest per Accept set;
 //! - `repos/<registry>/<repository>/_public`: upstream served the repository anonymously;
-//! - `tmp/`: downloads in flight, removed at start-up.
+//! - `tmp/`: downloads in flight, removed at start-up by the first process to open the store;
+//! - `.registry-proxy-cache`: the marker that says this directory is a cache (`cache verify`, `ls`
+//!   and `purge` refuse a directory without it or the layout above), and the lock every process
+//!   using the store holds shared, so that a second one (`warm --cache-dir` beside a running proxy)
+//!   leaves the first one's downloads in `tmp/` alone.
 //!
 //! Every file appears by rename from `tmp/`, so a crash never leaves a partial file visible.
 //! Files are mode 0600 and directories 0700 whatever the umask (`private.rs`).
@@ -26,19 +30,27 @@
 //! blob streams to them through a bounded in-memory tail and nothing is committed (`fill/`).
 
 mod bucket;
+pub mod catalog;
 mod chunks;
 mod fill;
 mod hot;
 mod index;
 pub mod key;
+mod marker;
 mod private;
+pub mod purge;
 mod space;
 pub mod store;
+mod usage;
 mod verify;
 
-pub use fill::{FillEnd, FillSource, Got, Growing, Opened, StoredBlob};
+pub use catalog::{Catalog, list};
+pub use fill::{Fill, FillEnd, FillSource, FillState, Got, Growing, Opened, StoredBlob};
 pub use key::{LinkKind, ObjectKey};
+pub use marker::{MARKER, check_cache_dir};
+pub use purge::{PurgeReport, PurgeRequest, PurgeTarget, purge};
 pub use store::{DiskStore, Store, StoreError};
+pub use usage::{RepoSize, USAGE_EVERY};
 pub use verify::{VerifyReport, verify};
 
 use std::io;
@@ -60,6 +72,15 @@ use store::Object;
 pub enum CacheError {
     #[error("cache {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// A directory given as the cache holds neither the marker nor the store's layout (a mistyped
+    /// `--cache-dir`).
+    #[error(
+        "{path} is not a registry-proxy cache (no {MARKER} marker and no blobs/, manifests/, repos/ layout); check --cache-dir or CACHE_DIR"
+    )]
+    NotACache { path: PathBuf },
+    /// `cache purge` was asked for something the cache does not hold, or for nothing at all.
+    #[error("{0}")]
+    Purge(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
@@ -104,6 +125,8 @@ pub struct Cache {
     known_links: Mutex<hot::KnownLinks>,
     /// The object-store tier behind the local disk (`STORAGE=s3://…`), if any.
     bucket: Option<Arc<bucket::Bucket>>,
+    /// The marker file, locked shared for as long as the store is open (see `marker.rs`).
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Cache {
@@ -138,14 +161,23 @@ impl Cache {
             }
         }
         let tmp = root.join("tmp");
-        let mut removed = 0usize;
-        for entry in std::fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
-            if std::fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
+        // Leftovers are removed only when no other process has the store open: the temp files of
+        // a running proxy are its downloads in flight.
+        let (lock, alone) = marker::open_and_lock(root)?;
+        if alone {
+            let mut removed = 0usize;
+            for entry in std::fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
+                if std::fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
             }
-        }
-        if removed > 0 {
-            tracing::info!(removed, "removed leftovers of interrupted downloads");
+            if removed > 0 {
+                tracing::info!(removed, "removed leftovers of interrupted downloads");
+            }
+        } else {
+            tracing::info!(
+                "another process has this cache open; leaving its downloads in tmp/ alone"
+            );
         }
         let space = Arc::new(Space::new(root, limits));
         space.load_in_background();
@@ -157,6 +189,7 @@ impl Cache {
             disk_limit: None,
             known_links: Mutex::new(hot::KnownLinks::default()),
             bucket: None,
+            _lock: lock,
         })
     }
 
@@ -420,6 +453,30 @@ impl Cache {
             lock(&self.space.index).touch(Path::new(&key.path()), len, now, self.touch_every);
         if persist && let Err(e) = self.disk.set_modified(key, now) {
             tracing::debug!(key = %key, error = %e, "cannot record last use");
+        }
+    }
+
+    /// Forgets what a purge removed from the store: index entries, manifests held in memory and
+    /// known links (re-learned from the files on the next request).
+    pub fn forget_purged(&self, report: &PurgeReport) {
+        {
+            let mut index = lock(&self.space.index);
+            for object in &report.removed_objects {
+                index.remove(&object.rel_path());
+            }
+        }
+        {
+            let mut hot = lock(&self.space.hot_manifests);
+            for object in &report.removed_objects {
+                if object.kind == catalog::ObjectKind::Manifest
+                    && let Some(hex) = object.digest.strip_prefix("sha256:")
+                {
+                    hot.remove(hex);
+                }
+            }
+        }
+        if report.removed_links > 0 {
+            lock(&self.known_links).clear();
         }
     }
 

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,11 @@ pub(super) struct Space {
     loaded_cv: Condvar,
     /// Recently served manifests, in memory; eviction drops them with their files.
     pub(super) hot_manifests: Mutex<super::hot::HotManifests>,
+    /// Entries and bytes evicted since start (for metrics).
+    pub(super) evicted: AtomicU64,
+    pub(super) evicted_bytes: AtomicU64,
+    /// The last walk of `repos/` for the status page (`usage.rs`).
+    pub(super) usage: Mutex<super::usage::UsageMemo>,
 }
 
 impl Space {
@@ -44,6 +50,9 @@ impl Space {
             loaded: Mutex::new(false),
             loaded_cv: Condvar::new(),
             hot_manifests: Mutex::new(super::hot::HotManifests::default()),
+            evicted: AtomicU64::new(0),
+            evicted_bytes: AtomicU64::new(0),
+            usage: Mutex::new(None),
         }
     }
 
@@ -202,16 +211,20 @@ impl Space {
             .map(|key| PathBuf::from(key.path()))
             .collect();
         spared.extend(lock(&self.pinned).iter().cloned());
-        let (victims, size) = {
+        let (victims, size, freed) = {
             let mut index = lock(&self.index);
+            let before = index.total();
             let victims = index.victims(
                 self.limits.max_size,
                 now.checked_sub(self.limits.inactive).unwrap_or(UNIX_EPOCH),
                 free,
                 &spared,
             );
-            (victims, index.total())
+            (victims, index.total(), before.saturating_sub(index.total()))
         };
+        self.evicted
+            .fetch_add(victims.len() as u64, Ordering::Relaxed);
+        self.evicted_bytes.fetch_add(freed, Ordering::Relaxed);
         for rel in &victims {
             let path = self.root.join(rel);
             let _ = std::fs::remove_file(&path);

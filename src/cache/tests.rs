@@ -91,7 +91,7 @@ impl FillSource for TestSource {
     type Head = &'static str;
     type Refusal = &'static str;
 
-    async fn open(&mut self) -> Result<Opened<Self::Head>, Self::Refusal> {
+    async fn open(&mut self, _download: &Arc<Fill>) -> Result<Opened<Self::Head>, Self::Refusal> {
         self.opened
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self.refuse {
@@ -495,7 +495,7 @@ async fn files_are_0600_and_directories_0700() {
             files += 1;
         }
     }
-    // blob, manifest + .type, two links, one tag, the public mark.
-    assert_eq!(files, 7);
+    // blob, manifest + .type, two links, one tag, the public mark, the store's marker.
+    assert_eq!(files, 8);
     assert!(dirs >= 10, "{dirs}");
 }

@@ -1,9 +1,14 @@
 //! `registry-proxy cache verify`: rehashes every blob and manifest in the store and removes any
 //! whose content does not match its digest (disk corruption, manual tampering, a power loss).
+//! It refuses a directory that is not a cache, and never looks into `tmp/`: the files there are
+//! downloads in flight of a proxy running on the same store (leftovers of a crash are removed by
+//! the next proxy to start).
 
 use std::fmt;
 use std::io::{self, Read};
 use std::path::Path;
+
+use super::{CacheError, check_cache_dir, io_err};
 
 /// What a verification pass found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -11,29 +16,23 @@ pub struct VerifyReport {
     pub checked: u64,
     pub bytes: u64,
     pub corrupt: u64,
-    pub leftovers: u64,
 }
 
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "checked {} objects ({} bytes): {} corrupt removed, {} leftover temp files removed",
-            self.checked, self.bytes, self.corrupt, self.leftovers
+            "checked {} objects ({} bytes): {} corrupt removed",
+            self.checked, self.bytes, self.corrupt
         )
     }
 }
 
-/// Verifies the store at `root` (the proxy should not be running on it).
-pub fn verify(root: &Path) -> io::Result<VerifyReport> {
+/// Verifies the store at `root`; safe while a proxy runs on it (a file is removed only once its
+/// content is known to be wrong, and only committed files are read).
+pub fn verify(root: &Path) -> Result<VerifyReport, CacheError> {
+    check_cache_dir(root)?;
     let mut report = VerifyReport::default();
-    if let Ok(tmp) = std::fs::read_dir(root.join("tmp")) {
-        for entry in tmp.flatten() {
-            if std::fs::remove_file(entry.path()).is_ok() {
-                report.leftovers += 1;
-            }
-        }
-    }
     for top in ["blobs/sha256", "manifests/sha256"] {
         let Ok(shards) = std::fs::read_dir(root.join(top)) else {
             continue;
@@ -51,12 +50,21 @@ pub fn verify(root: &Path) -> io::Result<VerifyReport> {
                 if name.contains('.') {
                     continue;
                 }
-                let (hex, len) = hash_file(&path)?;
+                let (hex, len) = match hash_file(&path) {
+                    Ok(hashed) => hashed,
+                    // Evicted or purged meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err(&path)(e)),
+                };
                 report.checked += 1;
                 report.bytes += len;
                 if hex != name {
                     tracing::warn!(path = %path.display(), actual = %hex, "corrupt cache entry removed");
-                    std::fs::remove_file(&path)?;
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_err(&path)(e)),
+                    }
                     let _ = std::fs::remove_file(path.with_extension("type"));
                     report.corrupt += 1;
                 }
@@ -111,11 +119,32 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
         std::fs::write(dir.path().join("tmp/123-0"), b"partial").unwrap();
 
+        std::fs::create_dir_all(dir.path().join("repos")).unwrap();
+        std::fs::create_dir_all(dir.path().join("manifests/sha256")).unwrap();
+
         let report = verify(dir.path()).unwrap();
         assert_eq!(report.checked, 2);
         assert_eq!(report.corrupt, 1);
-        assert_eq!(report.leftovers, 1);
         assert!(shard.join(&good_hex).exists());
         assert!(!bad_shard.join(&bad_hex).exists());
+        assert!(
+            dir.path().join("tmp/123-0").exists(),
+            "a download in flight is left alone"
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        assert!(matches!(
+            verify(dir.path()),
+            Err(CacheError::NotACache { .. })
+        ));
+        assert!(matches!(
+            verify(&dir.path().join("typo")),
+            Err(CacheError::NotACache { .. })
+        ));
+        assert!(!dir.path().join("typo").exists(), "nothing is created");
     }
 }

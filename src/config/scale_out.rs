@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::load::{ConfigError, parse_bool, read_secret_file};
+use super::error::ConfigError;
+use super::layers::read_secret_file;
+use super::parse::parse_bool;
 use crate::secret::Secret;
 
 /// The settings of this module: name, default, whether secret (also read from `NAME_FILE`).

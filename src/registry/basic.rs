@@ -4,10 +4,13 @@
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use http::HeaderMap;
+use http::header::HeaderName;
 
 /// Longest `Basic` header value accepted, in bytes.
 pub const MAX_BASIC_LEN: usize = 4096;
-/// Longest `Bearer` header value accepted, in bytes (the proxy's own tokens stay under 8 KiB).
+/// Longest `Bearer` token accepted, in bytes: room for the proxy's own tokens, which are at most
+/// 8 KiB (`access::token::MAX_TOKEN_LEN`) without the scheme.
 pub const MAX_BEARER_LEN: usize = 8192;
 
 /// Standard base64, padding optional (some clients drop it).
@@ -50,15 +53,25 @@ pub fn parse_basic(header_value: &str) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
+/// The `Basic` credentials in the first `name` header of `headers` (`Proxy-Authorization` on
+/// `CONNECT` and absolute-form requests, `Authorization` on the proxy's own pages): `None` if there
+/// is none, or if it is not visible ASCII or not valid for [`parse_basic`].
+pub fn basic_credentials(headers: &HeaderMap, name: &HeaderName) -> Option<(String, String)> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_basic)
+}
+
 /// Parses `Bearer <token>` and returns the token.
 ///
 /// The scheme is case-insensitive and surrounding spaces are ignored; the token must be a non-empty
 /// `token68` (`A-Z a-z 0-9 - . _ ~ + /`, then optional trailing `=`) of at most [`MAX_BEARER_LEN`] bytes.
 pub fn parse_bearer(header_value: &str) -> Option<&str> {
-    if header_value.len() > MAX_BEARER_LEN {
+    let token = strip_scheme(header_value, "bearer")?;
+    if token.len() > MAX_BEARER_LEN {
         return None;
     }
-    let token = strip_scheme(header_value, "bearer")?;
     let body = token.trim_end_matches('=');
     let valid = !body.is_empty()
         && body.bytes().all(|b| {
@@ -140,6 +153,25 @@ mod tests {
     }
 
     #[test]
+    fn basic_from_headers() {
+        use http::header::{AUTHORIZATION, PROXY_AUTHORIZATION};
+        let mut headers = HeaderMap::new();
+        assert_eq!(basic_credentials(&headers, &PROXY_AUTHORIZATION), None);
+        headers.insert(AUTHORIZATION, basic(b"up:stream").parse().unwrap());
+        assert_eq!(basic_credentials(&headers, &PROXY_AUTHORIZATION), None);
+        headers.append(PROXY_AUTHORIZATION, basic(b"alice:pw").parse().unwrap());
+        headers.append(PROXY_AUTHORIZATION, basic(b"bob:pw").parse().unwrap());
+        let alice = Some(("alice".to_owned(), "pw".to_owned()));
+        assert_eq!(basic_credentials(&headers, &PROXY_AUTHORIZATION), alice);
+        let upstream = Some(("up".to_owned(), "stream".to_owned()));
+        assert_eq!(basic_credentials(&headers, &AUTHORIZATION), upstream);
+        // Not visible ASCII: refused, not decoded lossily.
+        let obs_text = http::HeaderValue::from_bytes(b"Basic YWxpY2U6cHc=\xff").unwrap();
+        headers.insert(PROXY_AUTHORIZATION, obs_text);
+        assert_eq!(basic_credentials(&headers, &PROXY_AUTHORIZATION), None);
+    }
+
+    #[test]
     fn basic_length_cap() {
         // The same credential padded with trailing spaces to exactly the cap parses; one more
         // byte does not.
@@ -175,9 +207,10 @@ mod tests {
             assert_eq!(parse_bearer(input), *want, "input {input:?}");
         }
         assert_eq!(parse_bearer(&format!("Bearer {jwt}")), Some(jwt));
-        let long = format!("Bearer {}", "a".repeat(MAX_BEARER_LEN));
+        // The cap is on the token, not the header: a token of the full length still fits.
+        let long = format!("Bearer {}", "a".repeat(MAX_BEARER_LEN + 1));
         assert_eq!(parse_bearer(&long), None);
-        let fits = format!("Bearer {}", "a".repeat(MAX_BEARER_LEN - 7));
+        let fits = format!("Bearer  {}", "a".repeat(MAX_BEARER_LEN));
         assert!(parse_bearer(&fits).is_some());
     }
 

@@ -4,8 +4,9 @@
 //! Everything here works on `&str`/`&[u8]` and never panics, whatever the input: request paths
 //! ([`route`]), repository names ([`name`]), digests ([`digest`]), tags and references
 //! ([`reference`](mod@reference)), registry hosts ([`host`]), `WWW-Authenticate` challenges ([`challenge`]), `Basic`/`Bearer` credentials ([`basic`]),
-//! `Range` headers ([`range`]), the JSON error body and its codes ([`error`]) and manifest media
-//! types ([`media`]). I/O code calls these; they call no I/O. Each module carries table tests and a
+//! `Range` headers ([`range`]), the JSON error body and its codes ([`error`]), manifest media
+//! types ([`media`]), pagination `Link` headers ([`link`]), manifests' references ([`manifest`])
+//! and image references as people type them ([`image`]). I/O code calls these; they call no I/O. Each module carries table tests and a
 //! deterministic "never panics" test fed with pseudo-random and mutated inputs.
 
 pub mod basic;
@@ -13,6 +14,9 @@ pub mod challenge;
 pub mod digest;
 pub mod error;
 pub mod host;
+pub mod image;
+pub mod link;
+pub mod manifest;
 pub mod media;
 pub mod name;
 pub mod range;

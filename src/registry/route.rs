@@ -11,7 +11,7 @@ use std::fmt;
 
 use super::digest::{Digest, DigestError};
 use super::error::ErrorCode;
-use super::host::RegistryHost;
+use super::host::{HostError, RegistryHost};
 use super::name::{NameError, RepoName};
 use super::reference::{Reference, ReferenceError};
 
@@ -176,6 +176,12 @@ pub enum RouteError {
     /// Upload session id with characters that could not be passed on verbatim.
     #[error("invalid upload session id")]
     Session,
+    /// The `?ns=` query parameter of a mirror request does not name a registry.
+    #[error("bad ns parameter: {source}")]
+    Ns {
+        /// Why.
+        source: HostError,
+    },
 }
 
 impl RouteError {
@@ -192,7 +198,8 @@ impl RouteError {
             | RouteError::DotComponent
             | RouteError::MissingName
             | RouteError::HostWithoutName { .. }
-            | RouteError::Name { .. } => ErrorCode::NameInvalid,
+            | RouteError::Name { .. }
+            | RouteError::Ns { .. } => ErrorCode::NameInvalid,
             RouteError::Reference {
                 source: ReferenceError::Tag { .. },
             } => ErrorCode::ManifestInvalid,
@@ -315,6 +322,34 @@ pub fn parse_path(path: &str, allow_host_prefix: bool) -> Result<ParsedPath, Rou
         }
     };
     Ok(ParsedPath { host, route })
+}
+
+/// The `ns` parameter of a query string (containerd names the registry a mirror request is for
+/// with `?ns=<registry>`): the value of the first `ns=` pair, percent-decoded (invalid UTF-8
+/// becomes U+FFFD, which no host accepts). `None` if the query has no `ns=` pair.
+pub fn ns_param(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("ns="))
+        .map(|v| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+}
+
+/// Where a mirror-mode request goes, and what it asks for: the registry named by `?ns=` (then the
+/// path takes no host prefix), else by a host prefix in the path, else Docker Hub. A bad path is
+/// refused before a bad `ns`.
+pub fn mirror_target(path: &str, query: Option<&str>) -> Result<(RegistryHost, Route), RouteError> {
+    let ns = query.and_then(ns_param);
+    let parsed = parse_path(path, ns.is_none())?;
+    let registry = match (ns, parsed.host) {
+        (Some(ns), _) => RegistryHost::parse(&ns).map_err(|source| RouteError::Ns { source })?,
+        (None, Some(host)) => host,
+        (None, None) => RegistryHost::docker_hub(),
+    };
+    Ok((registry, parsed.route))
 }
 
 /// The registry host named by a first path component, if it looks like one and parses.

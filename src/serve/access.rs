@@ -6,6 +6,7 @@
 //!   repository before any cached byte goes out ([`Ctx::verify_cached`]);
 //! - the proxy's token endpoint, which is how registry clients log in to it.
 
+use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -20,12 +21,14 @@ use crate::access::token::{Claims, TokenRequest, parse_token_request, token_resp
 use crate::access::verify::{Known, Principal};
 use crate::body::{self, Body};
 use crate::config::AuthMode;
-use crate::registry::basic::{parse_basic, parse_bearer};
+use crate::registry::basic::{basic_credentials, parse_basic, parse_bearer};
 use crate::registry::error::ErrorCode;
 use crate::registry::host::RegistryHost;
+use crate::registry::link::PathStyle;
 use crate::registry::name::RepoName;
 use crate::registry::route::Route;
 use crate::secret::Secret;
+use crate::telemetry::{Refusal, VerifyResult};
 use crate::upstream::{ClientCredential, UpstreamAuth, UpstreamRequest};
 
 /// How long the proxy's tokens are valid.
@@ -48,6 +51,10 @@ pub struct Client {
     pub presented: bool,
     /// The token endpoint as this client reaches it (the realm of our challenges).
     pub realm: String,
+    /// The client's address (for the log), when the listener knows it.
+    pub peer: Option<SocketAddr>,
+    /// How the client names the registry in its paths (pagination links are written that way).
+    pub style: PathStyle,
 }
 
 impl Client {
@@ -59,6 +66,16 @@ impl Client {
             bound_to: None,
             presented: false,
             realm,
+            peer: None,
+            style: PathStyle::Upstream,
+        }
+    }
+
+    /// The proxy user's name for the log (`None` for anonymous clients).
+    pub fn user(&self) -> Option<&str> {
+        match &self.identity {
+            Identity::Anonymous => None,
+            Identity::User(name) => Some(name),
         }
     }
 
@@ -109,11 +126,7 @@ pub async fn proxy_identity(state: &State, headers: &HeaderMap) -> Result<Identi
     let Some(users) = &state.users else {
         return Ok(Identity::Anonymous);
     };
-    let basic = headers
-        .get(http::header::PROXY_AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_basic);
-    match basic {
+    match basic_credentials(headers, &http::header::PROXY_AUTHORIZATION) {
         Some((user, password)) => users
             .check(&user, &password)
             .await
@@ -149,14 +162,17 @@ pub async fn identify(
         return Err(unauthenticated(&client, "malformed Authorization header"));
     };
     if let Some(token) = parse_bearer(value) {
-        match state.tokens.open(token, now_unix()) {
-            Some(claims) if claims.audience == audience => {
-                if claims.sub != Identity::Anonymous {
-                    client.identity = claims.sub.clone();
+        match state.opened_tokens.open(&state.tokens, token, now_unix()) {
+            Some(opened) if opened.audience == audience => {
+                if opened.sub != Identity::Anonymous {
+                    client.identity = opened.sub.clone();
                     client.presented = true;
                 }
-                client.upstream = claims.upstream.as_ref().and_then(credential_from_secret);
-                client.bound_to = bound_registries(surface, &claims);
+                client.upstream = opened.upstream.clone();
+                client.bound_to = match surface {
+                    Surface::Intercept => None,
+                    Surface::Mirror => opened.bound_to.clone(),
+                };
                 if client.upstream.is_some() {
                     client.presented = true;
                 }
@@ -201,10 +217,7 @@ pub async fn identify(
 /// Upstream credentials from a mirror-mode token go only to the registries its scopes named
 /// (path-prefix names such as `quay.io/org/app`); a token whose scopes name none is not bound.
 /// Tokens issued on an intercepted tunnel were checked for their audience (the registry) already.
-fn bound_registries(surface: Surface, claims: &Claims) -> Option<Vec<RegistryHost>> {
-    if surface == Surface::Intercept {
-        return None;
-    }
+fn bound_registries(claims: &Claims) -> Option<Vec<RegistryHost>> {
     let named: Vec<RegistryHost> = claims
         .scopes
         .iter()
@@ -214,6 +227,65 @@ fn bound_registries(surface: Surface, claims: &Claims) -> Option<Vec<RegistryHos
         .filter_map(|first| RegistryHost::parse(first).ok())
         .collect();
     (!named.is_empty()).then_some(named)
+}
+
+/// A token as requests use it: opened once, then found by a hash lookup.
+#[derive(Debug)]
+pub struct OpenedToken {
+    sub: Identity,
+    upstream: Option<ClientCredential>,
+    bound_to: Option<Vec<RegistryHost>>,
+    audience: String,
+    expires_at: u64,
+}
+
+/// Tokens kept opened at most.
+const MAX_OPENED_TOKENS: usize = 4096;
+
+/// Recently opened proxy tokens. Opening one (base64, AES-GCM, JSON) costs microseconds; clients
+/// send the same token on every request of a pull, so a hit pays a hash lookup instead. Entries
+/// are dropped when they expire, and the table is bounded.
+#[derive(Default)]
+pub struct OpenedTokens {
+    map: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<OpenedToken>>>,
+}
+
+impl OpenedTokens {
+    /// The opened token, or `None` if it is not one of ours or has expired.
+    fn open(
+        &self,
+        key: &crate::access::token::TokenKey,
+        token: &str,
+        now: u64,
+    ) -> Option<std::sync::Arc<OpenedToken>> {
+        {
+            let map = lock(&self.map);
+            if let Some(opened) = map.get(token) {
+                return (opened.expires_at > now).then(|| opened.clone());
+            }
+        }
+        let claims = key.open(token, now)?;
+        let opened = std::sync::Arc::new(OpenedToken {
+            upstream: claims.upstream.as_ref().and_then(credential_from_secret),
+            bound_to: bound_registries(&claims),
+            sub: claims.sub,
+            audience: claims.audience,
+            expires_at: claims.expires_at,
+        });
+        let mut map = lock(&self.map);
+        if map.len() >= MAX_OPENED_TOKENS {
+            map.retain(|_, t| t.expires_at > now);
+            if map.len() >= MAX_OPENED_TOKENS {
+                map.clear();
+            }
+        }
+        map.insert(token.to_owned(), opened.clone());
+        Some(opened)
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn credential_from_secret(secret: &Secret) -> Option<ClientCredential> {
@@ -323,8 +395,7 @@ fn token_error(status: StatusCode, message: &str) -> Response<Body> {
 
 impl Ctx<'_> {
     fn rules_allow(&self, action: Action, name: &RepoName) -> bool {
-        self.state
-            .config
+        self.live
             .access
             .allows(&self.client.identity, action, &self.registry, name)
     }
@@ -345,7 +416,7 @@ impl Ctx<'_> {
     }
 
     pub(crate) fn auth_mode(&self) -> AuthMode {
-        self.state.config.auth_mode(&self.registry)
+        self.live.auth_mode(&self.registry)
     }
 
     /// The credentials upstream requests for this client use: the client's own in `verify` mode
@@ -431,14 +502,22 @@ impl Ctx<'_> {
         if self.rules_allow(Action::Fetch, name) {
             return Ok(());
         }
-        Err(self.refuse(
+        Err(self.refused_by_rules(self.refuse(
             Some(name),
             format!(
                 "{} may read cached content of {}/{name} but not make the proxy fetch it",
                 self.client.identity.name(),
                 self.registry
             ),
-        ))
+        )))
+    }
+
+    /// Counts a refusal by the rules (or a request to log in) in the metrics.
+    pub(crate) fn refused_by_rules(&self, refusal: Failure) -> Failure {
+        if let Some(r) = Refusal::by_rules(refusal.status()) {
+            self.state.metrics.refused(r);
+        }
+        refusal
     }
 
     /// Before any cached (or in-flight) byte of `name` goes to the client of a `verify`-mode
@@ -453,17 +532,40 @@ impl Ctx<'_> {
         if self.auth_mode() != AuthMode::Verify {
             return Ok(());
         }
+        let checked = self.verify_check(name, probe, accept).await;
+        if let Err(refusal) = &checked
+            && let Some(r) = Refusal::by_verify(refusal.status())
+        {
+            self.state.metrics.refused(r);
+        }
+        checked
+    }
+
+    async fn verify_check(
+        &self,
+        name: &RepoName,
+        probe: &str,
+        accept: Option<&HeaderValue>,
+    ) -> Result<(), Failure> {
+        let metrics = &self.state.metrics;
         let verifier = &self.state.verifier;
         let public = verifier.known(Principal::Anonymous, &self.registry, name);
         if public == Known::Fresh(true) {
+            metrics.verify_check(&self.registry, VerifyResult::Remembered);
             return Ok(());
         }
         let credential = self.client.credential_for(&self.registry).cloned();
         let principal = credential.as_ref().map(ClientCredential::principal);
         let known = principal.map_or(Known::Unknown, |p| verifier.known(p, &self.registry, name));
         match known {
-            Known::Fresh(true) => return Ok(()),
-            Known::Fresh(false) => return Err(self.verify_denied(name, StatusCode::UNAUTHORIZED)),
+            Known::Fresh(true) => {
+                metrics.verify_check(&self.registry, VerifyResult::Remembered);
+                return Ok(());
+            }
+            Known::Fresh(false) => {
+                metrics.verify_check(&self.registry, VerifyResult::Remembered);
+                return Err(self.verify_denied(name, StatusCode::UNAUTHORIZED));
+            }
             _ => {}
         }
         // Ask upstream: first whether the repository is public, then about this credential.
@@ -556,14 +658,35 @@ impl Ctx<'_> {
             scope: pull_scope(name),
             auth,
         };
-        let response = self.state.upstream.send(request).await?;
+        let metrics = &self.state.metrics;
+        let response = match self.state.upstream.send(request).await {
+            Ok(response) => response,
+            // The realm refused the credential: upstream's "no", not an outage.
+            Err(crate::upstream::UpstreamError::TokenDenied { status, .. })
+                if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) =>
+            {
+                metrics.verify_check(&self.registry, VerifyResult::Refused);
+                return Ok(status);
+            }
+            Err(e) => {
+                metrics.verify_check(&self.registry, VerifyResult::Unavailable);
+                return Err(e);
+            }
+        };
         let status = response.status();
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            metrics.verify_check(&self.registry, VerifyResult::Unavailable);
             return Err(crate::upstream::UpstreamError::Unreachable {
                 registry: self.registry.to_string(),
                 reason: format!("answered {}", status.as_u16()),
             });
         }
+        let result = if status.is_success() {
+            VerifyResult::Accepted
+        } else {
+            VerifyResult::Refused
+        };
+        metrics.verify_check(&self.registry, result);
         Ok(status)
     }
 }

@@ -7,7 +7,6 @@
 //! byte → respond.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use futures_util::TryStreamExt;
 use http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
@@ -20,14 +19,14 @@ use super::{
     CONTENT_DIGEST, Client, Ctx, Outcome, State, copy_response_headers, pull_scope, ratelimit_note,
 };
 use crate::body::{self, Body, BoxError};
-use crate::cache::{FillEnd, FillSource, Got, Growing, LinkKind, Opened, StoredBlob};
+use crate::cache::{Fill, FillEnd, FillSource, Got, Growing, LinkKind, Opened, StoredBlob};
 use crate::peer::Owner;
 use crate::registry::digest::Digest;
 use crate::registry::error::ErrorCode;
 use crate::registry::host::RegistryHost;
 use crate::registry::name::RepoName;
 use crate::registry::range::{ByteRange, parse_range};
-use crate::telemetry::Verdict;
+use crate::telemetry::{DownloadGuard, UpstreamFault, Verdict};
 use crate::upstream::{UpstreamAuth, UpstreamRequest};
 
 /// Who asks for a blob.
@@ -66,6 +65,7 @@ pub(crate) async fn for_peer(
         headers: http::HeaderMap::new(),
         query: None,
         client: Client::anonymous(String::new()),
+        live: state.live(),
     };
     let outcome = serve(&ctx, &name, &digest, Caller::Peer).await;
     tracing::info!(
@@ -208,6 +208,10 @@ struct UpstreamBlob {
     forward: bool,
     /// The bytes came from a peer, not from upstream.
     from_peer: bool,
+    /// Shows the download as in flight on the status page until the source is done.
+    shown: Option<DownloadGuard>,
+    /// When the source was opened.
+    started: std::time::Instant,
 }
 
 impl UpstreamBlob {
@@ -226,6 +230,8 @@ impl UpstreamBlob {
             digest: digest.clone(),
             forward,
             from_peer: false,
+            shown: None,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -274,7 +280,13 @@ impl FillSource for UpstreamBlob {
     type Head = http::response::Parts;
     type Refusal = Response<Body>;
 
-    async fn open(&mut self) -> Result<Opened<Self::Head>, Self::Refusal> {
+    async fn open(&mut self, download: &Arc<Fill>) -> Result<Opened<Self::Head>, Self::Refusal> {
+        self.started = std::time::Instant::now();
+        self.shown = Some(self.state.metrics.download_started(
+            &self.registry,
+            self.name.as_str(),
+            download.clone(),
+        ));
         if let Some(opened) = self.ask_owner().await {
             self.from_peer = true;
             self.state
@@ -301,10 +313,7 @@ impl FillSource for UpstreamBlob {
             .cache
             .link(&self.registry, &self.name, LinkKind::Blob, &self.digest)
             .await;
-        self.state
-            .metrics
-            .upstream_blob_fetches
-            .fetch_add(1, Ordering::Relaxed);
+        self.state.metrics.blob_fetch(&self.registry);
         let len = content_length(response.headers());
         let (head, incoming) = response.into_parts();
         Ok(Opened {
@@ -317,14 +326,17 @@ impl FillSource for UpstreamBlob {
     }
 
     fn finished(self, end: &Result<FillEnd, String>) {
+        // Counted by the replica that went upstream.
         if self.from_peer {
             return;
         }
-        if let Ok(FillEnd::Committed(len) | FillEnd::Uncached { len, .. }) = end {
-            self.state
-                .metrics
-                .upstream_bytes
-                .fetch_add(*len, Ordering::Relaxed);
+        let metrics = &self.state.metrics;
+        match end {
+            Ok(FillEnd::Committed(len) | FillEnd::Uncached { len, .. }) => {
+                metrics.upstream_bytes(&self.registry, *len);
+                metrics.fill_done(&self.registry, self.started.elapsed());
+            }
+            Err(_) => metrics.upstream_failed(&self.registry, None, UpstreamFault::Download),
         }
     }
 }

@@ -299,8 +299,7 @@ async fn fetch(
     let digest = sha256(&bytes);
     ctx.state
         .metrics
-        .upstream_bytes
-        .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        .upstream_bytes(&ctx.registry, bytes.len() as u64);
     Ok(Fetched::Manifest {
         bytes,
         media_type,

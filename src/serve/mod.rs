@@ -48,6 +48,51 @@ pub struct State {
     pub verifier: Verifier,
     /// The other replicas (`PEERS`), if any.
     pub peers: Option<Arc<crate::peer::Peers>>,
+    /// Proxy tokens opened recently (a hit costs a lookup, not a decryption).
+    pub opened_tokens: access::OpenedTokens,
+    /// The settings that SIGHUP re-reads (access rules, per-registry auth modes, central
+    /// credentials): the configuration as last loaded. Everything else comes from `config`.
+    pub live: std::sync::RwLock<Arc<Config>>,
+    /// Warm jobs started through the admin API.
+    pub warm_jobs: Arc<crate::warm::Jobs>,
+}
+
+impl State {
+    /// The configuration as last (re)loaded, for the settings that may change while running.
+    pub fn live(&self) -> Arc<Config> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes the reloadable parts of a newly loaded configuration: access rules, per-registry auth
+    /// modes and central credentials. Returns the settings that changed but need a restart.
+    pub fn reload(&self, new: Config) -> Vec<&'static str> {
+        let mut restart = Vec::new();
+        let old = &self.config;
+        if new.listen != old.listen {
+            restart.push("LISTEN");
+        }
+        if new.cache_dir != old.cache_dir {
+            restart.push("CACHE_DIR");
+        }
+        if new.ca_dir != old.ca_dir {
+            restart.push("CA_DIR");
+        }
+        if new.registries != old.registries {
+            restart.push("REGISTRIES");
+        }
+        if new.proxy_htpasswd != old.proxy_htpasswd {
+            restart.push("PROXY_HTPASSWD (the path; the file itself is reloaded)");
+        }
+        if new.storage != old.storage {
+            restart.push("STORAGE (and S3_*, AWS_*)");
+        }
+        if new.peers != old.peers {
+            restart.push("PEERS, PEER_LISTEN, PEER_SECRET");
+        }
+        self.upstream.set_credentials(new.credentials.clone());
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        restart
+    }
 }
 
 pub(crate) const API_VERSION: HeaderName =
@@ -81,6 +126,8 @@ pub(crate) struct Ctx<'a> {
     pub headers: HeaderMap,
     pub query: Option<String>,
     pub client: Client,
+    /// The reloadable settings, as they were when the request came in.
+    pub live: Arc<Config>,
 }
 
 /// Handles one registry API request for `registry`.
@@ -102,10 +149,14 @@ pub async fn handle(
         headers: parts.headers,
         query: parts.uri.query().map(str::to_owned),
         client,
+        live: state.live(),
     };
     let is_read = ctx.method == Method::GET || ctx.method == Method::HEAD;
     let outcome = match ctx.admit(&route) {
-        Err(refusal) => Outcome::new(refusal.into_response(), Verdict::Local),
+        Err(refusal) => Outcome::new(
+            ctx.refused_by_rules(refusal).into_response(),
+            Verdict::Local,
+        ),
         Ok(()) => match route {
             _ if !is_read && !state.config.allow_push => Outcome::new(
                 Failure::ReadOnly {
@@ -134,6 +185,11 @@ pub async fn handle(
     parts
         .headers
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    // The verdict for clients that want to know (`registry-proxy warm` counts what was cached).
+    parts.headers.insert(
+        crate::warm::CACHE_HEADER,
+        HeaderValue::from_static(verdict.as_str()),
+    );
     if parts.status == http::StatusCode::UNAUTHORIZED {
         // Clients log in to the proxy, never to the upstream's realm (which they may not reach,
         // and whose tokens the proxy would have to pass on).
@@ -152,6 +208,8 @@ pub async fn handle(
         reference,
         status: parts.status.as_u16(),
         upstream_bytes,
+        client: ctx.client.peer,
+        user: ctx.client.user().map(str::to_owned),
         note,
     };
     let expected = if ctx.method == Method::HEAD {

@@ -1,7 +1,8 @@
 //! Uncached routes (`tags/list`, referrers, catalog, uploads when `ALLOW_PUSH=true`, blobs with
 //! digests the store does not hold): forwarded to upstream with the proxy's auth, streamed back.
 
-use http::Response;
+use http::header::LINK;
+use http::{HeaderMap, HeaderValue, Response};
 use hyper::body::Incoming;
 
 use super::access::{filter_catalog, set_length};
@@ -10,6 +11,7 @@ use super::{
     Ctx, Outcome, copy_response_headers, forward_request_headers, pull_scope, ratelimit_note,
 };
 use crate::body;
+use crate::registry::link::rewrite_link;
 use crate::registry::route::Route;
 use crate::telemetry::Verdict;
 use crate::upstream::UpstreamRequest;
@@ -60,6 +62,9 @@ pub(super) async fn handle(ctx: &Ctx<'_>, route: &Route, incoming: Incoming) -> 
             let mut out = Response::new(body::incoming(incoming));
             *out.status_mut() = parts.status;
             copy_response_headers(&parts.headers, out.headers_mut());
+            if matches!(route, Route::TagsList { .. } | Route::Referrers { .. }) {
+                rewrite_links(ctx, out.headers_mut());
+            }
             let mut outcome = Outcome::new(out, Verdict::Pass);
             outcome.note = note;
             outcome
@@ -93,5 +98,26 @@ async fn catalog(ctx: &Ctx<'_>, response: Response<Incoming>) -> Outcome {
     let mut out = Response::new(body::full(bytes));
     copy_response_headers(&parts.headers, out.headers_mut());
     set_length(out.headers_mut(), len);
+    rewrite_links(ctx, out.headers_mut());
     Outcome::new(out, Verdict::Pass)
+}
+
+/// Pagination `Link`s point back at the proxy, named the way this client names the registry, so
+/// the next page is asked of the proxy (and of the same upstream), not of Docker Hub or the
+/// upstream itself.
+fn rewrite_links(ctx: &Ctx<'_>, headers: &mut HeaderMap) {
+    let links: Vec<HeaderValue> = headers.get_all(LINK).iter().cloned().collect();
+    if links.is_empty() {
+        return;
+    }
+    headers.remove(LINK);
+    for link in links {
+        let rewritten = link
+            .to_str()
+            .ok()
+            .map(|v| rewrite_link(v, &ctx.registry, ctx.client.style))
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+            .unwrap_or(link);
+        headers.append(LINK, rewritten);
+    }
 }

@@ -9,7 +9,7 @@ use super::*;
 use crate::cli::Cli;
 use crate::config::Sources;
 
-fn config() -> Config {
+pub(super) fn config() -> Config {
     let cli = Cli::try_parse_from(["registry-proxy"]).unwrap();
     let env = HashMap::from([(
         "REGISTRIES".to_owned(),
@@ -41,7 +41,7 @@ const ALL: [(Client, Mode); 13] = [
 
 /// Stand-ins for the commands a script may run on a real node: `curl` writes a placeholder CA;
 /// `systemctl` and `update-ca-certificates` log that they ran (they must not, under a prefix).
-fn stub_bin(dir: &Path) -> std::path::PathBuf {
+pub(super) fn stub_bin(dir: &Path) -> std::path::PathBuf {
     let bin = dir.join("test-bin");
     std::fs::create_dir_all(&bin).unwrap();
     let log = dir.join("stub.log");
@@ -69,7 +69,11 @@ fn stub_bin(dir: &Path) -> std::path::PathBuf {
 
 /// Runs `script` with `sh`, stubbed commands first on `PATH`; `prefix_env` is `PREFIX` (None:
 /// unset, so the script's own default applies).
-fn run_script(dir: &Path, script: &str, prefix_env: Option<&Path>) -> std::process::Output {
+pub(super) fn run_script(
+    dir: &Path,
+    script: &str,
+    prefix_env: Option<&Path>,
+) -> std::process::Output {
     let bin = stub_bin(dir);
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
@@ -102,13 +106,13 @@ fn apply(client: Client, mode: Mode) -> (tempfile::TempDir, String) {
     (dir, script)
 }
 
-fn read(dir: &Path, path: &str) -> String {
+pub(super) fn read(dir: &Path, path: &str) -> String {
     std::fs::read_to_string(dir.join(path.trim_start_matches('/')))
         .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// Parses a YAML file with a real YAML parser (PyYAML; `scripts/test` installs python3-yaml).
-fn yaml_file(path: &Path) -> serde_json::Value {
+pub(super) fn yaml_file(path: &Path) -> serde_json::Value {
     let out = Command::new("python3")
         .arg("-c")
         .arg("import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)")
@@ -155,6 +159,41 @@ fn containerd_mirror_writes_valid_hosts_toml() {
         let hosts = table["host"].as_table().unwrap();
         let mirror = hosts["http://proxy.internal:3128"].as_table().unwrap();
         assert_eq!(mirror["capabilities"].as_array().unwrap().len(), 2);
+    }
+}
+
+#[test]
+fn a_plain_http_registry_keeps_its_scheme_in_hosts_toml() {
+    let cli = Cli::try_parse_from(["registry-proxy"]).unwrap();
+    let env = HashMap::from([(
+        "REGISTRIES".to_owned(),
+        "quay.io http://lab.test:5000".to_owned(),
+    )]);
+    let config = Config::load(Sources {
+        flags: &cli.serve,
+        env: &env,
+    })
+    .unwrap();
+    let req = Request {
+        client: Client::Containerd,
+        mode: Mode::Mirror,
+        proxy: "http://proxy.internal:3128".into(),
+        prefix: "/".into(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = render(&config, &req).unwrap();
+    assert!(
+        run_script(dir.path(), &script, Some(dir.path()))
+            .status
+            .success()
+    );
+    for (registry, server) in [
+        ("lab.test:5000", "http://lab.test:5000"),
+        ("quay.io", "https://quay.io"),
+    ] {
+        let path = format!("etc/containerd/certs.d/{registry}/hosts.toml");
+        let table: toml::Table = read(dir.path(), &path).parse().unwrap();
+        assert_eq!(table["server"].as_str(), Some(server), "{path}");
     }
 }
 
@@ -472,7 +511,7 @@ fn registries_that_config_could_never_hold_are_refused() {
         );
     }
     for host in ["quay.io", "registry.test:5443", "[::1]:5000", "docker.io"] {
-        let r = values::registry(0, &RegistryHost::parse(host).unwrap()).unwrap();
+        let r = values::registry(0, &RegistryHost::parse(host).unwrap(), false).unwrap();
         assert_eq!(r.name, host);
     }
 }
@@ -585,7 +624,10 @@ fn awkward_valid_values_run_for_every_client() {
             } else if name.ends_with("http-proxy.conf") {
                 assert_eq!(
                     text,
-                    "[Service]\nEnvironment=\"HTTP_PROXY=http://[::1]:3128/\"\nEnvironment=\"HTTPS_PROXY=http://[::1]:3128/\"\n"
+                    format!(
+                        "{}\n[Service]\nEnvironment=\"HTTP_PROXY=http://[::1]:3128/\"\nEnvironment=\"HTTPS_PROXY=http://[::1]:3128/\"\n",
+                        script::MARKER
+                    )
                 );
             } else if name.ends_with("registry-proxy.crt") {
                 assert_eq!(text, "CA\n");

@@ -183,15 +183,20 @@ impl Prefix {
 
 /// A configured registry, checked again before it is written anywhere: `name` is its canonical
 /// `host[:port]` (a directory name and a registries.conf prefix), `upstream` the authority of its
-/// API.
+/// API and `scheme` how it is reached (`http` only when `REGISTRIES` says `http://`).
 pub(super) struct Registry {
     pub(super) name: String,
     pub(super) upstream: String,
+    pub(super) scheme: &'static str,
 }
 
 /// Checks that a registry from the configuration is a plain registry host (the configuration
 /// validated it; a set-up script does not rely on that).
-pub(super) fn registry(index: usize, host: &RegistryHost) -> Result<Registry, SetupError> {
+pub(super) fn registry(
+    index: usize,
+    host: &RegistryHost,
+    plain_http: bool,
+) -> Result<Registry, SetupError> {
     let name = host.to_string();
     let upstream = host.upstream_authority();
     let plain = |s: &str| {
@@ -207,7 +212,12 @@ pub(super) fn registry(index: usize, host: &RegistryHost) -> Result<Registry, Se
     if !(plain(&name) && plain(&upstream) && round_trips) {
         return Err(SetupError::Registry { index });
     }
-    Ok(Registry { name, upstream })
+    let scheme = if plain_http { "http" } else { "https" };
+    Ok(Registry {
+        name,
+        upstream,
+        scheme,
+    })
 }
 
 /// One shell word, single-quoted: the shell reads it back byte for byte, whatever it holds (a `'`

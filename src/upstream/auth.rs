@@ -8,7 +8,7 @@
 //! `https://auth.docker.io`. See [`realm_credential`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -118,7 +118,8 @@ const MAX_TOKENS: usize = 16_384;
 
 /// Answers challenges and remembers tokens. One per proxy; shared by all requests.
 pub struct Authenticator {
-    credentials: Vec<Credential>,
+    /// `AUTH_REGISTRIES`; replaced as a whole when the configuration is reloaded (SIGHUP).
+    credentials: std::sync::RwLock<Arc<Vec<Credential>>>,
     /// Registries configured to be intercepted (`REGISTRIES`); only they (and Docker Hub) may use
     /// an entry that names their realm's host rather than the registry.
     configured: Vec<RegistryHost>,
@@ -131,16 +132,31 @@ impl Authenticator {
     /// `configured` is `REGISTRIES` (Docker Hub is always included).
     pub fn new(credentials: Vec<Credential>, configured: Vec<RegistryHost>) -> Authenticator {
         Authenticator {
-            credentials,
+            credentials: std::sync::RwLock::new(Arc::new(credentials)),
             configured,
             tokens: Mutex::new(HashMap::new()),
             schemes: Mutex::new(HashMap::new()),
         }
     }
 
+    /// The central credentials as last loaded.
+    fn credentials(&self) -> Arc<Vec<Credential>> {
+        self.credentials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the central credentials (a configuration reload). Tokens fetched with the old ones
+    /// are dropped, so the next request asks the realm with the new ones.
+    pub fn set_credentials(&self, credentials: Vec<Credential>) {
+        *self.credentials.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(credentials);
+        lock(&self.tokens).retain(|(_, _, holder), _| *holder != Holder::Central);
+    }
+
     /// The credential a registry gets for Basic auth (sent to the registry itself).
-    fn credential(&self, registry: &RegistryHost) -> Option<&Credential> {
-        own_credential(&self.credentials, registry)
+    fn credential(&self, registry: &RegistryHost) -> Option<Credential> {
+        own_credential(&self.credentials(), registry).cloned()
     }
 
     /// True if the registry has challenged us before (so a request with a body can be authorised
@@ -159,7 +175,7 @@ impl Authenticator {
         let scheme = lock(&self.schemes).get(registry).cloned()?;
         match scheme {
             Scheme::Basic => match who {
-                Who::Central => self.credential(registry).map(basic_header),
+                Who::Central => self.credential(registry).as_ref().map(basic_header),
                 Who::Anonymous => None,
                 Who::Client { credential, .. } => Some(basic_header(credential)),
             },
@@ -302,9 +318,11 @@ impl Authenticator {
             format!("{realm}{sep}{}", query.join("&"))
         };
         let mut request = Request::builder().method(Method::GET).uri(url.as_str());
+        let central = self.credentials();
         let credential = match who {
             Who::Central => {
-                match realm_credential(&self.credentials, &self.configured, registry, &realm_uri) {
+                let credentials = &central;
+                match realm_credential(credentials, &self.configured, registry, &realm_uri) {
                     RealmCredential::Send(cred) => Some(cred),
                     RealmCredential::Withhold(why) => {
                         tracing::info!(

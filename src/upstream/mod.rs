@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::registry::challenge::parse_www_authenticate;
 use crate::registry::host::RegistryHost;
 use crate::secret::Secret;
+use crate::telemetry::{Metrics, UpstreamFault};
 
 pub use connector::TrustError;
 
@@ -51,6 +52,19 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The metrics label of this failure.
+    pub fn fault(&self) -> UpstreamFault {
+        match self {
+            UpstreamError::Unreachable { .. } => UpstreamFault::Unreachable,
+            UpstreamError::Timeout { .. } => UpstreamFault::Timeout,
+            UpstreamError::Token { .. } => UpstreamFault::Token,
+            UpstreamError::TokenDenied { .. } => UpstreamFault::TokenDenied,
+            UpstreamError::Redirect { .. } => UpstreamFault::Redirect,
+            UpstreamError::Request(_) => UpstreamFault::Request,
+            UpstreamError::Refused { .. } => UpstreamFault::Policy,
+        }
+    }
+
     /// True if the upstream could not be reached or did not answer (stale content may be served).
     pub fn is_unavailable(&self) -> bool {
         matches!(
@@ -116,19 +130,34 @@ pub struct Upstream {
     auth: auth::Authenticator,
     /// `TUNNEL_ALLOW`, for the connector and for the listener's tunnels.
     policy: Arc<TunnelPolicy>,
+    /// Registries reached over plain HTTP (`http://` in `REGISTRIES`); all others over https.
+    plain_http: Vec<RegistryHost>,
     /// Time allowed for an upstream to send response headers or the next body chunk.
     pub read_timeout: Duration,
+    /// Counts every exchange per registry (requests, failures, health, rate-limit headers).
+    metrics: Arc<Metrics>,
 }
 
 impl Upstream {
     /// Builds the client from the configuration (trust roots, timeouts, overrides, credentials).
     /// Targets other than the configured registries and `CONNECT_TO` go through `policy`.
-    pub fn new(config: &Config, policy: Arc<TunnelPolicy>) -> Result<Upstream, TrustError> {
+    pub fn new(
+        config: &Config,
+        policy: Arc<TunnelPolicy>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Upstream, TrustError> {
         let tls =
             connector::client_tls_config(config.verify_ssl, config.upstream_ca_file.as_deref())?;
         let trusted = std::iter::once(RegistryHost::docker_hub())
             .chain(config.registries.iter().cloned())
-            .map(|r| (r.upstream_host().to_owned(), r.upstream_port()))
+            .map(|r| {
+                let port = if config.is_plain_http(&r) {
+                    r.port().unwrap_or(80)
+                } else {
+                    r.upstream_port()
+                };
+                (r.upstream_host().to_owned(), port)
+            })
             .collect();
         let connector = connector::Connector::new(
             tls,
@@ -147,8 +176,26 @@ impl Upstream {
             client,
             auth: auth::Authenticator::new(config.credentials.clone(), config.registries.clone()),
             policy,
+            plain_http: config.plain_http.clone(),
             read_timeout: config.timeouts.proxy_read,
+            metrics,
         })
+    }
+
+    /// `https://authority` of a registry's API, or `http://` for one configured as plain HTTP
+    /// (never by guessing: only where `REGISTRIES` says so).
+    fn origin(&self, registry: &RegistryHost) -> String {
+        let scheme = if self.plain_http.contains(registry) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{}", registry.upstream_authority())
+    }
+
+    /// Replaces the central credentials (`AUTH_REGISTRIES`) after a configuration reload.
+    pub fn set_credentials(&self, credentials: Vec<crate::config::Credential>) {
+        self.auth.set_credentials(credentials);
     }
 
     /// The tunnel policy (`TUNNEL_ALLOW` and the proxy's own addresses).
@@ -156,13 +203,31 @@ impl Upstream {
         &self.policy
     }
 
-    /// Sends `req`, answering an auth challenge once and following redirects for GET and HEAD.
-    pub async fn send(
+    /// Sends `req`, answering an auth challenge once and following redirects for GET and HEAD;
+    /// counts the exchange in the metrics.
+    pub async fn send(&self, req: UpstreamRequest) -> Result<Response<Incoming>, UpstreamError> {
+        let registry = req.registry.clone();
+        let method = req.method.clone();
+        let result = self.send_inner(req).await;
+        match &result {
+            Ok(response) => self.metrics.upstream_answered(
+                &registry,
+                &method,
+                response.status(),
+                response.headers(),
+            ),
+            Err(e) => self
+                .metrics
+                .upstream_failed(&registry, Some(&method), e.fault()),
+        }
+        result
+    }
+
+    async fn send_inner(
         &self,
         mut req: UpstreamRequest,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let authority = req.registry.upstream_authority();
-        let url: Uri = format!("https://{authority}{}", req.path_and_query)
+        let url: Uri = format!("{}{}", self.origin(&req.registry), req.path_and_query)
             .parse()
             .map_err(|_| UpstreamError::Request(format!("bad path {:?}", req.path_and_query)))?;
         let replayable = req.body.is_end_stream();
@@ -232,7 +297,7 @@ impl Upstream {
         if self.auth.knows(registry) {
             return Ok(());
         }
-        let url: Uri = format!("https://{}/v2/", registry.upstream_authority())
+        let url: Uri = format!("{}/v2/", self.origin(registry))
             .parse()
             .map_err(|_| UpstreamError::Request("bad registry authority".into()))?;
         let request = build(&Method::GET, &url, &HeaderMap::new(), None, body::empty())?;

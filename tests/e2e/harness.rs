@@ -17,9 +17,11 @@ const DEFAULT_WORKDIR: &str = "/tmp/e2e";
 
 /// Registries the proxy intercepts (besides Docker Hub, always).
 pub(crate) const REGISTRIES: &str = "registry.test second.test basic.test token.test";
-/// Central credentials held by the proxy.
+/// Central credentials held by the proxy. token.test's token realm is on another host (auth.test),
+/// to which the proxy sends central credentials only when an entry names that realm host exactly;
+/// the `token.test` entry makes the registry `central`.
 pub(crate) const AUTH_REGISTRIES: &str =
-    "basic.test:alice:s3cret-basic token.test:bob:s3cret-token";
+    "basic.test:alice:s3cret-basic token.test:bob:s3cret-token auth.test:bob:s3cret-token";
 
 /// The token realms of token.test and the emulated Docker Hub are not registries the proxy
 /// intercepts and live on loopback (`auth.test` 127.0.0.5, `auth.docker.io` 127.0.0.7), which the
@@ -222,10 +224,66 @@ pub(crate) struct Proxy {
     log: PathBuf,
 }
 
+/// Settings of a test proxy beyond the standard ones ([`Proxy::start_with`]).
+pub(crate) struct Opts<'a> {
+    /// `AUTH_REGISTRIES` (central credentials); `None` leaves it unset, so every registry is in
+    /// `verify` mode.
+    pub(crate) auth_registries: Option<&'a str>,
+    /// Proxy users `(name, password)`, written with `htpasswd -Bbn` into a file given as
+    /// `PROXY_HTPASSWD`; empty: no client authentication.
+    pub(crate) users: &'a [(&'a str, &'a str)],
+    /// A TOML config file's text, given as `CONFIG`.
+    pub(crate) config: Option<&'a str>,
+    /// More environment variables (they override everything above).
+    pub(crate) env: &'a [(&'a str, &'a str)],
+}
+
+impl Default for Opts<'_> {
+    fn default() -> Self {
+        Opts {
+            auth_registries: Some(AUTH_REGISTRIES),
+            users: &[],
+            config: None,
+            env: &[],
+        }
+    }
+}
+
+/// A bcrypt htpasswd file's text for `users` (`htpasswd -Bbn`, from apache2-utils).
+fn htpasswd(users: &[(&str, &str)]) -> String {
+    let mut text = String::new();
+    for (user, password) in users {
+        let out = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .expect("run htpasswd (apache2-utils)");
+        assert!(
+            out.status.success(),
+            "htpasswd -Bbn {user} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8(out.stdout).expect("htpasswd output is UTF-8");
+        text.push_str(line.trim());
+        text.push('\n');
+    }
+    text
+}
+
 impl Proxy {
-    /// Starts the proxy with the standard settings (REGISTRIES, AUTH_REGISTRIES, the upstream CA)
-    /// plus `extra` environment variables.
+    /// Starts the proxy with the standard settings (REGISTRIES, AUTH_REGISTRIES, the upstream CA,
+    /// TUNNEL_ALLOW) plus `extra` environment variables.
     pub(crate) fn start(env: &Env, extra: &[(&str, &str)]) -> Proxy {
+        Proxy::start_with(
+            env,
+            &Opts {
+                env: extra,
+                ..Opts::default()
+            },
+        )
+    }
+
+    /// Starts the proxy with the standard settings changed by `opts`.
+    pub(crate) fn start_with(env: &Env, opts: &Opts<'_>) -> Proxy {
         let dir = tempfile::Builder::new()
             .prefix("rpe2e-") // short: podman refuses a runroot longer than 50 characters
             .tempdir()
@@ -241,9 +299,21 @@ impl Proxy {
             .env("CA_DIR", dir.path().join("ca"))
             .env("UPSTREAM_CA_FILE", &env.upstream_ca)
             .env("REGISTRIES", REGISTRIES)
-            .env("AUTH_REGISTRIES", AUTH_REGISTRIES)
             .env("TUNNEL_ALLOW", TUNNEL_ALLOW);
-        for (k, v) in extra {
+        if let Some(auth) = opts.auth_registries {
+            cmd.env("AUTH_REGISTRIES", auth);
+        }
+        if !opts.users.is_empty() {
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, htpasswd(opts.users)).expect("write htpasswd");
+            cmd.env("PROXY_HTPASSWD", file);
+        }
+        if let Some(config) = opts.config {
+            let file = dir.path().join("config.toml");
+            std::fs::write(&file, config).expect("write config file");
+            cmd.env("CONFIG", file);
+        }
+        for (k, v) in opts.env {
             cmd.env(k, v);
         }
         cmd.stdin(Stdio::null())
@@ -363,6 +433,48 @@ impl Proxy {
         }
     }
 
+    /// Asserts that, since `mark`, the proxy logged a successful `GET` of every digest in `blobs`
+    /// on `registry`/`repo`, whatever the verdict (polls a little: lines are written when the body
+    /// ends).
+    pub(crate) fn assert_blobs_served(
+        &self,
+        mark: usize,
+        registry: &str,
+        repo: &str,
+        blobs: &[String],
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.requests_since(mark);
+            let missing: Vec<&String> = blobs
+                .iter()
+                .filter(|d| {
+                    !lines.iter().any(|l| {
+                        l.kind == "blob"
+                            && &l.reference == *d
+                            && l.registry == registry
+                            && l.repo == repo
+                            && l.method == "GET"
+                            && l.status.starts_with('2')
+                    })
+                })
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no successful GET logged for {missing:?} of {registry}/{repo}; request lines since the mark:\n{}",
+                lines
+                    .iter()
+                    .map(|l| l.raw.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A directory with the proxy CA as `proxy-ca.pem` (fetched by the wrappers from `GET /ca.crt`).
     pub(crate) fn client_ca_dir(&self) -> PathBuf {
         let d = self.dir.path().join("client-ca");
@@ -433,7 +545,7 @@ impl Drop for Proxy {
     }
 }
 
-fn strip_ansi(s: &str) -> String {
+pub(crate) fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -466,7 +578,7 @@ pub(crate) struct LogLine {
 }
 
 impl LogLine {
-    fn parse(line: &str) -> Option<LogLine> {
+    pub(crate) fn parse(line: &str) -> Option<LogLine> {
         const VERDICTS: [&str; 6] = ["HIT", "MISS", "REVALIDATED", "STALE", "PASS", "LOCAL"];
         let words: Vec<&str> = line.split_whitespace().collect();
         let i = words.iter().position(|w| VERDICTS.contains(w))?;
@@ -492,6 +604,9 @@ impl LogLine {
 pub(crate) enum Via {
     /// `HTTPS_PROXY` + the proxy CA (CONNECT interception).
     Connect,
+    /// The same with `user:password` in the proxy URL (`HTTPS_PROXY=http://user:pw@127.0.0.1:PORT`),
+    /// which Go clients send as `Proxy-Authorization: Basic` on CONNECT.
+    ConnectAs(&'static str),
     /// No proxy environment and no trust in the upstream CA: the client's own mirror configuration.
     Mirror,
 }
@@ -509,12 +624,33 @@ impl Proxy {
     /// state directory (skopeo writes `out/` there, ctr `root/`) and stdout. Panics with the client's
     /// output when it fails.
     pub(crate) fn pull(&self, env: &Env, via: Via, p: &Pull<'_>) -> (PathBuf, String) {
+        let run = self.try_pull(env, via, p);
+        assert!(run.ok, "{}", run.describe());
+        (run.state, run.stdout)
+    }
+
+    /// Like [`Proxy::pull`] for a pull that must fail: panics (with the client's output) when it
+    /// succeeds, returns the run otherwise (its state directory is removed).
+    pub(crate) fn pull_fails(&self, env: &Env, via: Via, p: &Pull<'_>) -> PullRun {
+        let run = self.try_pull(env, via, p);
+        assert!(
+            !run.ok,
+            "expected to fail, but succeeded: {}",
+            run.describe()
+        );
+        std::fs::remove_dir_all(&run.state).ok();
+        run
+    }
+
+    /// Runs a wrapper and reports how it ended, whatever that was.
+    pub(crate) fn try_pull(&self, env: &Env, via: Via, p: &Pull<'_>) -> PullRun {
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let name = p.wrapper.trim_end_matches(".sh");
         let state = self.dir.path().join(format!("{name}-{n}"));
         let (proxy_url, ca) = match via {
             Via::Connect => (self.url(), self.client_ca_dir()),
+            Via::ConnectAs(user) => (format!("http://{user}@{}", self.addr), self.client_ca_dir()),
             Via::Mirror => ("-".to_owned(), self.no_ca_dir()),
         };
         let t0 = Instant::now();
@@ -531,24 +667,29 @@ impl Proxy {
             .stdin(Stdio::null())
             .output()
             .expect("run client wrapper");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{} {proxy_url} {} {} {} failed ({}) via {via:?}:\n{stdout}\n{}",
-            p.wrapper,
-            ca.display(),
-            p.image,
-            p.args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let run = PullRun {
+            command: format!(
+                "{} {proxy_url} {} {} {} via {via:?} (env {:?})",
+                p.wrapper,
+                ca.display(),
+                p.image,
+                p.args.join(" "),
+                p.envs
+            ),
+            ok: out.status.success(),
+            status: out.status.to_string(),
+            state,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
         eprintln!(
-            "{} {} via {via:?}: {:.1}s",
+            "{} {} via {via:?}: {} in {:.1}s",
             p.wrapper,
             p.image,
+            if run.ok { "ok" } else { "failed" },
             t0.elapsed().as_secs_f64()
         );
-        (state, stdout)
+        run
     }
 
     /// skopeo copy IMAGE dir:… (through CONNECT, or addressing the proxy directly); returns the dir.
@@ -579,6 +720,26 @@ impl Proxy {
             },
         );
         state.join("root/io.containerd.content.v1.content/blobs/sha256")
+    }
+}
+
+/// How one client wrapper run ended.
+#[derive(Debug)]
+pub(crate) struct PullRun {
+    pub(crate) command: String,
+    pub(crate) ok: bool,
+    pub(crate) status: String,
+    pub(crate) state: PathBuf,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl PullRun {
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{} ({}):\n{}\n{}",
+            self.command, self.status, self.stdout, self.stderr
+        )
     }
 }
 
@@ -622,6 +783,123 @@ fn access_log_request(line: &str) -> Option<(&str, &str)> {
     let (request, _) = rest.split_once('"')?;
     let mut parts = request.split(' ');
     Some((parts.next()?, parts.next()?))
+}
+
+/// `… "GET /v2/x/blobs/sha256:… HTTP/1.1" 401 …` → `("GET", "/v2/x/blobs/sha256:…", 401)`.
+fn access_log_entry(line: &str) -> Option<(&str, &str, u16)> {
+    let (method, path) = access_log_request(line)?;
+    let (_, rest) = line.split_once('"')?;
+    let (_, after) = rest.split_once('"')?;
+    let status = after.split_whitespace().next()?.parse().ok()?;
+    Some((method, path, status))
+}
+
+/// One request an upstream registry logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Logged {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) status: u16,
+}
+
+/// Every request an upstream logged for one repository (`/v2/<repo>/…`, any method and status):
+/// a snapshot, then what came after it.
+pub(crate) struct RepoLog<'a> {
+    env: &'a Env,
+    pub(crate) host: String,
+    pub(crate) repo: String,
+    before: usize,
+}
+
+impl<'a> RepoLog<'a> {
+    pub(crate) fn new(env: &'a Env, host: &str, repo: &str) -> RepoLog<'a> {
+        let mut log = RepoLog {
+            env,
+            host: host.to_owned(),
+            repo: repo.to_owned(),
+            before: 0,
+        };
+        log.reset();
+        log
+    }
+
+    fn all(&self) -> Vec<Logged> {
+        let text = std::fs::read_to_string(self.env.log_of(&self.host)).unwrap_or_default();
+        let prefix = format!("/v2/{}/", self.repo);
+        text.lines()
+            .filter_map(access_log_entry)
+            .filter(|(_, path, _)| {
+                path.strip_prefix(&prefix).is_some_and(|rest| {
+                    ["manifests/", "blobs/", "tags/"]
+                        .iter()
+                        .any(|k| rest.starts_with(k))
+                })
+            })
+            .map(|(method, path, status)| Logged {
+                method: method.to_owned(),
+                path: path.to_owned(),
+                status,
+            })
+            .collect()
+    }
+
+    /// Requests since the snapshot (after settling the log).
+    pub(crate) fn since(&self) -> Vec<Logged> {
+        settle(self.env, &self.host);
+        self.all().into_iter().skip(self.before).collect()
+    }
+
+    /// Takes a new snapshot.
+    pub(crate) fn reset(&mut self) {
+        settle(self.env, &self.host);
+        self.before = self.all().len();
+    }
+
+    /// Since the snapshot, upstream sent no content of the repository: no successful `GET` (nor
+    /// any `GET` at all when `any_get`); `HEAD`s are allowed.
+    pub(crate) fn assert_no_get(&self, what: &str, any_get: bool) {
+        let since = self.since();
+        let bad: Vec<&Logged> = since
+            .iter()
+            .filter(|l| l.method == "GET" && (any_get || (200..400).contains(&l.status)))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{what}: {} answered {} GET(s) for {} since the snapshot: {bad:#?}",
+            self.host,
+            bad.len(),
+            self.repo
+        );
+    }
+}
+
+/// Copies `from` to `to` (`repo:tag`, same digests) in the shared storage through the plain-HTTP
+/// push registry: the copy is at once readable from every registry of the environment, under a
+/// repository name no other test uses. Idempotent.
+pub(crate) fn push_copy(from: &str, to: &str) {
+    let out = Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "-q",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("docker://127.0.0.1:5000/{from}"))
+        .arg(format!("docker://127.0.0.1:5000/{to}"))
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run skopeo copy");
+    assert!(
+        out.status.success(),
+        "skopeo copy 127.0.0.1:5000/{from} -> {to} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Makes sure every request an upstream answered so far is in its access log: sends a request with a
@@ -888,4 +1166,449 @@ pub(crate) fn verify_content_store(store: &Path, blobs: &[String]) {
             p.display()
         );
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Single requests (curl), and the registry login flow
+
+/// How a single request reaches the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Way {
+    /// Straight to the proxy's plain-HTTP listener (mirror mode): the URL names the proxy.
+    Mirror,
+    /// Through CONNECT, trusting the proxy CA: the URL names the registry (`https://basic.test/…`);
+    /// with `Some("user:password")` as `Proxy-Authorization: Basic`.
+    Connect(Option<&'static str>),
+    /// An absolute-form request (`GET http://registry/… HTTP/1.1`) to the proxy, optionally with
+    /// `Proxy-Authorization: Basic`.
+    Forward(Option<&'static str>),
+}
+
+/// One HTTP response: the status, the headers of the final response, the body.
+#[derive(Debug, Clone)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    /// The proxy's answer to CONNECT (0 when there was none).
+    pub(crate) connect_status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header `name` (case-insensitive).
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The start of the body if it is text, else its length.
+    pub(crate) fn text(&self) -> String {
+        match std::str::from_utf8(&self.body) {
+            Ok(t) => t.chars().take(600).collect(),
+            Err(_) => format!("<{} bytes, not UTF-8>", self.body.len()),
+        }
+    }
+
+    /// The registry error code of a JSON error body (`{"errors":[{"code":…}]}`).
+    pub(crate) fn error_code(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        v["errors"][0]["code"].as_str().map(str::to_owned)
+    }
+
+    /// Short form for messages: status, challenge, the start of the body.
+    pub(crate) fn summary(&self) -> String {
+        format!(
+            "{} (CONNECT {}) www-authenticate={:?} proxy-authenticate={:?} body={:?}",
+            self.status,
+            self.connect_status,
+            self.header("www-authenticate"),
+            self.header("proxy-authenticate"),
+            self.text()
+        )
+    }
+}
+
+impl Proxy {
+    /// The proxy CA as a PEM file (fetched from `GET /ca.crt` the first time).
+    pub(crate) fn ca_pem(&self) -> PathBuf {
+        let pem = self.client_ca_dir().join("proxy-ca.pem");
+        if !pem.exists() {
+            let tmp = pem.with_extension("tmp");
+            let status = Command::new("curl")
+                .args(["-fsS", "--noproxy", "*", "--max-time", "10", "-o"])
+                .arg(&tmp)
+                .arg(format!("{}/ca.crt", self.url()))
+                .status()
+                .expect("run curl");
+            assert!(status.success(), "GET {}/ca.crt failed", self.url());
+            std::fs::rename(&tmp, &pem).expect("rename proxy CA");
+        }
+        pem
+    }
+
+    /// One request with curl `args` (`-u`, `-H`, `--data`, `-X`…) to `url` the `way` given.
+    pub(crate) fn curl(&self, way: Way, url: &str, args: &[&str]) -> Response {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = self.dir.path().join("curl");
+        std::fs::create_dir_all(&dir).expect("mkdir curl");
+        let (head, body) = (dir.join(format!("{n}.h")), dir.join(format!("{n}.b")));
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "120",
+            "-w",
+            "%{http_code} %{http_connect}",
+            "-D",
+        ])
+        .arg(&head)
+        .arg("-o")
+        .arg(&body);
+        match way {
+            Way::Mirror => {
+                cmd.args(["--noproxy", "*"]);
+            }
+            Way::Connect(user) => {
+                cmd.args(["--proxytunnel", "-x", &self.url(), "--cacert"])
+                    .arg(self.ca_pem());
+                if let Some(user) = user {
+                    cmd.args(["--proxy-user", user]);
+                }
+            }
+            Way::Forward(user) => {
+                cmd.args(["-x", &self.url()]);
+                if let Some(user) = user {
+                    cmd.args(["--proxy-user", user]);
+                }
+            }
+        }
+        let out = cmd
+            .args(args)
+            .arg(url)
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run curl");
+        let codes = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut codes = codes.split_whitespace().map(|c| c.parse().unwrap_or(0));
+        let (status, connect_status) = (codes.next().unwrap_or(0), codes.next().unwrap_or(0));
+        let head_text = std::fs::read_to_string(&head).unwrap_or_default();
+        let body_bytes = std::fs::read(&body).unwrap_or_default();
+        std::fs::remove_file(&head).ok();
+        std::fs::remove_file(&body).ok();
+        // the last header block is the final response (after CONNECT's, after 100 Continue)
+        let last = head_text
+            .split("\r\n\r\n")
+            .filter(|b| b.starts_with("HTTP/"))
+            .last()
+            .unwrap_or("");
+        let headers = last
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        let status = if status == 0 { connect_status } else { status };
+        assert!(
+            status != 0,
+            "curl {way:?} {args:?} {url}: no response ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Response {
+            status,
+            connect_status,
+            headers,
+            body: body_bytes,
+        }
+    }
+
+    /// What a registry client gets for `url` with `creds` (`user:password`, `None` = anonymous):
+    /// the request; on a `401` with a Bearer challenge, the token request to its realm (the same
+    /// way, with Basic `creds` when given) and, if that issued a token, the request again with it —
+    /// the login flow of docker, containerd and containers/image.
+    pub(crate) fn registry_get(
+        &self,
+        way: Way,
+        url: &str,
+        accept: &str,
+        creds: Option<&str>,
+    ) -> Login {
+        let accept = format!("Accept: {accept}");
+        let first = self.curl(way, url, &["-H", &accept]);
+        let Some(token) = self.token_request(way, url, &first, creds) else {
+            return Login {
+                first: first.clone(),
+                token: None,
+                last: first,
+            };
+        };
+        let Some(issued) = token_of(&token) else {
+            return Login {
+                first,
+                token: Some(token.clone()),
+                last: token,
+            };
+        };
+        let bearer = format!("Authorization: Bearer {issued}");
+        let last = self.curl(way, url, &["-H", &accept, "-H", &bearer]);
+        Login {
+            first,
+            token: Some(token),
+            last,
+        }
+    }
+
+    /// If `first` (the answer to `url`) is a `401` with a Bearer challenge: the token request to
+    /// its realm for its service and scope, with Basic `creds` when given.
+    pub(crate) fn token_request(
+        &self,
+        way: Way,
+        url: &str,
+        first: &Response,
+        creds: Option<&str>,
+    ) -> Option<Response> {
+        let challenge = first
+            .header("www-authenticate")
+            .filter(|c| first.status == 401 && c.to_ascii_lowercase().starts_with("bearer "))
+            .map(parse_challenge)?;
+        let realm = challenge.get("realm").cloned().unwrap_or_default();
+        let scope = challenge
+            .get("scope")
+            .cloned()
+            .unwrap_or_else(|| format!("repository:{}:pull", repository_of(url)));
+        let token_url = format!(
+            "{realm}?service={}&scope={}",
+            percent(challenge.get("service").map_or("", String::as_str)),
+            percent(&scope)
+        );
+        let mut args: Vec<&str> = Vec::new();
+        if let Some(creds) = creds {
+            args.extend(["-u", creds]);
+        }
+        Some(self.curl(way, &token_url, &args))
+    }
+}
+
+/// The token a `200` token response carries (`token`, or `access_token`).
+pub(crate) fn token_of(response: &Response) -> Option<String> {
+    if response.status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
+    v["token"]
+        .as_str()
+        .or_else(|| v["access_token"].as_str())
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+/// A request made the way registry clients make it ([`Proxy::registry_get`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Login {
+    /// The request without credentials.
+    pub(crate) first: Response,
+    /// The token request, if the first answer was a Bearer challenge.
+    pub(crate) token: Option<Response>,
+    /// What the client ended with: the request with the token, or the failed token request, or the
+    /// first answer.
+    pub(crate) last: Response,
+}
+
+/// `Bearer realm="…",service="…",scope="…"` → its parameters.
+pub(crate) fn parse_challenge(value: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let rest = value.split_once(' ').map_or("", |(_, r)| r);
+    let mut chars = rest.chars().peekable();
+    loop {
+        let key: String = chars
+            .by_ref()
+            .skip_while(|c| *c == ',' || c.is_whitespace())
+            .take_while(|c| *c != '=')
+            .collect();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            value = chars.by_ref().take_while(|c| *c != ',').collect();
+        }
+        out.insert(key.trim().to_ascii_lowercase(), value);
+    }
+    out
+}
+
+/// The repository a `…/v2/<name>/(manifests|blobs)/…` URL names.
+fn repository_of(url: &str) -> String {
+    let path = url.split_once("/v2/").map_or("", |(_, p)| p);
+    let end = ["/manifests/", "/blobs/", "/tags/"]
+        .iter()
+        .filter_map(|k| path.rfind(k))
+        .max()
+        .unwrap_or(path.len());
+    path[..end].to_owned()
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn percent(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// A child process of a test, killed (by its PID) and reaped when dropped — also when an assertion
+/// fails while it runs.
+pub(crate) struct Reaped(pub(crate) Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// A throttling TCP relay between the proxy and an upstream (`CONNECT_TO`)
+
+/// Relays TCP connections to `target` byte for byte (TLS passes through untouched), optionally
+/// slowing what comes back from the target to a set rate, so that a download stays in flight while
+/// a test makes other requests. Stops accepting on drop; open connections end with the proxy's.
+pub(crate) struct Relay {
+    /// `127.0.0.1:PORT`.
+    pub(crate) addr: String,
+    shared: std::sync::Arc<RelayShared>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+struct RelayShared {
+    target: String,
+    stop: std::sync::atomic::AtomicBool,
+    /// Bytes per second from the target; 0 = as fast as it comes.
+    rate: AtomicU64,
+    /// The most bytes one connection has carried from the target.
+    most_down: AtomicU64,
+}
+
+impl Relay {
+    /// Starts relaying to `target` (`host:port`, resolved now).
+    pub(crate) fn start(target: &str) -> Relay {
+        use std::net::ToSocketAddrs as _;
+        let resolved = target
+            .to_socket_addrs()
+            .expect("resolve relay target")
+            .next()
+            .expect("relay target address");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("relay address").to_string();
+        let shared = std::sync::Arc::new(RelayShared {
+            target: resolved.to_string(),
+            stop: std::sync::atomic::AtomicBool::new(false),
+            rate: AtomicU64::new(0),
+            most_down: AtomicU64::new(0),
+        });
+        let s = shared.clone();
+        let accept = std::thread::spawn(move || {
+            while !s.stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let s = s.clone();
+                        std::thread::spawn(move || relay_connection(client, &s));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        Relay {
+            addr,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    /// From now on, at most `bytes_per_sec` per connection from the target.
+    pub(crate) fn throttle(&self, bytes_per_sec: u64) {
+        self.shared.rate.store(bytes_per_sec, Ordering::Relaxed);
+    }
+
+    /// Full speed again.
+    pub(crate) fn release(&self) {
+        self.shared.rate.store(0, Ordering::Relaxed);
+    }
+
+    /// The most bytes one connection has carried from the target so far.
+    pub(crate) fn most_down(&self) -> u64 {
+        self.shared.most_down.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.release();
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn relay_connection(client: std::net::TcpStream, s: &RelayShared) {
+    use std::io::Write as _;
+    use std::net::Shutdown;
+    let _ = client.set_nonblocking(false);
+    let Ok(upstream) = std::net::TcpStream::connect(&s.target) else {
+        return;
+    };
+    let (Ok(mut client_r), Ok(mut upstream_w)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut client_r, &mut upstream_w);
+        let _ = upstream_w.shutdown(Shutdown::Write);
+    });
+    let (mut upstream_r, mut client_w) = (upstream, client);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match upstream_r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if client_w.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        total += n as u64;
+        s.most_down.fetch_max(total, Ordering::Relaxed);
+        if let Some(nanos) = (n as u64 * 1_000_000_000).checked_div(s.rate.load(Ordering::Relaxed))
+        {
+            std::thread::sleep(Duration::from_nanos(nanos));
+        }
+    }
+    let _ = client_w.shutdown(Shutdown::Both);
+    let _ = upstream_r.shutdown(Shutdown::Both);
+    let _ = up.join();
 }

@@ -10,8 +10,15 @@
 //! - `connect`: issue 2 — `HTTPS_PROXY` + the proxy CA (CONNECT interception), every client pulling twice.
 //! - `mirror`: issue 4 — mirror modes with generated client configs (`registry-proxy setup …`), the
 //!   second pull in another mode than the first.
+//! - `access`: issue 7 — client authentication (CONNECT `Proxy-Authorization`, mirror-mode login),
+//!   `verify` mode for private registries (refused clients get no byte, cold, warm or in flight) and
+//!   the access rules of the config file.
+//! - `image`: issue 8 — the container image built without registry access (`scripts/build-image`),
+//!   checked by `scripts/image-smoke`, pulled through, restarted on the same volumes and pulled again.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
+mod access;
 mod connect;
 mod harness;
+mod image;
 mod mirror;

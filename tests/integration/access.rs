@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::fake::{Behavior, Fake, sha256_digest};
 use crate::harness::{TestProxy, random_bytes};
 
-fn basic(user: &str, pass: &str) -> String {
+pub(crate) fn basic(user: &str, pass: &str) -> String {
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
@@ -18,7 +18,7 @@ fn basic(user: &str, pass: &str) -> String {
 }
 
 /// An htpasswd file (bcrypt, low cost for speed) for `users`, in the proxy's temp dir.
-fn htpasswd(dir: &std::path::Path, users: &[(&str, &str)]) -> String {
+pub(crate) fn htpasswd(dir: &std::path::Path, users: &[(&str, &str)]) -> String {
     let mut text = String::new();
     for (user, pass) in users {
         let hash = bcrypt::hash(pass, 4).unwrap();
@@ -325,11 +325,11 @@ async fn client_auth_guards_connect_and_admin_endpoints() {
     assert_eq!(status, 407);
     assert!(headers.contains_key("proxy-authenticate"));
 
-    // /ca.crt and /healthz stay open; /metrics and / need a user.
+    // /ca.crt and /healthz stay open; /metrics, / and /status.json need a user.
     for open in ["/ca.crt", "/healthz"] {
         assert_eq!(proxy.request("GET", open, &[]).await.0, 200, "{open}");
     }
-    for guarded in ["/metrics", "/", "/setup/docker"] {
+    for guarded in ["/metrics", "/", "/status.json", "/setup/docker"] {
         assert_eq!(proxy.request("GET", guarded, &[]).await.0, 401, "{guarded}");
         assert_eq!(
             proxy

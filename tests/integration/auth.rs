@@ -392,7 +392,13 @@ async fn auth_registries_from_a_file_and_never_shown() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(body, data);
-    for path in ["/", "/metrics", "/setup/docker", "/setup/systemd"] {
+    for path in [
+        "/",
+        "/metrics",
+        "/status.json",
+        "/setup/docker",
+        "/setup/systemd",
+    ] {
         let (_, _, body) = proxy.request("GET", path, &[]).await;
         let text = String::from_utf8_lossy(&body);
         assert!(!text.contains(PASSWORD), "{path}: {text}");

@@ -32,11 +32,11 @@ async fn miss_then_hit_without_upstream() {
     let (_, _, metrics) = proxy.request("GET", "/metrics", &[]).await;
     let metrics = String::from_utf8_lossy(&metrics).to_string();
     assert!(
-        metrics.contains("registry_proxy_requests_total{verdict=\"HIT\"} 1"),
+        metrics.contains("registry_proxy_requests_total{registry=\"fake.test\",verdict=\"HIT\"} 1"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("registry_proxy_upstream_blob_fetches_total 1"),
+        metrics.contains("registry_proxy_upstream_blob_fetches_total{registry=\"fake.test\"} 1"),
         "{metrics}"
     );
 }

@@ -82,6 +82,16 @@ impl BinProxy {
         BinProxy { child, addr }
     }
 
+    /// The process id (to send it signals).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the process runs.
+    pub(crate) fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGKILL, the way a crash or the OOM killer ends it.
     pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap();

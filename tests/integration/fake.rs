@@ -39,6 +39,10 @@ pub(crate) enum Behavior {
     Redirect(String),
     /// Redirect to an absolute URL.
     RedirectTo(String),
+    /// A JSON body (`tags/list`, `_catalog` pages).
+    Json(Bytes),
+    /// Another behaviour with extra response headers (`Link`, `ratelimit-remaining`).
+    WithHeaders(Box<Behavior>, Vec<(&'static str, String)>),
 }
 
 #[derive(Default)]
@@ -261,8 +265,25 @@ impl Fake {
             return Response::new(body::full("{}"));
         }
         let head = req.method() == http::Method::HEAD;
-        match behavior {
+        let (behavior, extra) = match behavior {
+            Some(Behavior::WithHeaders(inner, headers)) => (Some(*inner), headers),
+            other => (other, Vec::new()),
+        };
+        let mut response = match behavior {
             None => status(404),
+            Some(Behavior::WithHeaders(..)) => status(500),
+            Some(Behavior::Json(bytes)) => {
+                let len = bytes.len();
+                let mut r = Response::new(if head {
+                    body::empty()
+                } else {
+                    body::full(bytes)
+                });
+                r.headers_mut()
+                    .insert("content-type", "application/json".parse().unwrap());
+                r.headers_mut().insert("content-length", len.into());
+                r
+            }
             Some(Behavior::Status(code)) => status(code),
             Some(Behavior::Redirect(to)) | Some(Behavior::RedirectTo(to)) => {
                 let mut r = Response::new(body::empty());
@@ -350,7 +371,11 @@ impl Fake {
                 r.headers_mut().insert("content-length", len.into());
                 r
             }
+        };
+        for (name, value) in extra {
+            response.headers_mut().append(name, value.parse().unwrap());
         }
+        response
     }
 }
 

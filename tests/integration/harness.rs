@@ -104,6 +104,16 @@ impl TestProxy {
         self.task = tokio::spawn(proxy.run());
     }
 
+    /// The configuration this proxy was started with (for an in-process `warm --cache-dir`).
+    pub(crate) fn config(&self) -> Config {
+        let cli = Cli::try_parse_from(["registry-proxy"]).unwrap();
+        Config::load(Sources {
+            flags: &cli.serve,
+            env: &self.env,
+        })
+        .unwrap()
+    }
+
     pub(crate) fn cache_dir(&self) -> PathBuf {
         self.dir.path().join("cache")
     }
@@ -199,6 +209,19 @@ impl TestProxy {
         self.over_tls(stream, host, method, path, &[]).await
     }
 
+    /// [`TestProxy::via_connect`], verifying the proxy's leaf with `trust` (e.g. a CA of the
+    /// operator's own in `CA_DIR`).
+    pub(crate) async fn via_connect_trusting(
+        &self,
+        trust: Arc<rustls::ClientConfig>,
+        host: &str,
+        method: &str,
+        path: &str,
+    ) -> (StatusCode, http::HeaderMap, Bytes) {
+        let stream = self.connect_tunnel(host, &[]).await.unwrap();
+        tls_request(trust, stream, host, method, path, &[]).await
+    }
+
     /// `CONNECT host:443` with extra head lines (`Proxy-Authorization`); the tunnel, or the
     /// proxy's response head when it refused.
     pub(crate) async fn connect_tunnel(
@@ -248,23 +271,35 @@ impl TestProxy {
         path: &str,
         headers: &[(&str, &str)],
     ) -> (StatusCode, http::HeaderMap, Bytes) {
-        let connector = tokio_rustls::TlsConnector::from(self.proxy_trust());
-        let name = rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap();
-        let tls = connector.connect(name, stream).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", host);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req.body(body::empty()).unwrap();
-        collect(sender.send_request(req).await.unwrap()).await
+        tls_request(self.proxy_trust(), stream, host, method, path, headers).await
     }
+}
+
+/// One request over TLS on `stream`, verifying the server's certificate for `host` with `trust`.
+async fn tls_request(
+    trust: Arc<rustls::ClientConfig>,
+    stream: TcpStream,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let connector = tokio_rustls::TlsConnector::from(trust);
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap();
+    let tls = connector.connect(name, stream).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(body::empty()).unwrap();
+    collect(sender.send_request(req).await.unwrap()).await
 }
 
 use rustls_pki_types::pem::PemObject;

@@ -2,19 +2,27 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
 mod access;
+mod admin;
 mod auth;
 mod blobs;
 mod bucket;
 mod cache_crash;
 mod cache_disk;
+mod cache_ops;
 mod cache_verify;
 mod connect;
 mod errors;
 mod fake;
 mod harness;
+mod images;
+mod logging;
 mod manifests;
 mod mirror;
+mod reload;
 mod replicas;
 mod setup;
+mod startup;
+mod status;
 mod streaming;
 mod tunnel;
+mod warm;

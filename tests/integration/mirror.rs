@@ -131,3 +131,164 @@ async fn setup_scripts_are_served() {
     let (status, _, _) = proxy.request("GET", "/setup/lxc", &[]).await;
     assert_eq!(status, 404);
 }
+
+/// The `Link` header of a response, as one string.
+fn link(headers: &http::HeaderMap) -> String {
+    headers
+        .get("link")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// The target of a `<target>; rel="next"` link.
+fn next_target(link: &str) -> String {
+    link.trim_start_matches('<')
+        .split_once('>')
+        .unwrap()
+        .0
+        .to_owned()
+}
+
+#[tokio::test]
+async fn pagination_links_stay_on_the_proxy_in_every_mode() {
+    let fake = Fake::start(&["fake.test", "registry-1.docker.io"]).await;
+    let tags = bytes::Bytes::from_static(br#"{"name":"lib/app","tags":["a","b"]}"#);
+    fake.route(
+        "/v2/lib/app/tags/list",
+        Behavior::WithHeaders(
+            Box::new(Behavior::Json(tags.clone())),
+            vec![(
+                "link",
+                r#"</v2/lib/app/tags/list?n=2&last=b>; rel="next""#.into(),
+            )],
+        ),
+    );
+    fake.route(
+        "/v2/library/alpine/tags/list",
+        Behavior::WithHeaders(
+            Box::new(Behavior::Json(tags.clone())),
+            vec![(
+                "link",
+                r#"</v2/library/alpine/tags/list?n=2&last=b>; rel="next""#.into(),
+            )],
+        ),
+    );
+    // An absolute URL naming the upstream, as some registries write it.
+    fake.route(
+        "/v2/_catalog",
+        Behavior::WithHeaders(
+            Box::new(Behavior::Json(bytes::Bytes::from_static(
+                br#"{"repositories":["lib/app"]}"#,
+            ))),
+            vec![(
+                "link",
+                r#"<https://fake.test/v2/_catalog?last=lib/app&n=1>; rel="next""#.into(),
+            )],
+        ),
+    );
+    let proxy = TestProxy::start(&fake, &[]).await;
+
+    // Path prefix: the prefix is added, and the next page comes from the same upstream.
+    let (status, headers, body) = proxy
+        .request("GET", "/v2/fake.test/lib/app/tags/list", &[])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, tags);
+    let next = link(&headers);
+    assert_eq!(
+        next,
+        r#"</v2/fake.test/lib/app/tags/list?n=2&last=b>; rel="next""#
+    );
+    let (status, _, _) = proxy.request("GET", &next_target(&next), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(fake.hits("GET", "/v2/lib/app/tags/list"), 2);
+
+    // ?ns=: the parameter is carried on.
+    let (status, headers, _) = proxy
+        .request("GET", "/v2/lib/app/tags/list?ns=fake.test", &[])
+        .await;
+    assert_eq!(status, 200);
+    let next = link(&headers);
+    assert_eq!(
+        next,
+        r#"</v2/lib/app/tags/list?n=2&last=b&ns=fake.test>; rel="next""#
+    );
+    let (status, _, _) = proxy.request("GET", &next_target(&next), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(fake.hits("GET", "/v2/lib/app/tags/list"), 4);
+
+    // Docker Hub as the default mirror: the upstream's path is already right.
+    let (status, headers, _) = proxy.request("GET", "/v2/alpine/tags/list", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        link(&headers),
+        r#"</v2/library/alpine/tags/list?n=2&last=b>; rel="next""#
+    );
+
+    // Intercepted CONNECT: unchanged too.
+    let (status, headers, _) = proxy
+        .via_connect("fake.test", "GET", "/v2/lib/app/tags/list")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        link(&headers),
+        r#"</v2/lib/app/tags/list?n=2&last=b>; rel="next""#
+    );
+
+    // _catalog: the absolute upstream URL becomes a path on the proxy, in each mode.
+    let (status, headers, body) = proxy.request("GET", "/v2/fake.test/_catalog", &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        link(&headers),
+        r#"</v2/fake.test/_catalog?last=lib/app&n=1>; rel="next""#
+    );
+    let (status, headers, _) = proxy.request("GET", "/v2/_catalog?ns=fake.test", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        link(&headers),
+        r#"</v2/_catalog?last=lib/app&n=1&ns=fake.test>; rel="next""#
+    );
+    let (status, headers, _) = proxy.via_connect("fake.test", "GET", "/v2/_catalog").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        link(&headers),
+        r#"</v2/_catalog?last=lib/app&n=1>; rel="next""#
+    );
+}
+
+/// `REGISTRIES=http://host:port`: a lab registry that speaks plain HTTP is reached over plain HTTP,
+/// and cached as any other; without `http://` it is never tried over plain HTTP.
+#[tokio::test]
+async fn plain_http_upstreams_only_when_spelled_so() {
+    let fake = Fake::start(&["fake.test"]).await;
+    let plain = fake.serve_plain().await;
+    let data = random_bytes(30_000, 71);
+    let digest = sha256_digest(&data);
+    let upstream_path = format!("/v2/lab/app/blobs/{digest}");
+    fake.route(&upstream_path, Behavior::Blob(data.clone()));
+    let registry = format!("127.0.0.1:{}", plain.port());
+
+    let spelled = format!("fake.test http://{registry}/");
+    let proxy = TestProxy::start(&fake, &[("REGISTRIES", &spelled)]).await;
+    for path in [
+        format!("/v2/{registry}/lab/app/blobs/{digest}"),
+        format!("/v2/lab/app/blobs/{digest}?ns={registry}"),
+    ] {
+        let (status, _, body) = proxy.request("GET", &path, &[]).await;
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(body, data, "{path}");
+    }
+    assert_eq!(
+        fake.hits("GET", &upstream_path),
+        1,
+        "fetched once, then cached"
+    );
+    drop(proxy);
+
+    // The same registry without `http://` is https: the plain port is not spoken to in HTTP.
+    let proxy = TestProxy::start(&fake, &[("REGISTRIES", &format!("fake.test {registry}"))]).await;
+    let path = format!("/v2/{registry}/lab/app/blobs/{digest}");
+    let (status, _, _) = proxy.request("GET", &path, &[]).await;
+    assert!(status.is_server_error(), "{status}");
+    assert_eq!(fake.hits("GET", &upstream_path), 1, "no plain-HTTP request");
+}

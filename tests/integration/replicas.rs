@@ -21,12 +21,14 @@ use crate::harness::{FAKE_HOST, TestProxy, random_bytes};
 
 const SECRET: &str = "replicas-share-this";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A peer address nothing else in the test run uses: a port the kernel just had free, on a
+/// loopback address of its own (other tests bind 127.0.0.1, and a port taken between choosing it
+/// here and the replica binding it would stop the replica).
+fn free_addr() -> SocketAddr {
+    let mut seed = [0u8; 3];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).unwrap();
+    let ip = std::net::Ipv4Addr::new(127, seed[0].max(1), seed[1], seed[2].clamp(2, 254));
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
 }
 
 /// Peer addresses for `n` replicas, and each one's settings (the bucket's included).
@@ -35,9 +37,7 @@ fn replica_envs(
     prefix: &str,
     n: usize,
 ) -> (Vec<SocketAddr>, Vec<Vec<(String, String)>>) {
-    let addrs: Vec<SocketAddr> = (0..n)
-        .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
-        .collect();
+    let addrs: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect();
     let peers = addrs
         .iter()
         .map(|a| a.to_string())

@@ -1,14 +1,17 @@
-//! `parse_path`: round trips for every [`Route`] variant (plain, with host-prefix detection, with
-//! a host prefix, and the `?ns=` form), refusal of traversal and encoded separators around valid
-//! parts, and canonical, grammar-valid results for whatever it accepts.
+//! `parse_path` and `mirror_target`: round trips for every [`Route`] variant (plain, with
+//! host-prefix detection, with a host prefix, and the `?ns=` form), refusal of traversal and
+//! encoded separators around valid parts, and canonical, grammar-valid results for whatever it
+//! accepts.
 
+use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use registry_proxy::registry::digest::Digest;
 use registry_proxy::registry::host::RegistryHost;
 use registry_proxy::registry::name::RepoName;
 use registry_proxy::registry::reference::Reference;
-use registry_proxy::registry::route::{ParsedPath, Route, RouteError, parse_path};
+use registry_proxy::registry::route::{ParsedPath, Route, RouteError, mirror_target, parse_path};
 
 use crate::strategies::{config, host_like, mutated, repo_name, route, text};
 
@@ -50,6 +53,18 @@ fn valid_path() -> BoxedStrategy<String> {
         1 => (host_like(), prefixable_route()).prop_map(|(h, r)| prefixed(&h.text, &r)),
     ]
     .boxed()
+}
+
+/// A query parameter other than `ns` (`xns=` and `ns` without `=` included).
+fn other_param() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("xns=quay.io".to_owned()),
+        Just("ns".to_owned()),
+        Just("NS=quay.io".to_owned()),
+        Just("".to_owned()),
+        "[a-z]{1,6}=[a-z0-9.%]{0,8}",
+    ]
+    .prop_filter("not ns=", |p| !p.starts_with("ns="))
 }
 
 /// Components that must be refused wherever they stand.
@@ -203,25 +218,75 @@ proptest! {
         }
     }
 
-    /// The `?ns=<registry>` form: the path is parsed without host detection and the upstream
-    /// comes percent-encoded in the query, as containerd sends it; the listener decodes it and
-    /// parses it as a host.
+    /// The `?ns=<registry>` form as containerd sends it (percent-encoded, among other
+    /// parameters): the registry is the first `ns` value as a host, the path is parsed without
+    /// host detection, and an `ns` that is not a host is refused as such.
     #[test]
-    fn ns_query_round_trips(host in host_like(), route in route()) {
-        let query_value = percent_encoding::utf8_percent_encode(
-            &host.text,
-            percent_encoding::NON_ALPHANUMERIC,
-        )
-        .to_string();
-        let decoded = percent_encoding::percent_decode_str(&query_value).decode_utf8_lossy();
-        prop_assert_eq!(
-            RegistryHost::parse(&decoded).ok().map(|h| h.to_string()),
-            host.canonical
-        );
-        prop_assert_eq!(
-            parse_path(&route.path(), false),
-            Ok(ParsedPath { host: None, route })
-        );
+    fn ns_query_names_the_registry(
+        host in prop_oneof![
+            3 => host_like().prop_map(|h| h.text),
+            1 => text(":[]abc019.-_/ %"),
+        ],
+        route in route(),
+        encode in any::<bool>(),
+        before in vec(other_param(), 0..3),
+        after in vec(prop_oneof![other_param(), Just("ns=quay.io".to_owned())], 0..3),
+    ) {
+        let value = if encode {
+            utf8_percent_encode(&host, NON_ALPHANUMERIC).to_string()
+        } else {
+            host.replace(['%', '&', '#'], "")
+        };
+        let decoded = percent_decode_str(&value).decode_utf8_lossy().into_owned();
+        let query = before
+            .iter()
+            .cloned()
+            .chain([format!("ns={value}")])
+            .chain(after)
+            .collect::<Vec<_>>()
+            .join("&");
+        let want = match RegistryHost::parse(&decoded) {
+            Ok(registry) => Ok((registry, route.clone())),
+            Err(source) => Err(RouteError::Ns { source }),
+        };
+        prop_assert_eq!(mirror_target(&route.path(), Some(&query)), want, "{:?}", query);
+    }
+
+    /// Without `ns`, the registry is the path's host prefix, else Docker Hub.
+    #[test]
+    fn mirror_target_without_ns(
+        path in prop_oneof![
+            2 => route().prop_map(|r| r.path()),
+            2 => (host_like(), prefixable_route()).prop_map(|(h, r)| prefixed(&h.text, &r)),
+            1 => mutated(valid_path()),
+        ],
+        query in proptest::option::of(vec(other_param(), 0..3).prop_map(|p| p.join("&"))),
+    ) {
+        let want = parse_path(&path, true)
+            .map(|p| (p.host.unwrap_or_else(RegistryHost::docker_hub), p.route));
+        prop_assert_eq!(mirror_target(&path, query.as_deref()), want);
+    }
+
+    /// Arbitrary paths and queries never panic; a bad path is refused before a bad `ns`, and
+    /// whatever is accepted names a canonical registry and a route that parses back.
+    #[test]
+    fn mirror_targets_are_valid(
+        path in prop_oneof![text("/v2abc019.-_:[]manifeststags"), mutated(valid_path())],
+        query in proptest::option::of(prop_oneof![
+            text("ns=&%2F5Bquay.io:[]"),
+            mutated(host_like().prop_map(|h| format!("ns={}", h.text))),
+        ]),
+    ) {
+        let got = mirror_target(&path, query.as_deref());
+        let has_ns = query.as_deref().is_some_and(|q| q.split('&').any(|p| p.starts_with("ns=")));
+        if has_ns && let Err(e) = parse_path(&path, false) {
+            prop_assert_eq!(got, Err(e));
+            return Ok(());
+        }
+        if let Ok((registry, route)) = got {
+            prop_assert_eq!(RegistryHost::parse(&registry.to_string()), Ok(registry));
+            prop_assert_eq!(parse_path(&route.path(), false), Ok(ParsedPath { host: None, route }));
+        }
     }
 
     /// A traversal or encoded component anywhere among valid parts, added or in place of one

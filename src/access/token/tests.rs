@@ -169,6 +169,33 @@ fn huge_claims_drop_scopes_to_stay_under_the_limit() {
 }
 
 #[test]
+fn the_longest_token_is_still_a_bearer_token() {
+    let key = TokenKey::ephemeral();
+    let with_audience = |len: usize| Claims {
+        audience: "a".repeat(len),
+        ..claims()
+    };
+    // The longest audience that still makes a token (minting is monotonic in the length).
+    let (mut fits, mut too_long) = (0, MAX_TOKEN_LEN);
+    while too_long - fits > 1 {
+        let mid = (fits + too_long) / 2;
+        if key.mint(&with_audience(mid)).is_empty() {
+            too_long = mid;
+        } else {
+            fits = mid;
+        }
+    }
+    let token = key.mint(&with_audience(fits));
+    assert!(token.len() > MAX_TOKEN_LEN - 4, "{}", token.len());
+    let header = format!("Bearer {token}");
+    assert_eq!(
+        crate::registry::basic::parse_bearer(&header),
+        Some(token.as_str())
+    );
+    assert!(key.open(&token, NOW).is_some());
+}
+
+#[test]
 fn key_file_is_created_private_and_reused() {
     let dir = tempfile::tempdir().unwrap();
     let ca_dir = dir.path().join("ca");

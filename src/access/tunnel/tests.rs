@@ -73,6 +73,8 @@ fn malformed_entries_are_rejected() {
         ("[::1]443", EntryError::BadHost),
         ("[example.com]:443", EntryError::BadHost),
         ("[]:443", EntryError::BadHost),
+        ("example.com..:443", EntryError::BadHost),
+        ("10.0.0.1.:443", EntryError::BadHost),
     ];
     for (input, expected) in cases {
         assert_eq!(parse_entry(input).as_ref(), Err(expected), "{input:?}");

@@ -36,7 +36,7 @@ pub(crate) const TAIL_PIECE: usize = 64 * 1024;
 
 /// Progress of a fill, broadcast to readers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum FillState {
+pub enum FillState {
     /// Waiting for the source's response headers.
     Pending,
     /// Bytes written to the temp file so far.
@@ -113,8 +113,8 @@ impl Tail {
 
 /// One in-flight download.
 #[derive(Debug)]
-pub(crate) struct Fill {
-    pub(crate) digest: Digest,
+pub struct Fill {
+    pub digest: Digest,
     /// Temp file the download writes to. Invariant: exists from creation until commit or failure.
     pub(crate) tmp_path: PathBuf,
     /// Where the blob lives once committed.
@@ -152,11 +152,11 @@ impl Fill {
         }
     }
 
-    pub(crate) fn state(&self) -> FillState {
+    pub fn state(&self) -> FillState {
         self.state.borrow().clone()
     }
 
-    pub(crate) fn total(&self) -> Option<u64> {
+    pub fn total(&self) -> Option<u64> {
         *self.total.borrow()
     }
 

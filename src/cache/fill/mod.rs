@@ -10,8 +10,7 @@
 mod growing;
 mod writer;
 
-pub use growing::FillEnd;
-pub(crate) use growing::{Fill, FillState};
+pub use growing::{Fill, FillEnd, FillState};
 #[cfg(test)]
 pub(crate) use growing::{TAIL_BYTES, TAIL_PIECE};
 
@@ -40,8 +39,12 @@ pub trait FillSource: Send + Sized + 'static {
     /// What the source answers instead of a body (an error response); opaque to the cache.
     type Refusal: Send + 'static;
 
-    /// Asks for the blob.
-    fn open(&mut self) -> impl Future<Output = Result<Opened<Self::Head>, Self::Refusal>> + Send;
+    /// Asks for the blob. `download` is the fill it will feed, to watch (progress, the status
+    /// page), never to write.
+    fn open(
+        &mut self,
+        download: &Arc<Fill>,
+    ) -> impl Future<Output = Result<Opened<Self::Head>, Self::Refusal>> + Send;
 
     /// The download ended: verified (committed or streamed uncached), or failed with a reason.
     fn finished(self, end: &Result<FillEnd, String>);
@@ -323,7 +326,7 @@ impl Cache {
         let task_fill = fill.clone();
         tokio::spawn(async move {
             let fill = task_fill;
-            let opened = match source.open().await {
+            let opened = match source.open(&fill).await {
                 Ok(opened) => opened,
                 Err(refusal) => {
                     abort(&space, &fill, "the source answered without a body");
@@ -403,7 +406,7 @@ impl FillSource for BucketCopy {
     type Head = ();
     type Refusal = String;
 
-    async fn open(&mut self) -> Result<Opened<()>, String> {
+    async fn open(&mut self, _download: &Arc<Fill>) -> Result<Opened<()>, String> {
         let mut stream = if self.len == 0 {
             Box::pin(futures_util::stream::empty())
         } else {

@@ -27,6 +27,9 @@ const NAME: &str = "disk";
 pub struct DiskStore {
     root: PathBuf,
     tmp_counter: AtomicU64,
+    /// Names this instance's temp files apart from those of any other process or instance using
+    /// the store (two containers sharing the volume may both be PID 1).
+    tmp_prefix: String,
 }
 
 impl DiskStore {
@@ -35,6 +38,7 @@ impl DiskStore {
         DiskStore {
             root: root.to_path_buf(),
             tmp_counter: AtomicU64::new(0),
+            tmp_prefix: tmp_prefix(),
         }
     }
 
@@ -47,12 +51,12 @@ impl DiskStore {
         self.root.join(key.path())
     }
 
-    /// A fresh name in `tmp/`, unique within this process and across processes.
+    /// A fresh name in `tmp/`, unique to this instance of the store.
     pub(crate) fn tmp_path(&self) -> PathBuf {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         self.root
             .join("tmp")
-            .join(format!("{}-{n}", std::process::id()))
+            .join(format!("{}-{n}", self.tmp_prefix))
     }
 
     /// Creates a new private temp file (blocking).
@@ -83,8 +87,10 @@ impl DiskStore {
     /// Writes a small object without a media type (blocking; temp file and rename).
     pub(crate) fn put_blocking(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StoreError> {
         let tmp = self.tmp_path();
-        let written =
-            private::write(&tmp, bytes).and_then(|()| DiskStore::commit(&tmp, &self.path(key)));
+        // A new file: never another writer's temp file.
+        let written = private::create_new(&tmp)
+            .and_then(|mut f| f.write_all(bytes))
+            .and_then(|()| DiskStore::commit(&tmp, &self.path(key)));
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
@@ -279,7 +285,7 @@ impl ObjectWrite for DiskWrite {
                 file.flush()?;
                 // The side file first: whoever sees the object sees its media type.
                 if let Some((side_tmp, media_type)) = &side {
-                    private::write(side_tmp, media_type.as_bytes())?;
+                    private::create_new(side_tmp)?.write_all(media_type.as_bytes())?;
                     if let Err(e) = DiskStore::commit(side_tmp, &DiskStore::type_path(&target)) {
                         let _ = std::fs::remove_file(side_tmp);
                         return Err(e);
@@ -303,6 +309,20 @@ impl Drop for DiskWrite {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// `<pid>-<random>`: unique to one open store.
+fn tmp_prefix() -> String {
+    let mut random = [0u8; 6];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).is_err() {
+        // No randomness: the time still tells instances of one process apart.
+        let nanos = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        random[..4].copy_from_slice(&nanos.to_le_bytes());
+    }
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}", std::process::id())
 }
 
 /// Streams `start..=end` of a file in chunks read on blocking threads.

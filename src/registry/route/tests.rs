@@ -1,4 +1,4 @@
-//! Table tests and the "never panics" test for [`super::parse_path`].
+//! Table tests and the "never panics" test for [`super::parse_path`] and [`super::mirror_target`].
 
 use super::*;
 
@@ -533,6 +533,104 @@ fn refuses_bad_paths() {
         RouteError::DotComponent.code().status(),
         http::StatusCode::BAD_REQUEST
     );
+}
+
+#[test]
+fn mirror_targets() {
+    let alpine = || Route::Manifest {
+        name: name("library/alpine"),
+        reference: tag("3"),
+    };
+    let hub = || RegistryHost::docker_hub();
+    let quay = || host("quay.io").unwrap();
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Result<(RegistryHost, Route), RouteError>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "/v2/library/alpine/manifests/3",
+            None,
+            Ok((hub(), alpine())),
+        ),
+        (
+            "/v2/library/alpine/manifests/3",
+            Some(""),
+            Ok((hub(), alpine())),
+        ),
+        (
+            "/v2/library/alpine/manifests/3",
+            Some("ns=quay.io"),
+            Ok((quay(), alpine())),
+        ),
+        (
+            "/v2/library/alpine/manifests/3",
+            Some("a=b&ns=Quay.IO:443&ns=x"),
+            Ok((quay(), alpine())),
+        ),
+        (
+            "/v2/library/alpine/manifests/3",
+            Some("ns=%5B%3A%3A1%5D%3A5000"),
+            Ok((host("[::1]:5000").unwrap(), alpine())),
+        ),
+        (
+            "/v2/library/alpine/manifests/3",
+            Some("xns=quay.io"),
+            Ok((hub(), alpine())),
+        ),
+        (
+            "/v2/quay.io/library/alpine/manifests/3",
+            None,
+            Ok((quay(), alpine())),
+        ),
+        // With `ns`, the path takes no host prefix: `quay.io` is the first name component.
+        (
+            "/v2/quay.io/library/alpine/manifests/3",
+            Some("ns=docker.io"),
+            Ok((
+                hub(),
+                Route::Manifest {
+                    name: name("quay.io/library/alpine"),
+                    reference: tag("3"),
+                },
+            )),
+        ),
+        ("/v2/", Some("ns=quay.io"), Ok((quay(), Route::Base))),
+        (
+            "/v2/library/alpine/manifests/3",
+            Some("ns="),
+            Err(RouteError::Ns {
+                source: HostError::Empty,
+            }),
+        ),
+        (
+            "/v2/library/alpine/manifests/3",
+            Some("ns=%ff"),
+            Err(RouteError::Ns {
+                source: HostError::Invalid("\u{fffd}".into()),
+            }),
+        ),
+        (
+            "/v2/library/alpine/manifests/3",
+            Some("ns=a/b"),
+            Err(RouteError::Ns {
+                source: HostError::Invalid("a/b".into()),
+            }),
+        ),
+        // A bad path is refused first.
+        (
+            "/v2/library/%2e%2e/manifests/3",
+            Some("ns=%ff"),
+            Err(RouteError::PercentEncoded),
+        ),
+    ];
+    for (path, query, want) in cases {
+        assert_eq!(mirror_target(path, query), want, "{path} ? {query:?}");
+    }
+    let e = mirror_target("/v2/a/manifests/3", Some("ns=")).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NameInvalid);
+    assert_eq!(e.to_string(), "bad ns parameter: empty registry host");
 }
 
 #[test]

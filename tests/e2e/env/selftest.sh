@@ -20,6 +20,7 @@ refuse "basic.test wrong password"  $S --creds alice:nope "docker://basic.test/$
 check  "basic.test alice"           $S --creds "$E2E_BASIC_USER:$E2E_BASIC_PASSWORD" "docker://basic.test/$SECRET_REF"
 refuse "token.test without creds"   $S "docker://token.test/$SECRET_REF"
 refuse "token.test wrong password"  $S --creds bob:nope "docker://token.test/$SECRET_REF"
+refuse "token.test dave (valid user, no access)" $S --creds "$E2E_TOKEN_NOPULL_USER:$E2E_TOKEN_NOPULL_PASSWORD" "docker://token.test/$SECRET_REF"
 check  "token.test bob (JWT accepted)" $S --creds "$E2E_TOKEN_USER:$E2E_TOKEN_PASSWORD" "docker://token.test/$SECRET_REF"
 [ "$($S "docker://registry.test/$MULTI_REF" | jq -r '.manifests | length')" = 2 ] && ok "multi is a 2-platform index" || bad "multi index"
 [ "$($S "docker://registry.test/$SCHEMA2_REF" | jq -r .mediaType)" = application/vnd.docker.distribution.manifest.v2+json ] \

@@ -20,7 +20,9 @@ ISSUER = "registry-proxy-e2e-token-server"
 EXPIRES_IN = int(os.environ.get("TOKEN_EXPIRES_IN", "300"))
 # service -> {"users": {user: (password, allowed actions)}, "anonymous": allowed actions}
 POLICY = {
-    "token.test": {"users": {"bob": ("s3cret-token", {"pull"})}, "anonymous": set()},
+    # dave is a valid token.test user without any access (tokens for him grant nothing)
+    "token.test": {"users": {"bob": ("s3cret-token", {"pull"}), "dave": ("s3cret-dave", set())},
+                   "anonymous": set()},
     "registry.docker.io": {"users": {"carol": ("s3cret-hub", {"pull"})}, "anonymous": {"pull"}},
 }
 REFRESH = {}  # refresh token -> (service, user)

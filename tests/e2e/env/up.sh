@@ -133,6 +133,15 @@ for spec in token:127.0.0.5:443 token:127.0.0.7:443 push:127.0.0.1:5000 registry
 done
 
 # ---------------------------------------------------------------- 5. token server
+# A token server started from an older token_server.py (other users, other policy) is restarted.
+token_sig=$(cat "$HERE/token_server.py" | sha256sum | cut -d' ' -f1)
+if alive token && [ "$(cat "$W/run/token.sig" 2>/dev/null)" != "$token_sig" ]; then
+  pid=$(cat "$W/run/token.pid"); kill -TERM "$pid" 2>/dev/null
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null; rm -f "$W/run/token.pid"
+  log "token_server.py changed: restarting the token server"
+fi
+echo "$token_sig" > "$W/run/token.sig"
 start token "$PY" "$HERE/token_server.py" --cert "$P/token/signing.crt" --key "$P/token/signing.key" \
   --log "$W/logs/token.log" \
   --listen "127.0.0.5:443:$P/certs/auth.test.crt:$P/certs/auth.test.key" \
@@ -211,6 +220,7 @@ export E2E_LOGS='$W/logs'
 export E2E_PUSH='127.0.0.1:5000'
 export E2E_BASIC_USER=alice E2E_BASIC_PASSWORD=s3cret-basic
 export E2E_TOKEN_USER=bob E2E_TOKEN_PASSWORD=s3cret-token
+export E2E_TOKEN_NOPULL_USER=dave E2E_TOKEN_NOPULL_PASSWORD=s3cret-dave   # valid on token.test, granted nothing
 export E2E_HUB_USER=carol E2E_HUB_PASSWORD=s3cret-hub
 EOF
 log "ready: source $W/env.sh $W/images.env"

@@ -6,15 +6,19 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use super::SETTINGS;
+use super::settings::ALL;
 use crate::access::identity::Identity;
 use crate::access::rules::Action;
 use crate::cli::Cli;
 use crate::config::{AuthMode, Config, ConfigError, LogFormat, MirrorPolicy, Sources};
 use crate::registry::host::RegistryHost;
 
+/// `REGISTRIES` entries spelled `http://` (plain-HTTP upstreams).
+mod plain_http;
 /// `NAME_FILE` for secrets.
 mod secret_files;
+/// The seed's variables that are not needed: accepted with a warning.
+mod seed;
 
 const SECRET: &str = "s3cr3t-Pa55";
 
@@ -276,7 +280,8 @@ fn every_variable() {
 
 #[test]
 fn every_setting_has_a_flag() {
-    for (name, _) in SETTINGS {
+    for setting in ALL {
+        let name = setting.name;
         let flag = format!("--{}=x", name.to_ascii_lowercase().replace('_', "-"));
         let cli = Cli::try_parse_from(["registry-proxy", flag.as_str()])
             .unwrap_or_else(|e| panic!("{flag}: {e}"));

@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::config::SECRET_SETTINGS;
+use crate::config::settings::ALL;
 
 fn secret_file(dir: &Path, name: &str, contents: &[u8]) -> String {
     let path = dir.join(name);
@@ -210,7 +210,7 @@ fn secret_files_never_leak_into_errors() {
 
 #[test]
 fn secret_file_names_are_known_settings() {
-    for name in SECRET_SETTINGS {
+    for name in ALL.iter().filter(|s| s.secret).map(|s| s.name) {
         let file_name = format!("{name}_FILE");
         let flag = format!("--{}=x", file_name.to_ascii_lowercase().replace('_', "-"));
         let cli = Cli::try_parse_from(["registry-proxy", flag.as_str()])

@@ -2,7 +2,24 @@
 //! turned into the text form flags and environment variables use, its per-registry overrides
 //! (`[registry."host"]`) and the TOML-only access rules (`[groups]`, `[[access]]`).
 
-use super::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::error::ConfigError;
+use super::layers::{Raw, Sources};
+use super::parse::parse_auth_mode;
+use super::settings::{self, Kind};
+use super::tags::TagSettings;
+use super::{AuthMode, ManifestCache};
+use crate::access::rules::AccessRule;
+use crate::registry::host::RegistryHost;
+
+/// The file's table of per-registry settings.
+const REGISTRY_KEY: &str = "registry";
+/// The file's `[groups]` table (TOML only).
+const GROUPS_KEY: &str = "groups";
+/// The file's `[[access]]` entries (TOML only).
+const ACCESS_KEY: &str = "access";
 
 /// Converts a file value to the textual form flags and environment variables use.
 pub(super) fn file_value(
@@ -51,8 +68,9 @@ pub(super) struct ConfigFile {
 
 impl ConfigFile {
     pub(super) fn open(sources: Sources<'_>) -> Result<Option<ConfigFile>, ConfigError> {
-        let path = match (&sources.flags.config, sources.env.get(CONFIG_ENV)) {
-            (Some(path), _) => path.clone(),
+        let env_name = settings::CONFIG.name;
+        let path = match (sources.flags.get(env_name), sources.env.get(env_name)) {
+            (Some(path), _) => PathBuf::from(path),
             (None, Some(path)) if !path.is_empty() => PathBuf::from(path),
             (None, _) => return Ok(None),
         };
@@ -80,8 +98,10 @@ impl ConfigFile {
         };
         for key in table.keys() {
             let lower = key.to_ascii_lowercase();
+            let upper = key.to_ascii_uppercase();
+            let in_file = settings::find(&upper).is_none_or(|s| s.in_file);
             let known = [REGISTRY_KEY, GROUPS_KEY, ACCESS_KEY].contains(&lower.as_str())
-                || is_known(&key.to_ascii_uppercase());
+                || (settings::is_known(&upper) && in_file);
             if !known || *key != lower {
                 let hint = if known { " (keys are lower case)" } else { "" };
                 return Err(ConfigError::UnknownKey {
