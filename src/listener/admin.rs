@@ -169,15 +169,12 @@ enum WarmBody {
 
 async fn warm(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     // The job logs in as the requester (the listener checked these credentials already).
-    let credentials = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::registry::basic::parse_basic)
-        .map(|(user, password)| Credentials {
+    let credentials = crate::registry::basic::basic_credentials(req.headers(), &AUTHORIZATION).map(
+        |(user, password)| Credentials {
             user,
             password: crate::secret::Secret::new(password),
-        });
+        },
+    );
     let body: WarmBody = match read_json(req).await {
         Ok(b) => b,
         Err(refusal) => return refusal.into_response(),
