@@ -234,6 +234,9 @@ impl Proxy {
                 self.state.clone(),
                 peers,
                 listener,
+                Arc::new(listener::ConnectionLimit::new(
+                    self.state.config.max_connections,
+                )),
             )))
         });
         // The status page's per-minute history (its first sample was taken by `bind`).
