@@ -335,6 +335,9 @@ pub struct CacheFacts {
     pub free_bytes: Option<u64>,
     pub evictions: u64,
     pub evicted_bytes: u64,
+    /// Blobs and manifests this replica's collector removed from the shared bucket, and bytes.
+    pub bucket_collected: u64,
+    pub bucket_collected_bytes: u64,
 }
 
 /// Process-wide gauges and counters that are not per registry.
@@ -762,7 +765,7 @@ impl super::Metrics {
             }
         }
 
-        let scalars: [(&str, &str, &str, Option<u64>); 6] = [
+        let scalars: [(&str, &str, &str, Option<u64>); 8] = [
             (
                 "registry_proxy_cache_bytes",
                 "gauge",
@@ -798,6 +801,18 @@ impl super::Metrics {
                 "counter",
                 "Bytes evicted from the cache.",
                 Some(cache.evicted_bytes),
+            ),
+            (
+                "registry_proxy_bucket_collected_total",
+                "counter",
+                "Blobs and manifests this replica removed from the shared bucket (S3_MAX_SIZE, CACHE_INACTIVE).",
+                Some(cache.bucket_collected),
+            ),
+            (
+                "registry_proxy_bucket_collected_bytes_total",
+                "counter",
+                "Bytes this replica removed from the shared bucket.",
+                Some(cache.bucket_collected_bytes),
             ),
         ];
         for (name, kind, help, value) in scalars {
