@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod blobs;
 mod bucket;
+mod bucket_gc;
 mod cache_crash;
 mod cache_disk;
 mod cache_ops;
