@@ -30,6 +30,7 @@
 //! blob streams to them through a bounded in-memory tail and nothing is committed (`fill/`).
 
 mod bucket;
+pub mod bucket_ops;
 pub mod catalog;
 mod chunks;
 mod fill;
@@ -230,6 +231,11 @@ impl Cache {
             self.collected.objects.load(Relaxed),
             self.collected.bytes.load(Relaxed),
         )
+    }
+
+    /// The shared bucket behind the local disk, if there is one (for `cache purge` and `ls`).
+    pub fn bucket_store(&self) -> Option<Arc<dyn store::SharedStore>> {
+        self.bucket.as_ref().map(|b| b.shared.clone())
     }
 
     /// Objects waiting for their upload to the object store (0 without one).

@@ -7,6 +7,7 @@ mod auth;
 mod blobs;
 mod bucket;
 mod bucket_gc;
+mod bucket_purge;
 mod cache_crash;
 mod cache_disk;
 mod cache_ops;

@@ -171,7 +171,7 @@ fn now_ms() -> u64 {
 }
 
 /// 16 random hex characters.
-pub(super) fn nonce() -> String {
+pub(crate) fn nonce() -> String {
     let mut bytes = [0u8; 8];
     // A failing system RNG leaves zeros: the time still makes the content unique enough.
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);

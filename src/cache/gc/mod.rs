@@ -19,6 +19,7 @@
 mod lease;
 mod plan;
 
+pub(crate) use lease::nonce;
 pub use lease::{LEASE, Lease};
 pub use plan::{Entry, Policy, plan};
 
