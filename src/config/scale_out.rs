@@ -18,6 +18,7 @@ use crate::secret::Secret;
 
 /// Where objects live.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[allow(clippy::large_enum_variant)] // one value, built once at start-up: size does not matter
 pub enum Storage {
     /// The local disk only (`STORAGE=disk`, the default).
     #[default]
@@ -83,10 +84,7 @@ fn value(layers: &Layers<'_>, setting: &Setting) -> Result<Option<(String, Strin
 
 /// Like [`value`], only when given (not the default).
 fn given(layers: &Layers<'_>, setting: &Setting) -> Result<Option<String>, ConfigError> {
-    Ok(match layers.given(setting)? {
-        Some((blame, _)) => Some(blame),
-        None => None,
-    })
+    Ok(layers.given(setting)?.map(|(blame, _)| blame))
 }
 
 /// `PEERS`, `PEER_LISTEN` and `PEER_SECRET`: all or none.
@@ -334,11 +332,11 @@ mod tests {
     }
 
     fn storage(env: &HashMap<String, String>) -> Result<Storage, ConfigError> {
-        with_layers(env, |layers| super::storage(layers))
+        with_layers(env, super::storage)
     }
 
     fn peers(env: &HashMap<String, String>) -> Result<Option<PeerSettings>, ConfigError> {
-        with_layers(env, |layers| super::peers(layers))
+        with_layers(env, super::peers)
     }
 
     #[test]
