@@ -336,3 +336,112 @@ async fn without_conditional_writes_the_named_leader_collects_alone() {
     drop(collected);
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_collectors_on_one_bucket_take_turns_through_the_lease() {
+    let server = S3Server::start().await;
+    let store = server.store("gc-turns");
+    let mut keys = Vec::new();
+    for seed in 0..3 {
+        keys.push(put_blob(&store, 1000, 970 + seed).await);
+    }
+    let settings = |name: &str| GcSettings {
+        policy: Policy {
+            max_size: Some(1500),
+            inactive: DAY,
+            grace: Duration::ZERO,
+        },
+        every: Duration::from_millis(100),
+        lease_term: Duration::from_secs(30),
+        name: name.into(),
+        leader: None,
+    };
+    let totals: Vec<Arc<Collected>> = (0..2).map(|_| Arc::new(Collected::default())).collect();
+    let tasks: Vec<_> = ["proxy-0", "proxy-1"]
+        .iter()
+        .zip(&totals)
+        .map(|(name, collected)| {
+            let shared: Arc<dyn SharedStore> = Arc::new(server.store("gc-turns"));
+            tokio::spawn(gc::run(shared, settings(name), Arc::downgrade(collected)))
+        })
+        .collect();
+    let mut tries = 0;
+    loop {
+        let left = store.list(ContentKind::Blob).await.unwrap().len();
+        if left == 1 {
+            break;
+        }
+        tries += 1;
+        assert!(
+            tries < 200,
+            "the cap was never enforced ({left} blobs left)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One of them holds the lease, and only the holder removed anything.
+    let lease = store.read_record(gc::LEASE).await.unwrap().unwrap();
+    let lease = String::from_utf8_lossy(&lease.bytes).to_string();
+    let removed: Vec<u64> = totals
+        .iter()
+        .map(|t| t.objects.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    assert_eq!(removed.iter().sum::<u64>(), 2, "{removed:?}");
+    let holder = if lease.contains("\"holder\":\"proxy-0/") {
+        0
+    } else {
+        assert!(lease.contains("\"holder\":\"proxy-1/"), "{lease}");
+        1
+    };
+    assert_eq!(removed[holder], 2, "{removed:?} {lease}");
+    for task in tasks {
+        task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_record_what_they_use_in_the_bucket() {
+    use crate::bucket::{env_pairs, pull, wait_for};
+    use crate::bucket_purge::{MEDIA_TYPE, image};
+    use crate::fake::Fake;
+    use crate::harness::{FAKE_HOST, TestProxy};
+
+    let server = S3Server::start().await;
+    let fake = Fake::start(&[FAKE_HOST]).await;
+    let (manifest, blobs) = image(
+        &fake,
+        "team/app",
+        &random_bytes(30_000, 980),
+        &random_bytes(1_000, 981),
+    );
+    let env = server.env("gc-used");
+    let first = TestProxy::start(&fake, &env_pairs(&env)).await;
+    let digests: Vec<&str> = blobs.iter().map(String::as_str).collect();
+    pull(&first, &manifest, &digests, MEDIA_TYPE).await;
+    let store = server.store("gc-used");
+    let content: Vec<ObjectKey> = blobs
+        .iter()
+        .map(|d| ObjectKey::blob(&Digest::parse(d).unwrap()))
+        .chain([ObjectKey::manifest(&Digest::parse(&manifest).unwrap())])
+        .collect();
+    wait_for(&store, &content).await;
+    // A replica on an empty disk reads everything from the bucket: each read is recorded there,
+    // where the collector (on whichever replica) finds it.
+    let second = TestProxy::start(&fake, &env_pairs(&env)).await;
+    pull(&second, &manifest, &digests, MEDIA_TYPE).await;
+    let mut tries = 0;
+    loop {
+        let recorded: Vec<String> = store
+            .list_records(gc::USED_DIR)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect();
+        if content.iter().all(|key| recorded.contains(&used_path(key))) {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 200, "uses not recorded: {recorded:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -15,10 +15,15 @@ use crate::bucket::{S3Server, digest, env_pairs, pull, wait_for};
 use crate::fake::{Behavior, Fake, sha256_digest};
 use crate::harness::{FAKE_HOST, TestProxy, random_bytes};
 
-const MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// An image of `repo` on the fake upstream: its manifest, then its blobs (layer, config).
-fn image(fake: &Fake, repo: &str, layer: &Bytes, config: &Bytes) -> (String, Vec<String>) {
+pub(crate) fn image(
+    fake: &Fake,
+    repo: &str,
+    layer: &Bytes,
+    config: &Bytes,
+) -> (String, Vec<String>) {
     let (layer_digest, config_digest) = (sha256_digest(layer), sha256_digest(config));
     let manifest = Bytes::from(format!(
         r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
