@@ -87,16 +87,18 @@ pub fn combine(
     }
 }
 
-/// What the bucket holds, as `cache ls` shows a local cache.
-pub async fn list_bucket(store: &dyn SharedStore) -> Result<Catalog, CacheError> {
+/// What the bucket holds, as `cache ls` shows a local cache; `name` (`s3://bucket/prefix`) stands
+/// in the listing's `cache_dir`.
+pub async fn list_bucket(store: &dyn SharedStore, name: &str) -> Result<Catalog, CacheError> {
     let dir = mirror(store).await?;
     let root = dir.path().to_path_buf();
-    let catalog = tokio::task::spawn_blocking(move || list(&root))
+    let mut catalog = tokio::task::spawn_blocking(move || list(&root))
         .await
         .map_err(|e| CacheError::Io {
             path: dir.path().to_path_buf(),
             source: std::io::Error::other(e),
         })??;
+    catalog.cache_dir = name.to_owned();
     Ok(catalog)
 }
 

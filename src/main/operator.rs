@@ -45,8 +45,14 @@ pub(crate) fn ls(
         let Some(store) = runtime.block_on(async { bucket(&config) })? else {
             bail!("cache ls --bucket: STORAGE is not an s3:// bucket");
         };
+        let name = match &config.storage {
+            Storage::S3(s3) => format!("s3://{}/{}", s3.bucket, s3.prefix),
+            Storage::Disk => String::new(),
+        };
         runtime
-            .block_on(registry_proxy::cache::bucket_ops::list_bucket(&store))
+            .block_on(registry_proxy::cache::bucket_ops::list_bucket(
+                &store, &name,
+            ))
             .context("cache ls --bucket")?
     } else {
         registry_proxy::cache::list(&config.cache_dir).context("cache ls")?

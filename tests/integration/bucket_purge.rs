@@ -12,6 +12,7 @@ use registry_proxy::registry::name::RepoName;
 
 use crate::admin::call;
 use crate::bucket::{S3Server, digest, env_pairs, pull, wait_for};
+use crate::cache_crash::bin_command;
 use crate::fake::{Behavior, Fake, sha256_digest};
 use crate::harness::{FAKE_HOST, TestProxy, random_bytes};
 
@@ -129,7 +130,9 @@ async fn purge_removes_the_image_from_the_bucket_too() {
     };
 
     // The bucket's listing shows both images, the other replica's included.
-    let listed = serde_json::to_value(list_bucket(&store).await.unwrap()).unwrap();
+    let listed =
+        serde_json::to_value(list_bucket(&store, "s3://proxy-cache/purge").await.unwrap()).unwrap();
+    assert_eq!(listed["cache_dir"], "s3://proxy-cache/purge");
     let text = listed.to_string();
     assert!(
         text.contains("team/app") && text.contains("team/other"),
@@ -175,16 +178,36 @@ async fn purge_removes_the_image_from_the_bucket_too() {
     assert!(store.head(&shared).await.unwrap().is_some());
     assert!(store.head(&other_manifest).await.unwrap().is_some());
 
-    // A target only the bucket holds is purged there (the local disk never had it).
-    let (status, report) = call(
-        &proxy,
-        "POST",
-        "/admin/cache/purge",
-        Some(serde_json::json!({"image": format!("{FAKE_HOST}/team/other:v2")})),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{report}");
+    // The command line: `cache ls --bucket` shows what only the bucket holds, and `cache purge`
+    // purges a target only the bucket holds (the local disk never had it).
+    let cli = |args: &[&str]| {
+        let out = bin_command(&env)
+            .arg("cache")
+            .args(args)
+            .arg("--cache-dir")
+            .arg(proxy.cache_dir())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+    };
+    let listed = cli(&["ls", "--bucket", "--json"]).to_string();
+    assert!(
+        listed.contains("team/other") && !listed.contains("team/app"),
+        "{listed}"
+    );
+    let report = cli(&["purge", &format!("{FAKE_HOST}/team/other:v2"), "--json"]);
+    assert_eq!(report["images"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(
+        report["bucket"]["images"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
     assert!(store.head(&shared).await.unwrap().is_none());
     assert!(store.head(&other_manifest).await.unwrap().is_none());
 }
