@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use super::gc::{USED_EVERY, used_path};
 use super::key::{ContentKind, ObjectKey};
@@ -40,6 +40,8 @@ const IDLE: Duration = Duration::from_secs(30);
 const PARALLEL: usize = 4;
 /// Objects whose last access record this process remembers; beyond it, old entries are dropped.
 const USED_REMEMBERED: usize = 100_000;
+/// Access-record writes under way at once.
+const RECORDING: usize = 16;
 
 /// The bucket, its health and the upload queue.
 pub(super) struct Bucket {
@@ -48,6 +50,8 @@ pub(super) struct Bucket {
     pub(super) shared: Arc<dyn SharedStore>,
     /// When this process last wrote each object's access record.
     used: Mutex<HashMap<ObjectKey, Instant>>,
+    /// Access-record writes under way, at most [`RECORDING`].
+    recording: Arc<Semaphore>,
     /// Why the bucket is considered down, while it is.
     down: Mutex<Option<String>>,
     /// Local objects the bucket may lack. Invariant: each is pinned in the space until it leaves.
@@ -72,6 +76,7 @@ impl Bucket {
             store,
             shared,
             used: Mutex::new(HashMap::new()),
+            recording: Arc::new(Semaphore::new(RECORDING)),
             down: Mutex::new(None),
             pending: Mutex::new(HashSet::new()),
             wake: Arc::new(Notify::new()),
@@ -113,11 +118,17 @@ impl Bucket {
             }
             used.insert(key.clone(), Instant::now());
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let (Ok(runtime), Ok(permit)) = (
+            tokio::runtime::Handle::try_current(),
+            self.recording.clone().try_acquire_owned(),
+        ) else {
+            // Too many writes under way (or no runtime): the next use tries again.
+            lock(&self.used).remove(key);
             return;
         };
         let (shared, path) = (self.shared.clone(), used_path(key));
         runtime.spawn(async move {
+            let _permit = permit;
             if let Err(e) = shared
                 .write_record(&path, Bytes::new(), Condition::Any)
                 .await
