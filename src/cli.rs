@@ -69,13 +69,16 @@ pub enum CacheCommand {
     Purge(PurgeArgs),
 }
 
-/// `registry-proxy cache ls [--json]`.
+/// `registry-proxy cache ls [--json] [--bucket]`.
 #[derive(Debug, Clone, Args)]
 pub struct LsArgs {
     /// Print JSON (schema `registry-proxy.cache-ls.v1`) instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Settings (for `CACHE_DIR`).
+    /// List what the shared bucket holds (`STORAGE=s3://…`) instead of the local disk.
+    #[arg(long)]
+    pub bucket: bool,
+    /// Settings (for `CACHE_DIR`, and `STORAGE` and the `S3_*` settings with --bucket).
     #[command(flatten)]
     pub serve: ServeArgs,
 }
@@ -96,7 +99,7 @@ pub struct PurgeArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Settings (for `CACHE_DIR`).
+    /// Settings (for `CACHE_DIR`; with `STORAGE=s3://…` the shared bucket is purged too).
     #[command(flatten)]
     pub serve: ServeArgs,
 }

@@ -16,7 +16,7 @@ mod units;
 
 pub use error::ConfigError;
 pub use layers::Sources;
-pub use scale_out::{PeerSettings, S3Settings, SCALE_OUT_SETTINGS, Storage};
+pub use scale_out::{PeerSettings, S3Settings, Storage};
 pub use units::{parse_duration, parse_size};
 
 use std::net::SocketAddr;

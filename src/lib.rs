@@ -129,7 +129,9 @@ impl Proxy {
                 let http = cache::store::HyperConnector::for_config(&config, s3, policy.clone())?;
                 let bucket = cache::store::S3Store::new(s3, http)?;
                 tracing::info!(bucket = %s3.bucket, prefix = %s3.prefix, "objects shared through an object store, the local disk in front");
-                cache.with_bucket(Arc::new(bucket))
+                cache
+                    .with_bucket(Arc::new(bucket))
+                    .with_collector(cache::gc::GcSettings::new(s3, config.cache_inactive))
             }
         };
         let metrics = Arc::new(telemetry::Metrics::new(
@@ -234,6 +236,9 @@ impl Proxy {
                 self.state.clone(),
                 peers,
                 listener,
+                Arc::new(listener::ConnectionLimit::new(
+                    self.state.config.max_connections,
+                )),
             )))
         });
         // The status page's per-minute history (its first sample was taken by `bind`).

@@ -5,7 +5,7 @@
 //! capped by `MAX_CONNECTIONS` (`limit.rs`).
 
 mod admin;
-mod limit;
+pub(crate) mod limit;
 mod relay;
 mod status;
 

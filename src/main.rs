@@ -90,10 +90,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Cache {
             command: CacheCommand::Ls(args),
-        }) => operator::ls(&args, &env),
+        }) => operator::ls(&args, &env, &runtime),
         Some(Command::Cache {
             command: CacheCommand::Purge(args),
-        }) => operator::purge(&args, &env),
+        }) => operator::purge(&args, &env, &runtime),
         Some(Command::Warm(args)) => operator::warm(&args, &env, &runtime),
         Some(Command::Setup(args)) => {
             let config = Config::load(Sources {

@@ -11,20 +11,25 @@
 //! considered down: lookups skip it (misses go upstream), uploads wait, and the uploader probes it
 //! until it answers again. At start the uploader compares listings and queues what only the local
 //! disk holds (uploads a crash interrupted).
+//!
+//! Every use of a blob or manifest, read from the bucket or served from the local disk, is
+//! recorded in the bucket as an access record (`gc/used/…`, see `cache/gc/`), at most every
+//! [`USED_EVERY`] per object, so that the collector knows what is in use on any replica.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
+use super::gc::{USED_EVERY, used_path};
 use super::key::{ContentKind, ObjectKey};
 use super::lock;
 use super::space::Space;
-use super::store::{ByteStream, DiskStore, Object, Store, StoreError};
+use super::store::{ByteStream, Condition, DiskStore, Object, SharedStore, Store, StoreError};
 use crate::registry::digest::Digest;
 
 /// How often a bucket that is down is asked again.
@@ -33,10 +38,20 @@ const PROBE_EVERY: Duration = Duration::from_secs(5);
 const IDLE: Duration = Duration::from_secs(30);
 /// Objects copied up at once.
 const PARALLEL: usize = 4;
+/// Objects whose last access record this process remembers; beyond it, old entries are dropped.
+const USED_REMEMBERED: usize = 100_000;
+/// Access-record writes under way at once.
+const RECORDING: usize = 16;
 
 /// The bucket, its health and the upload queue.
 pub(super) struct Bucket {
     pub(super) store: Arc<dyn Store>,
+    /// The same store, with its housekeeping records (access records, the collector's lease).
+    pub(super) shared: Arc<dyn SharedStore>,
+    /// When this process last wrote each object's access record.
+    used: Mutex<HashMap<ObjectKey, Instant>>,
+    /// Access-record writes under way, at most [`RECORDING`].
+    recording: Arc<Semaphore>,
     /// Why the bucket is considered down, while it is.
     down: Mutex<Option<String>>,
     /// Local objects the bucket may lack. Invariant: each is pinned in the space until it leaves.
@@ -55,9 +70,13 @@ enum UploadError {
 
 impl Bucket {
     /// The tier over `store`; [`run_uploads`] must run for it.
-    pub(super) fn new(store: Arc<dyn Store>) -> Arc<Bucket> {
+    pub(super) fn new(shared: Arc<dyn SharedStore>) -> Arc<Bucket> {
+        let store: Arc<dyn Store> = shared.clone();
         Arc::new(Bucket {
             store,
+            shared,
+            used: Mutex::new(HashMap::new()),
+            recording: Arc::new(Semaphore::new(RECORDING)),
             down: Mutex::new(None),
             pending: Mutex::new(HashSet::new()),
             wake: Arc::new(Notify::new()),
@@ -83,13 +102,53 @@ impl Bucket {
         }
     }
 
+    /// Records in the bucket that a blob or manifest was used now, unless this process did so
+    /// within [`USED_EVERY`]. In the background; a failure only costs precision.
+    pub(super) fn record_use(&self, key: &ObjectKey) {
+        if key.content().is_none() || !self.is_up() {
+            return;
+        }
+        {
+            let mut used = lock(&self.used);
+            if used.get(key).is_some_and(|at| at.elapsed() < USED_EVERY) {
+                return;
+            }
+            if used.len() >= USED_REMEMBERED {
+                used.retain(|_, at| at.elapsed() < USED_EVERY);
+            }
+            used.insert(key.clone(), Instant::now());
+        }
+        let (Ok(runtime), Ok(permit)) = (
+            tokio::runtime::Handle::try_current(),
+            self.recording.clone().try_acquire_owned(),
+        ) else {
+            // Too many writes under way (or no runtime): the next use tries again.
+            lock(&self.used).remove(key);
+            return;
+        };
+        let (shared, path) = (self.shared.clone(), used_path(key));
+        runtime.spawn(async move {
+            let _permit = permit;
+            if let Err(e) = shared
+                .write_record(&path, Bytes::new(), Condition::Any)
+                .await
+            {
+                tracing::debug!(error = %e, "cannot record a use in the object store");
+            }
+        });
+    }
+
     /// The length of an object in the bucket; `None` if absent, or if the bucket is down.
     pub(super) async fn len(&self, key: &ObjectKey) -> Option<u64> {
         if !self.is_up() {
             return None;
         }
         match self.store.head(key).await {
-            Ok(meta) => meta.map(|m| m.len),
+            Ok(Some(meta)) => {
+                self.record_use(key);
+                Some(meta.len)
+            }
+            Ok(None) => None,
             Err(e) => {
                 self.failed(&e);
                 None
@@ -103,7 +162,12 @@ impl Bucket {
             return None;
         }
         match self.store.get(key).await {
-            Ok(object) => object,
+            Ok(object) => {
+                if object.is_some() {
+                    self.record_use(key);
+                }
+                object
+            }
             Err(e) => {
                 self.failed(&e);
                 None

@@ -30,9 +30,11 @@
 //! blob streams to them through a bounded in-memory tail and nothing is committed (`fill/`).
 
 mod bucket;
+pub mod bucket_ops;
 pub mod catalog;
 mod chunks;
 mod fill;
+pub mod gc;
 mod hot;
 mod index;
 pub mod key;
@@ -125,6 +127,8 @@ pub struct Cache {
     known_links: Mutex<hot::KnownLinks>,
     /// The object-store tier behind the local disk (`STORAGE=s3://…`), if any.
     bucket: Option<Arc<bucket::Bucket>>,
+    /// What the bucket's collector removed; the collector runs while this lives.
+    collected: Arc<gc::Collected>,
     /// The marker file, locked shared for as long as the store is open (see `marker.rs`).
     _lock: std::fs::File,
 }
@@ -189,13 +193,14 @@ impl Cache {
             disk_limit: None,
             known_links: Mutex::new(hot::KnownLinks::default()),
             bucket: None,
+            collected: Arc::default(),
             _lock: lock,
         })
     }
 
     /// Puts an object store behind the local disk (see `bucket.rs`) and starts its uploader, which
     /// runs as long as this cache. Call from within the runtime.
-    pub fn with_bucket(mut self, store: Arc<dyn Store>) -> Cache {
+    pub fn with_bucket(mut self, store: Arc<dyn store::SharedStore>) -> Cache {
         let bucket = bucket::Bucket::new(store);
         tokio::spawn(bucket::run_uploads(
             Arc::downgrade(&bucket),
@@ -204,6 +209,33 @@ impl Cache {
         ));
         self.bucket = Some(bucket);
         self
+    }
+
+    /// Starts the bucket's collector (`gc/`: `S3_MAX_SIZE`, `CACHE_INACTIVE` on the bucket), which
+    /// runs as long as this cache. Without a bucket, does nothing. Call from within the runtime.
+    pub fn with_collector(self, settings: gc::GcSettings) -> Cache {
+        if let Some(bucket) = &self.bucket {
+            tokio::spawn(gc::run(
+                bucket.shared.clone(),
+                settings,
+                Arc::downgrade(&self.collected),
+            ));
+        }
+        self
+    }
+
+    /// Blobs and manifests this process's collector removed from the bucket, and their bytes.
+    pub fn bucket_collected(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.collected.objects.load(Relaxed),
+            self.collected.bytes.load(Relaxed),
+        )
+    }
+
+    /// The shared bucket behind the local disk, if there is one (for `cache purge` and `ls`).
+    pub fn bucket_store(&self) -> Option<Arc<dyn store::SharedStore>> {
+        self.bucket.as_ref().map(|b| b.shared.clone())
     }
 
     /// Objects waiting for their upload to the object store (0 without one).
@@ -451,6 +483,9 @@ impl Cache {
         let now = SystemTime::now();
         let persist =
             lock(&self.space.index).touch(Path::new(&key.path()), len, now, self.touch_every);
+        if let Some(bucket) = &self.bucket {
+            bucket.record_use(key);
+        }
         if persist && let Err(e) = self.disk.set_modified(key, now) {
             tracing::debug!(key = %key, error = %e, "cannot record last use");
         }

@@ -107,6 +107,9 @@ pub struct PurgeReport {
     pub removed_links: u64,
     pub removed_tags: u64,
     pub bytes_freed: u64,
+    /// The same purge in the shared bucket (`STORAGE=s3://…`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<Box<PurgeReport>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -180,7 +183,11 @@ impl fmt::Display for PurgeReport {
             self.kept_shared,
             if self.dry_run { "would free" } else { "freed" },
             human_bytes(self.bytes_freed)
-        )
+        )?;
+        if let Some(bucket) = &self.bucket {
+            write!(f, "\nobject store:\n{bucket}")?;
+        }
+        Ok(())
     }
 }
 

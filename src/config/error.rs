@@ -143,10 +143,7 @@ pub enum ConfigError {
     },
     /// A malformed scale-out setting (`config/scale_out.rs`).
     #[error("{setting}: {message}")]
-    Storage {
-        setting: &'static str,
-        message: String,
-    },
+    Storage { setting: String, message: String },
     #[error("{setting}: {value:?} is not a whole number")]
     Count { setting: String, value: String },
 }

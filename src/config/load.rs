@@ -104,7 +104,7 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     };
     let tunnel_allow = tunnel_allow(&layers)?;
     let max_connections = layers.count(&s::MAX_CONNECTIONS)?;
-    let (storage, peers) = super::scale_out::load(sources.env)?;
+    let (storage, peers) = super::scale_out::load(&layers)?;
 
     Ok(Config {
         listen,

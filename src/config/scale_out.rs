@@ -1,42 +1,24 @@
 //! Scale-out (DESIGN §6): where the cache keeps its objects besides the local disk
-//! (`STORAGE=s3://bucket/prefix` with `S3_ENDPOINT`, `S3_REGION`, `S3_PATH_STYLE` and the standard
-//! `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`), and the replicas that share upstream downloads
-//! (`PEERS`, `PEER_LISTEN`, `PEER_SECRET`). Secrets also as `NAME_FILE`. Read from the environment
-//! only.
+//! (`STORAGE=s3://bucket/prefix` with `S3_ENDPOINT`, `S3_REGION`, `S3_PATH_STYLE`, the standard
+//! `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, and the bucket's own space: `S3_MAX_SIZE`,
+//! `S3_GC_LEADER`, `REPLICA_NAME`), and the replicas that share upstream downloads (`PEERS`,
+//! `PEER_LISTEN`, `PEER_SECRET`).
 //!
-//! Every scale-out setting is declared in [`SCALE_OUT_SETTINGS`] and parsed by [`load`]; nothing
-//! else in the configuration knows about them.
+//! The settings are declared in `settings.rs` like every other one (flags, environment, file,
+//! `NAME_FILE` secrets); this module checks how they go together.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use super::error::ConfigError;
-use super::layers::read_secret_file;
+use super::layers::Layers;
 use super::parse::parse_bool;
+use super::settings::{self as s, Setting};
+use super::units::parse_size;
 use crate::secret::Secret;
-
-/// The settings of this module: name, default, whether secret (also read from `NAME_FILE`).
-pub const SCALE_OUT_SETTINGS: &[(&str, &str, bool)] = &[
-    ("STORAGE", "disk", false),
-    ("S3_ENDPOINT", "AWS, from S3_REGION", false),
-    ("S3_REGION", DEFAULT_REGION, false),
-    ("S3_PATH_STYLE", "true with S3_ENDPOINT, else false", false),
-    (
-        "AWS_ACCESS_KEY_ID",
-        "none (the instance's credentials)",
-        true,
-    ),
-    ("AWS_SECRET_ACCESS_KEY", "none", true),
-    ("PEERS", "none", false),
-    ("PEER_LISTEN", "none", false),
-    ("PEER_SECRET", "none", true),
-];
-
-const DEFAULT_REGION: &str = "us-east-1";
 
 /// Where objects live.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[allow(clippy::large_enum_variant)] // one value, built once at start-up: size does not matter
 pub enum Storage {
     /// The local disk only (`STORAGE=disk`, the default).
     #[default]
@@ -59,6 +41,20 @@ pub struct S3Settings {
     pub path_style: bool,
     /// Both or neither (then the instance's own credentials are used).
     pub credentials: Option<(String, Secret)>,
+    /// `S3_MAX_SIZE`: the bucket's size cap in bytes; `None`: no cap (only `CACHE_INACTIVE`).
+    /// Invariant: greater than zero.
+    pub max_size: Option<u64>,
+    /// `S3_GC_LEADER`: the replica that collects where the store ignores conditional writes.
+    pub gc_leader: Option<String>,
+    /// `REPLICA_NAME` (default: the host name): this replica's name, for `S3_GC_LEADER`.
+    pub replica_name: String,
+}
+
+impl S3Settings {
+    /// True if `S3_GC_LEADER` names this replica.
+    pub fn is_gc_leader(&self) -> bool {
+        self.gc_leader.as_deref() == Some(self.replica_name.as_str())
+    }
 }
 
 /// Replicas that forward each blob's download to its owner.
@@ -73,42 +69,44 @@ pub struct PeerSettings {
     pub secret: Secret,
 }
 
-/// Reads the scale-out settings from the environment.
-pub(super) fn load(
-    env: &HashMap<String, String>,
-) -> Result<(Storage, Option<PeerSettings>), ConfigError> {
-    Ok((storage(env)?, peers(env)?))
+/// Checks the scale-out settings found in `layers`.
+pub(super) fn load(layers: &Layers<'_>) -> Result<(Storage, Option<PeerSettings>), ConfigError> {
+    Ok((storage(layers)?, peers(layers)?))
+}
+
+/// A setting's value, trimmed, if given and not empty (defaults included), with its blame.
+fn value(layers: &Layers<'_>, setting: &Setting) -> Result<Option<(String, String)>, ConfigError> {
+    Ok(layers
+        .text(setting)?
+        .map(|(blame, v)| (blame, v.trim().to_owned()))
+        .filter(|(_, v)| !v.is_empty()))
+}
+
+/// Like [`value`], only when given (not the default).
+fn given(layers: &Layers<'_>, setting: &Setting) -> Result<Option<String>, ConfigError> {
+    Ok(layers.given(setting)?.map(|(blame, _)| blame))
 }
 
 /// `PEERS`, `PEER_LISTEN` and `PEER_SECRET`: all or none.
-fn peers(env: &HashMap<String, String>) -> Result<Option<PeerSettings>, ConfigError> {
-    let list: Vec<String> = env
-        .get("PEERS")
-        .map(|v| v.split_whitespace().map(str::to_owned).collect())
-        .unwrap_or_default();
-    let listen = env
-        .get("PEER_LISTEN")
-        .map(|v| v.trim())
-        .filter(|v| !v.is_empty());
-    let secret = secret(env, "PEER_SECRET")?;
+fn peers(layers: &Layers<'_>) -> Result<Option<PeerSettings>, ConfigError> {
+    let (peers_blame, list) = layers
+        .list(&s::PEERS)?
+        .unwrap_or_else(|| (s::PEERS.name.to_owned(), Vec::new()));
+    let listen = value(layers, &s::PEER_LISTEN)?;
+    let secret = value(layers, &s::PEER_SECRET)?;
     if list.is_empty() {
-        if listen.is_some() || secret.is_some() {
+        if let Some((blame, _)) = listen.as_ref().or(secret.as_ref()) {
             return Err(ConfigError::Requires {
-                setting: if listen.is_some() {
-                    "PEER_LISTEN"
-                } else {
-                    "PEER_SECRET"
-                }
-                .into(),
+                setting: blame.clone(),
                 missing: "PEERS",
                 hint: "list the replicas' peer addresses (host:port …, or a DNS name:port)",
             });
         }
         return Ok(None);
     }
-    let Some(listen) = listen else {
+    let Some((listen_blame, listen)) = listen else {
         return Err(ConfigError::Requires {
-            setting: "PEERS".into(),
+            setting: peers_blame,
             missing: "PEER_LISTEN",
             hint: "give this replica's peer port (e.g. 0.0.0.0:3129)",
         });
@@ -116,12 +114,12 @@ fn peers(env: &HashMap<String, String>) -> Result<Option<PeerSettings>, ConfigEr
     let listen = listen
         .parse::<SocketAddr>()
         .map_err(|e| ConfigError::Storage {
-            setting: "PEER_LISTEN",
+            setting: listen_blame,
             message: format!("{listen:?} is not a socket address (e.g. 0.0.0.0:3129): {e}"),
         })?;
-    let Some(secret) = secret.filter(|s| !s.expose().is_empty()) else {
+    let Some((_, secret)) = secret else {
         return Err(ConfigError::Requires {
-            setting: "PEERS".into(),
+            setting: peers_blame,
             missing: "PEER_SECRET",
             hint: "replicas authenticate each other with a shared secret",
         });
@@ -134,7 +132,7 @@ fn peers(env: &HashMap<String, String>) -> Result<Option<PeerSettings>, ConfigEr
             .filter(|port| *port > 0);
         if port.is_none() {
             return Err(ConfigError::Storage {
-                setting: "PEERS",
+                setting: peers_blame,
                 message: format!("{entry:?} is not host:port"),
             });
         }
@@ -142,58 +140,83 @@ fn peers(env: &HashMap<String, String>) -> Result<Option<PeerSettings>, ConfigEr
     Ok(Some(PeerSettings {
         peers: list,
         listen,
-        secret,
+        secret: Secret::new(secret),
     }))
 }
 
 /// `STORAGE` and what goes with it.
-fn storage(env: &HashMap<String, String>) -> Result<Storage, ConfigError> {
-    let value = |name: &str| env.get(name).map(|v| v.trim().to_owned());
-    let storage = value("STORAGE").filter(|v| !v.is_empty());
-    let Some(url) = storage.filter(|v| v != "disk") else {
-        if let Some(name) = ["S3_ENDPOINT", "S3_REGION", "S3_PATH_STYLE"]
-            .into_iter()
-            .find(|name| env.contains_key(*name))
-        {
-            return Err(ConfigError::Requires {
-                setting: name.to_owned(),
-                missing: "STORAGE",
-                hint: "set STORAGE=s3://bucket/prefix to use an object store",
-            });
+fn storage(layers: &Layers<'_>) -> Result<Storage, ConfigError> {
+    let storage = value(layers, &s::STORAGE)?;
+    // Read (secret files included) whatever the storage, so a wrong file stops start-up.
+    let key_id = value(layers, &s::AWS_ACCESS_KEY_ID)?;
+    let secret_key = value(layers, &s::AWS_SECRET_ACCESS_KEY)?;
+    let Some((storage_blame, url)) = storage.filter(|(_, v)| v != "disk") else {
+        for setting in [
+            &s::S3_ENDPOINT,
+            &s::S3_PATH_STYLE,
+            &s::S3_MAX_SIZE,
+            &s::S3_GC_LEADER,
+        ] {
+            if let Some(blame) = given(layers, setting)? {
+                return Err(ConfigError::Requires {
+                    setting: blame,
+                    missing: "STORAGE",
+                    hint: "set STORAGE=s3://bucket/prefix to use an object store",
+                });
+            }
         }
         return Ok(Storage::Disk);
     };
-    let (bucket, prefix) = parse_url(&url)?;
-    let endpoint = match value("S3_ENDPOINT").filter(|v| !v.is_empty()) {
+    let (bucket, prefix) = parse_url(&storage_blame, &url)?;
+    let endpoint = match value(layers, &s::S3_ENDPOINT)? {
         None => None,
-        Some(endpoint) => Some(parse_endpoint(&endpoint)?),
+        Some((blame, endpoint)) => Some(parse_endpoint(&blame, &endpoint)?),
     };
-    let region = value("S3_REGION")
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| DEFAULT_REGION.to_owned());
-    let path_style = match value("S3_PATH_STYLE") {
-        Some(v) => parse_bool("S3_PATH_STYLE", &v)?,
+    let region = value(layers, &s::S3_REGION)?
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    let path_style = match value(layers, &s::S3_PATH_STYLE)? {
+        Some((blame, v)) => parse_bool(&blame, &v)?,
         None => endpoint.is_some(),
     };
-    let key_id = secret(env, "AWS_ACCESS_KEY_ID")?;
-    let secret_key = secret(env, "AWS_SECRET_ACCESS_KEY")?;
     let credentials = match (key_id, secret_key) {
-        (Some(id), Some(key)) => Some((id.expose().to_owned(), key)),
+        (Some((_, id)), Some((_, key))) => Some((id, Secret::new(key))),
         (None, None) => None,
-        (Some(_), None) => {
+        (Some((blame, _)), None) => {
             return Err(ConfigError::Requires {
-                setting: "AWS_ACCESS_KEY_ID".into(),
+                setting: blame,
                 missing: "AWS_SECRET_ACCESS_KEY",
                 hint: "give both, or neither to use the instance's credentials",
             });
         }
-        (None, Some(_)) => {
+        (None, Some((blame, _))) => {
             return Err(ConfigError::Requires {
-                setting: "AWS_SECRET_ACCESS_KEY".into(),
+                setting: blame,
                 missing: "AWS_ACCESS_KEY_ID",
                 hint: "give both, or neither to use the instance's credentials",
             });
         }
+    };
+    let max_size = match value(layers, &s::S3_MAX_SIZE)? {
+        None => None,
+        Some((blame, v)) => {
+            let size = parse_size(&v).map_err(|source| ConfigError::Unit {
+                setting: blame.clone(),
+                source,
+            })?;
+            if size == 0 {
+                return Err(ConfigError::Zero {
+                    setting: blame,
+                    value: v,
+                });
+            }
+            Some(size)
+        }
+    };
+    let gc_leader = value(layers, &s::S3_GC_LEADER)?.map(|(_, v)| v);
+    let replica_name = match value(layers, &s::REPLICA_NAME)? {
+        Some((_, name)) => name,
+        None => host_name(layers),
     };
     Ok(Storage::S3(S3Settings {
         bucket,
@@ -202,13 +225,32 @@ fn storage(env: &HashMap<String, String>) -> Result<Storage, ConfigError> {
         region,
         path_style,
         credentials,
+        max_size,
+        gc_leader,
+        replica_name,
     }))
 }
 
+/// This machine's name: `HOSTNAME` (set by shells and by Kubernetes in every pod: the pod's
+/// name), else the kernel's; empty if neither can be had.
+fn host_name(layers: &Layers<'_>) -> String {
+    if let Some(name) = layers
+        .env
+        .get("HOSTNAME")
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+    {
+        return name.to_owned();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// `s3://bucket[/prefix]`.
-fn parse_url(url: &str) -> Result<(String, String), ConfigError> {
+fn parse_url(blame: &str, url: &str) -> Result<(String, String), ConfigError> {
     let invalid = |message: String| ConfigError::Storage {
-        setting: "STORAGE",
+        setting: blame.to_owned(),
         message,
     };
     let rest = url.strip_prefix("s3://").ok_or_else(|| {
@@ -245,9 +287,9 @@ fn parse_url(url: &str) -> Result<(String, String), ConfigError> {
 }
 
 /// `http(s)://host[:port]`, without a path.
-fn parse_endpoint(endpoint: &str) -> Result<String, ConfigError> {
+fn parse_endpoint(blame: &str, endpoint: &str) -> Result<String, ConfigError> {
     let invalid = |message: String| ConfigError::Storage {
-        setting: "S3_ENDPOINT",
+        setting: blame.to_owned(),
         message,
     };
     let uri: http::Uri = endpoint
@@ -266,31 +308,11 @@ fn parse_endpoint(endpoint: &str) -> Result<String, ConfigError> {
     Ok(endpoint.trim_end_matches('/').to_owned())
 }
 
-/// A secret given as `NAME` or in the file `NAME_FILE` names (not both).
-fn secret(
-    env: &HashMap<String, String>,
-    name: &'static str,
-) -> Result<Option<Secret>, ConfigError> {
-    let file_name = format!("{name}_FILE");
-    let plain = env.get(name).filter(|v| !v.is_empty());
-    let file = env.get(&file_name).filter(|v| !v.trim().is_empty());
-    match (plain, file) {
-        (Some(_), Some(_)) => Err(ConfigError::SecretTwice {
-            setting: name.to_owned(),
-            file_setting: file_name,
-        }),
-        (Some(value), None) => Ok(Some(Secret::new(value.trim()))),
-        (None, Some(path)) => {
-            let text = read_secret_file(&file_name, &PathBuf::from(path))?;
-            Ok(Some(Secret::new(text.trim())))
-        }
-        (None, None) => Ok(None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+    use std::collections::HashMap;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -298,6 +320,23 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    fn with_layers<T>(env: &HashMap<String, String>, f: impl FnOnce(&Layers<'_>) -> T) -> T {
+        let flags = crate::cli::ServeArgs::default();
+        f(&Layers {
+            flags: &flags,
+            env,
+            file: None,
+        })
+    }
+
+    fn storage(env: &HashMap<String, String>) -> Result<Storage, ConfigError> {
+        with_layers(env, super::storage)
+    }
+
+    fn peers(env: &HashMap<String, String>) -> Result<Option<PeerSettings>, ConfigError> {
+        with_layers(env, super::peers)
     }
 
     #[test]
@@ -437,5 +476,94 @@ mod tests {
             assert!(e.contains(setting), "{e}");
             assert!(!e.contains("hunter2"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_bucket_cap_and_its_collector() {
+        let Storage::S3(s3) = storage(&env(&[
+            ("STORAGE", "s3://bucket"),
+            ("S3_MAX_SIZE", "10g"),
+            ("S3_GC_LEADER", "proxy-0"),
+            ("HOSTNAME", "proxy-0"),
+        ]))
+        .unwrap() else {
+            panic!("expected s3")
+        };
+        assert_eq!(s3.max_size, Some(10 << 30));
+        assert_eq!(s3.replica_name, "proxy-0");
+        assert!(s3.is_gc_leader());
+        let Storage::S3(s3) = storage(&env(&[
+            ("STORAGE", "s3://bucket"),
+            ("S3_GC_LEADER", "proxy-0"),
+            ("REPLICA_NAME", "proxy-1"),
+            ("HOSTNAME", "proxy-0"),
+        ]))
+        .unwrap() else {
+            panic!("expected s3")
+        };
+        assert_eq!((s3.max_size, s3.replica_name.as_str()), (None, "proxy-1"));
+        assert!(!s3.is_gc_leader());
+        for (pairs, setting) in [
+            (vec![("S3_MAX_SIZE", "1g")], "S3_MAX_SIZE"),
+            (vec![("S3_GC_LEADER", "a")], "S3_GC_LEADER"),
+            (
+                vec![("STORAGE", "s3://bucket"), ("S3_MAX_SIZE", "0")],
+                "S3_MAX_SIZE",
+            ),
+            (
+                vec![("STORAGE", "s3://bucket"), ("S3_MAX_SIZE", "lots")],
+                "S3_MAX_SIZE",
+            ),
+        ] {
+            let e = storage(&env(&pairs)).unwrap_err().to_string();
+            assert!(e.contains(setting), "{e}");
+        }
+    }
+
+    #[test]
+    fn flags_work_like_every_other_setting() {
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "registry-proxy",
+            "--storage",
+            "s3://bucket/p",
+            "--s3-max-size",
+            "2g",
+            "--peers",
+            "a:1 b:2",
+            "--peer-listen",
+            "127.0.0.1:1",
+            "--peer-secret",
+            "hunter2",
+        ])
+        .unwrap();
+        let env = HashMap::new();
+        let layers = Layers {
+            flags: &cli.serve,
+            env: &env,
+            file: None,
+        };
+        let (Storage::S3(s3), Some(peers)) = load(&layers).unwrap() else {
+            panic!("expected s3 and peers")
+        };
+        assert_eq!((s3.prefix.as_str(), s3.max_size), ("p", Some(2 << 30)));
+        assert_eq!(peers.peers, ["a:1", "b:2"]);
+        let e = super::peers(&Layers {
+            flags: &<crate::cli::Cli as clap::Parser>::try_parse_from([
+                "registry-proxy",
+                "--peer-listen",
+                "nowhere",
+                "--peers",
+                "a:1",
+                "--peer-secret",
+                "x",
+            ])
+            .unwrap()
+            .serve,
+            env: &env,
+            file: None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("--peer-listen"), "{e}");
     }
 }

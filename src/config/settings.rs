@@ -54,7 +54,7 @@ pub const FILE_SUFFIX: &str = "_FILE";
 
 /// Environment variables with these prefixes must be known settings (typo protection); any other
 /// variable is none of our business.
-pub const GUARDED_PREFIXES: [&str; 9] = [
+pub const GUARDED_PREFIXES: [&str; 11] = [
     "MANIFEST_CACHE_",
     "PROXY_CONNECT_",
     "AUTH_REGISTR",
@@ -64,6 +64,8 @@ pub const GUARDED_PREFIXES: [&str; 9] = [
     "TLS_",
     "TUNNEL_",
     "CA_KEY_PASS",
+    "S3_",
+    "PEER_",
 ];
 
 const fn setting(kind: Kind, value_name: &'static str, help: &'static str) -> Setting {
@@ -274,7 +276,65 @@ settings! {
         "Cap on open client connections (both listeners, tunnels included); beyond it 503",
     )
     .default("1024")
-    .details("`GET /healthz` still answers");
+    .details(
+        "`GET /healthz` still answers. The peer port (`PEER_LISTEN`) has a cap of the same size \
+         of its own",
+    );
+    STORAGE = text(
+        "URL",
+        "Where objects live: `disk`, or `s3://bucket/prefix` (an S3-compatible bucket shared by \
+         replicas, the local disk in front)",
+    )
+    .default("disk")
+    .details("See docs/scale-out.md");
+    S3_ENDPOINT = text(
+        "URL",
+        "`http(s)://host[:port]` of an S3-compatible server (default: AWS, from S3_REGION)",
+    )
+    .details(
+        "MinIO, Ceph RGW, Garage, …; dialled with `CONNECT_TO`, `UPSTREAM_CA_FILE` and \
+         `VERIFY_SSL` like upstreams",
+    );
+    S3_REGION = text("REGION", "The bucket's region").default("us-east-1");
+    S3_PATH_STYLE = setting(
+        Kind::Bool,
+        "BOOL",
+        "Path-style bucket requests (`host/bucket/key`) rather than virtual-hosted ones",
+    )
+    .details("Default: `true` with `S3_ENDPOINT`, else `false`");
+    AWS_ACCESS_KEY_ID = text("ID", "Access key of the bucket (with AWS_SECRET_ACCESS_KEY)")
+        .secret()
+        .details("Neither: the instance's own credentials");
+    AWS_SECRET_ACCESS_KEY = text("KEY", "Secret key of the bucket").secret();
+    S3_MAX_SIZE = setting(
+        Kind::Size,
+        "SIZE",
+        "Size cap of the bucket (blobs and manifests; least recently used goes first)",
+    )
+    .details(
+        "Same syntax as `CACHE_MAX_SIZE`; default: no cap. `CACHE_INACTIVE` applies to the \
+         bucket too. Collected by one replica at a time, holding a lease object in the bucket",
+    );
+    S3_GC_LEADER = text(
+        "NAME",
+        "The replica (its REPLICA_NAME) that collects the bucket where the store ignores \
+         conditional writes",
+    )
+    .details(
+        "Only used when the start-up probe finds that the store ignores `If-None-Match` (Garage \
+         2.x); then nobody else collects, and without it nobody does",
+    );
+    REPLICA_NAME = text("NAME", "This replica's name, matched against S3_GC_LEADER")
+        .details("Default: the host name (`HOSTNAME`, else the kernel's), a StatefulSet pod's name");
+    PEERS = list(
+        "ADDRS",
+        "Every replica's peer address (`host:port …`, this one's too), or one DNS name:port \
+         whose A/AAAA records are the replicas",
+    )
+    .details("With `PEER_LISTEN` and `PEER_SECRET`: misses are forwarded to each blob's owner");
+    PEER_LISTEN = text("ADDR", "This replica's internal peer port, e.g. 0.0.0.0:3129")
+        .details("Keep it on a private network");
+    PEER_SECRET = text("SECRET", "The secret replicas authenticate each other with").secret();
     SEND_TIMEOUT = timeout("The seed's nginx send_timeout");
     CLIENT_BODY_TIMEOUT = timeout("The seed's nginx client_body_timeout");
     CLIENT_HEADER_TIMEOUT = timeout("The seed's nginx client_header_timeout");

@@ -130,14 +130,27 @@ async fn purge(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         dry_run: body.dry_run,
     };
     let s = state.clone();
+    let local = request.clone();
     let done = tokio::task::spawn_blocking(move || {
-        let report = crate::cache::purge(s.cache.root(), &request)?;
+        let report = crate::cache::purge(s.cache.root(), &local)?;
         if !report.dry_run {
             s.cache.forget_purged(&report);
         }
         Ok::<_, crate::cache::CacheError>(report)
     })
     .await;
+    // The shared bucket too (`STORAGE=s3://…`), by the same rule.
+    let done = match (done, state.cache.bucket_store()) {
+        (Ok(local), Some(store)) => {
+            let bucket = crate::cache::bucket_ops::purge_bucket(store.as_ref(), &request).await;
+            Ok(crate::cache::bucket_ops::combine(
+                local,
+                Some(bucket),
+                request.dry_run,
+            ))
+        }
+        (done, _) => done,
+    };
     match done {
         Ok(Ok(report)) => {
             tracing::info!(

@@ -1,4 +1,5 @@
-//! `MAX_CONNECTIONS`: a cap on open client connections across both listeners. A connection holds
+//! `MAX_CONNECTIONS`: a cap on open client connections across both listeners, and (a cap of its
+//! own, of the same size) on the peer port (`PEER_LISTEN`, `peer/listen.rs`). A connection holds
 //! its slot until it closes — also after it became a tunnel or an intercepted TLS session, because
 //! the slot travels inside the connection's I/O object ([`Counted`]).
 //!
@@ -22,7 +23,7 @@ const RESERVE: usize = 32;
 /// The most of an over-cap request head we read.
 const MAX_OVER_CAP_HEAD: usize = 8 * 1024;
 /// The longest an over-cap connection is given to send its request head (or TLS handshake).
-pub(super) const OVER_CAP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const OVER_CAP_TIMEOUT: Duration = Duration::from_secs(5);
 
 const UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\nretry-after: 1\r\nconnection: close\r\n\r\ntoo many connections\n";
 const HEALTHY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n";
@@ -37,7 +38,7 @@ pub struct ConnectionLimit {
 }
 
 /// What to do with a newly accepted connection.
-pub(super) enum Admission {
+pub(crate) enum Admission {
     /// Serve it; the permit is its slot.
     Admitted(OwnedSemaphorePermit),
     /// Over the cap: answer `/healthz` or `503` (the permit is a reserve place).
@@ -56,7 +57,7 @@ impl ConnectionLimit {
         }
     }
 
-    pub(super) fn admit(&self) -> Admission {
+    pub(crate) fn admit(&self) -> Admission {
         if let Ok(slot) = self.slots.clone().try_acquire_owned() {
             if self.full.swap(false, Ordering::Relaxed) {
                 tracing::info!("below MAX_CONNECTIONS again");
@@ -74,13 +75,13 @@ impl ConnectionLimit {
 }
 
 /// A client connection's I/O holding its slot; the slot is released when this is dropped.
-pub(super) struct Counted<IO> {
+pub(crate) struct Counted<IO> {
     io: IO,
     _slot: OwnedSemaphorePermit,
 }
 
 impl<IO> Counted<IO> {
-    pub(super) fn new(io: IO, slot: OwnedSemaphorePermit) -> Counted<IO> {
+    pub(crate) fn new(io: IO, slot: OwnedSemaphorePermit) -> Counted<IO> {
         Counted { io, _slot: slot }
     }
 }
@@ -126,14 +127,14 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
 }
 
 /// Turns a connection away without reading from it (the reserve is used up too).
-pub(super) fn reject_now(stream: &TcpStream) {
+pub(crate) fn reject_now(stream: &TcpStream) {
     // Best effort: a full socket buffer or a reset just means the client sees the close.
     let _ = stream.try_write(UNAVAILABLE);
 }
 
 /// Answers one request on an over-cap connection: `GET`/`HEAD /healthz` → `200 ok`, anything else
 /// `503`; then closes. The whole exchange is bounded by [`OVER_CAP_TIMEOUT`].
-pub(super) async fn answer_over_cap<IO>(mut io: IO)
+pub(crate) async fn answer_over_cap<IO>(mut io: IO)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {

@@ -54,7 +54,10 @@ struct CacheView {
 
 fn cache_facts(state: &State) -> CacheFacts {
     let (evictions, evicted_bytes) = state.cache.evictions();
+    let (bucket_collected, bucket_collected_bytes) = state.cache.bucket_collected();
     CacheFacts {
+        bucket_collected,
+        bucket_collected_bytes,
         bytes: state.cache.size(),
         entries: state.cache.entries() as u64,
         max_bytes: state.config.cache_max_size,

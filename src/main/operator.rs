@@ -7,9 +7,10 @@ use std::io::BufRead;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use registry_proxy::cache::store::{HyperConnector, S3Store};
 use registry_proxy::cache::{PurgeRequest, PurgeTarget};
 use registry_proxy::cli::{LsArgs, PurgeArgs, WarmArgs};
-use registry_proxy::config::{Config, Sources};
+use registry_proxy::config::{Config, Sources, Storage};
 use registry_proxy::registry::image::ImageRef;
 use registry_proxy::registry::manifest::Platform;
 use registry_proxy::secret::Secret;
@@ -18,12 +19,44 @@ use registry_proxy::warm::{self, Credentials};
 /// How long `warm --proxy` waits for a response head or a stalled body.
 const WARM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-pub(crate) fn ls(args: &LsArgs, env: &HashMap<String, String>) -> anyhow::Result<ExitCode> {
+/// The shared bucket of `STORAGE=s3://…`, if set.
+fn bucket(config: &Config) -> anyhow::Result<Option<S3Store>> {
+    let Storage::S3(s3) = &config.storage else {
+        return Ok(None);
+    };
+    let policy = std::sync::Arc::new(registry_proxy::access::tunnel::TunnelPolicy::new(
+        config.tunnel_allow.clone(),
+        Vec::new(),
+    ));
+    let http = HyperConnector::for_config(config, s3, policy)?;
+    Ok(Some(S3Store::new(s3, http)?))
+}
+
+pub(crate) fn ls(
+    args: &LsArgs,
+    env: &HashMap<String, String>,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(Sources {
         flags: &args.serve,
         env,
     })?;
-    let catalog = registry_proxy::cache::list(&config.cache_dir).context("cache ls")?;
+    let catalog = if args.bucket {
+        let Some(store) = runtime.block_on(async { bucket(&config) })? else {
+            bail!("cache ls --bucket: STORAGE is not an s3:// bucket");
+        };
+        let name = match &config.storage {
+            Storage::S3(s3) => format!("s3://{}/{}", s3.bucket, s3.prefix),
+            Storage::Disk => String::new(),
+        };
+        runtime
+            .block_on(registry_proxy::cache::bucket_ops::list_bucket(
+                &store, &name,
+            ))
+            .context("cache ls --bucket")?
+    } else {
+        registry_proxy::cache::list(&config.cache_dir).context("cache ls")?
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&catalog)?);
     } else {
@@ -32,7 +65,11 @@ pub(crate) fn ls(args: &LsArgs, env: &HashMap<String, String>) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn purge(args: &PurgeArgs, env: &HashMap<String, String>) -> anyhow::Result<ExitCode> {
+pub(crate) fn purge(
+    args: &PurgeArgs,
+    env: &HashMap<String, String>,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(Sources {
         flags: &args.serve,
         env,
@@ -55,8 +92,17 @@ pub(crate) fn purge(args: &PurgeArgs, env: &HashMap<String, String>) -> anyhow::
         older_than,
         dry_run: args.dry_run,
     };
-    let report =
-        registry_proxy::cache::purge(&config.cache_dir, &request).context("cache purge")?;
+    let local = registry_proxy::cache::purge(&config.cache_dir, &request);
+    let report = match runtime.block_on(async { bucket(&config) })? {
+        None => local,
+        Some(store) => {
+            let in_bucket = runtime.block_on(registry_proxy::cache::bucket_ops::purge_bucket(
+                &store, &request,
+            ));
+            registry_proxy::cache::bucket_ops::combine(local, Some(in_bucket), request.dry_run)
+        }
+    }
+    .context("cache purge")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -21,13 +21,22 @@ use tokio::net::TcpListener;
 
 use super::Peers;
 use crate::body::{self, Body};
+use crate::listener::ConnectionLimit;
+use crate::listener::limit::{self, Admission, Counted};
 use crate::registry::digest::Digest;
 use crate::registry::host::RegistryHost;
 use crate::registry::name::RepoName;
 use crate::serve::State;
 
-/// Serves the peer port until the future is dropped.
-pub async fn accept_loop(state: Arc<State>, peers: Arc<Peers>, listener: TcpListener) {
+/// Serves the peer port until the future is dropped. Open connections are capped by `limit` (a
+/// cap of `MAX_CONNECTIONS` of the peer port's own, so that clients cannot starve replicas and the
+/// other way round); beyond it a connection gets `503` (the asking replica then fetches itself).
+pub async fn accept_loop(
+    state: Arc<State>,
+    peers: Arc<Peers>,
+    listener: TcpListener,
+    limit: Arc<ConnectionLimit>,
+) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -38,6 +47,21 @@ pub async fn accept_loop(state: Arc<State>, peers: Arc<Peers>, listener: TcpList
             }
         };
         let _ = stream.set_nodelay(true);
+        let slot = match limit.admit() {
+            Admission::Admitted(slot) => slot,
+            Admission::OverCap(place) => {
+                tokio::spawn(async move {
+                    let _place = place;
+                    limit::answer_over_cap(stream).await;
+                });
+                continue;
+            }
+            Admission::Rejected => {
+                limit::reject_now(&stream);
+                continue;
+            }
+        };
+        let stream = Counted::new(stream, slot);
         let (state, peers) = (state.clone(), peers.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request| {

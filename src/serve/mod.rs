@@ -84,7 +84,7 @@ impl State {
             restart.push("PROXY_HTPASSWD (the path; the file itself is reloaded)");
         }
         if new.storage != old.storage {
-            restart.push("STORAGE (and S3_*, AWS_*)");
+            restart.push("STORAGE (and S3_*, AWS_*, REPLICA_NAME)");
         }
         if new.peers != old.peers {
             restart.push("PEERS, PEER_LISTEN, PEER_SECRET");

@@ -16,7 +16,7 @@ use crate::harness::{FAKE_HOST, TestProxy};
 use crate::images::publish;
 
 /// A request with a body to the plain listener; status and JSON body (`null` if not JSON).
-async fn call(
+pub(crate) async fn call(
     proxy: &TestProxy,
     method: &str,
     path: &str,

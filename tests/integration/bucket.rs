@@ -165,7 +165,7 @@ impl Drop for S3Server {
     }
 }
 
-fn env_pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+pub(crate) fn env_pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
@@ -183,7 +183,7 @@ async fn read_object(store: &S3Store, key: &ObjectKey) -> Option<Vec<u8>> {
 }
 
 /// Waits until every key is in the bucket (uploads run in the background).
-async fn wait_for(store: &S3Store, keys: &[ObjectKey]) {
+pub(crate) async fn wait_for(store: &S3Store, keys: &[ObjectKey]) {
     for _ in 0..600 {
         let mut missing = 0;
         for key in keys {
@@ -200,7 +200,7 @@ async fn wait_for(store: &S3Store, keys: &[ObjectKey]) {
 }
 
 /// Pulls `team/app:v1` like a client: the manifest by tag and by digest, then the blobs.
-async fn pull(
+pub(crate) async fn pull(
     proxy: &TestProxy,
     manifest_digest: &str,
     blob_digests: &[&str],
@@ -233,7 +233,7 @@ async fn pull(
     (body, blobs)
 }
 
-fn digest(s: &str) -> Digest {
+pub(crate) fn digest(s: &str) -> Digest {
     Digest::parse(s).unwrap()
 }
 

@@ -6,6 +6,8 @@ mod admin;
 mod auth;
 mod blobs;
 mod bucket;
+mod bucket_gc;
+mod bucket_purge;
 mod cache_crash;
 mod cache_disk;
 mod cache_ops;

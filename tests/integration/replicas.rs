@@ -223,3 +223,77 @@ async fn an_owner_killed_mid_download_leaves_nothing_partial_and_a_retry_complet
         .unwrap();
     assert_eq!((report.checked, report.corrupt), (1, 0));
 }
+
+/// `GET /peer/id` on an open connection to a peer port: the status, or `None` if the connection
+/// failed.
+async fn peer_id(
+    sender: &mut hyper::client::conn::http1::SendRequest<registry_proxy::body::Body>,
+    addr: SocketAddr,
+) -> Option<http::StatusCode> {
+    let request = Request::get("/peer/id")
+        .header("host", addr.to_string())
+        .header("authorization", format!("Bearer {SECRET}"))
+        .body(body::empty())
+        .unwrap();
+    let response = sender.send_request(request).await.ok()?;
+    let status = response.status();
+    response.into_body().collect().await.ok()?;
+    Some(status)
+}
+
+async fn peer_connection(
+    addr: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<registry_proxy::body::Body> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_peer_port_is_capped_like_the_client_port() {
+    let fake = Fake::start(&[FAKE_HOST]).await;
+    let addr = free_addr();
+    // The replica's membership probes keep a pooled connection to every peer in PEERS: list only
+    // another (silent) replica, so that the one slot is this test's to take.
+    let env = [
+        ("PEERS", free_addr().to_string()),
+        ("PEER_LISTEN", addr.to_string()),
+        ("PEER_SECRET", SECRET.to_owned()),
+        ("MAX_CONNECTIONS", "1".to_owned()),
+    ];
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _replica = TestProxy::start(&fake, &pairs).await;
+    // One connection takes the one slot.
+    let mut held = None;
+    for _ in 0..100 {
+        let mut sender = peer_connection(addr).await;
+        if peer_id(&mut sender, addr).await == Some(http::StatusCode::OK) {
+            held = Some(sender);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut held = held.expect("a first peer connection is served");
+    // While it stays open, another connection gets 503.
+    let mut second = peer_connection(addr).await;
+    assert_eq!(
+        peer_id(&mut second, addr).await,
+        Some(http::StatusCode::SERVICE_UNAVAILABLE)
+    );
+    // The held one is still served, and once it closes the slot is free again.
+    assert_eq!(peer_id(&mut held, addr).await, Some(http::StatusCode::OK));
+    drop(held);
+    let mut served = false;
+    for _ in 0..100 {
+        let mut sender = peer_connection(addr).await;
+        if peer_id(&mut sender, addr).await == Some(http::StatusCode::OK) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "the slot came back");
+}

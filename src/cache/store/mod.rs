@@ -8,10 +8,12 @@
 //! stream through it, since their readers read its growing temp file.
 
 mod disk;
+mod records;
 mod s3;
 mod verify;
 
 pub use disk::DiskStore;
+pub use records::{Condition, Record, Records, SharedStore, Written};
 pub use s3::{HyperConnector, S3Store};
 pub use verify::verify_store;
 

@@ -242,7 +242,7 @@ impl crate::telemetry::Metrics {
             }
         }
 
-        let scalars: [(&str, &str, &str, Option<u64>); 6] = [
+        let scalars: [(&str, &str, &str, Option<u64>); 8] = [
             (
                 "registry_proxy_cache_bytes",
                 "gauge",
@@ -278,6 +278,18 @@ impl crate::telemetry::Metrics {
                 "counter",
                 "Bytes evicted from the cache.",
                 Some(cache.evicted_bytes),
+            ),
+            (
+                "registry_proxy_bucket_collected_total",
+                "counter",
+                "Blobs and manifests this replica removed from the shared bucket (S3_MAX_SIZE, CACHE_INACTIVE).",
+                Some(cache.bucket_collected),
+            ),
+            (
+                "registry_proxy_bucket_collected_bytes_total",
+                "counter",
+                "Bytes this replica removed from the shared bucket.",
+                Some(cache.bucket_collected_bytes),
             ),
         ];
         for (name, kind, help, value) in scalars {

@@ -77,6 +77,9 @@ pub struct CacheFacts {
     pub free_bytes: Option<u64>,
     pub evictions: u64,
     pub evicted_bytes: u64,
+    /// Blobs and manifests this replica's collector removed from the shared bucket, and bytes.
+    pub bucket_collected: u64,
+    pub bucket_collected_bytes: u64,
 }
 
 /// Process-wide gauges and counters that are not per registry.

@@ -9,6 +9,7 @@
 //! unfinished (S3 never shows an incomplete multipart upload).
 
 mod http;
+mod records;
 
 pub use http::HyperConnector;
 
