@@ -74,15 +74,15 @@ mirror_of() { # listen -> sets BASE QS CARGS for mirror-mode requests to that re
 
 median3() { python3 -c "import sys; print(sorted(map(float, sys.argv[1:]))[1])" "$@"; }
 
-# 3 single warm pulls of the herd layer: prints "MB/s" of the median
+# 3 single warm pulls of the herd layer: prints "MB/s ttfb_seconds" (medians)
 warm1_herd() {
-  local t=() i total code size
+  local t=() f=() i ttfb total code size
   for i in 1 2 3; do
-    read -r _ total code size < <(fetch_blob "$HERD_PATH")
+    read -r ttfb total code size < <(fetch_blob "$HERD_PATH")
     [ "$code" = 200 ] && [ "$size" = "$HERD_SIZE" ] || echo "  warm: HTTP $code, $size bytes" >&2
-    t+=("$total")
+    t+=("$total") f+=("$ttfb")
   done
-  calc "round($HERD_SIZE / $(median3 "${t[@]}") / 1e6)"
+  echo "$(calc "round($HERD_SIZE / $(median3 "${t[@]}") / 1e6)") $(median3 "${f[@]}")"
 }
 
 # n concurrent pulls of `path`, client i going to bases[i % len]; prints
@@ -125,29 +125,31 @@ run_ours_bucket() {
   start_moto
   make_bucket bench-cache
   local pre="ours-bucket-$$" a=127.0.0.41:3140 b=127.0.0.41:3141 c0 c1 i ttfb total code size
-  local key="ours-bucket-$$/blobs/sha256/${HERD_BLOB:7:2}/${HERD_BLOB:7}"
+  local key="ours-bucket-$$/blobs/sha256/${HERD_BLOB:7:2}/${HERD_BLOB:7}" t_cold
   bucket_env "$pre"
   rm -rf "$W/scale/bkt-a" "$W/scale/bkt-b"
   start_replica bkt-a "$a" "$W/scale/bkt-a" "${S3ENV[@]}"
   mirror_of "$a"
   c0=$(upstream_gets "$HERD_PATH")
+  t_cold=$(now)
   read -r ttfb total code size < <(fetch_blob "$HERD_PATH")
   [ "$code" = 200 ] && [ "$size" = "$HERD_SIZE" ] || echo "  cold: HTTP $code, $size bytes" >&2
   R[bucket.cold_ttfb]=$ttfb R[bucket.cold_total]=$total
   wait_for_key bench-cache "$key"
+  R[bucket.settle]=$(calc "round($(now) - $t_cold, 2)")
   c1=$(upstream_gets "$HERD_PATH")
   R[bucket.cold_up]=$((c1 - c0))
-  echo "  cold (upstream → local disk + bucket): ttfb ${ttfb}s total ${total}s, upstream GETs $((c1 - c0))" >&2
+  echo "  cold (upstream → local disk + bucket): ttfb ${ttfb}s total ${total}s, upstream GETs $((c1 - c0)); in the bucket ${R[bucket.settle]}s after the request" >&2
 
   # local hits on the replica that filled
   local cpu0 cpu1
-  R[bucket.local1]=$(warm1_herd)
+  read -r R[bucket.local1] R[bucket.local_ttfb] < <(warm1_herd)
   cpu0=$(cpu_of bkt-a)
   read -r wall bad _ _ < <(fetch_spread 16 local16 "$HERD_PATH" "$HERD_SIZE" "$BASE")
   cpu1=$(cpu_of bkt-a)
   R[bucket.local16]=$(calc "round(16 * $HERD_SIZE / $wall / 1e6)") R[bucket.local16_bad]=$bad
   R[bucket.local16_cpu]=$(calc "round(($cpu1 - $cpu0) / (16 * $HERD_SIZE / 1e9), 2)")
-  echo "  local hit: 1 client ${R[bucket.local1]} MB/s; 16 clients ${R[bucket.local16]} MB/s ($bad failed)" >&2
+  echo "  local hit: 1 client ${R[bucket.local1]} MB/s (ttfb ${R[bucket.local_ttfb]}s); 16 clients ${R[bucket.local16]} MB/s ($bad failed)" >&2
   stop_proc bkt-a
 
   # bucket hits: a replica with an empty disk each time
@@ -219,15 +221,20 @@ EOF
   BASE=http://$DIST_S3 QS="" CARGS=()
   local c0 c1 ttfb total code size cpu0 cpu1
   c0=$(upstream_gets "$HERD_PATH")
+  local t_cold
+  t_cold=$(now)
   read -r ttfb total code size < <(fetch_blob "$HERD_PATH")
   [ "$code" = 200 ] && [ "$size" = "$HERD_SIZE" ] || echo "  cold: HTTP $code, $size bytes" >&2
   R[dists3.cold_ttfb]=$ttfb R[dists3.cold_total]=$total
   c1=$(upstream_gets "$HERD_PATH")
   R[dists3.cold_up]=$((c1 - c0))
-  echo "  cold: ttfb ${ttfb}s total ${total}s, upstream GETs $((c1 - c0))" >&2
-  sleep 1 # the registry finishes its copy into the bucket after the client's last byte
+  # the registry finishes its copy into the bucket (upload, then a server-side move and the
+  # repository link) well after the client's last byte: until then it goes upstream again
+  wait_for_key dist-cache "dist/docker/registry/v2/repositories/bench/herd/_layers/sha256/${HERD_BLOB:7}/link"
+  R[dists3.settle]=$(calc "round($(now) - $t_cold, 2)")
+  echo "  cold: ttfb ${ttfb}s total ${total}s, upstream GETs $((c1 - c0)); in the bucket ${R[dists3.settle]}s after the request" >&2
   c0=$(upstream_gets "$HERD_PATH")
-  R[dists3.warm1]=$(warm1_herd)
+  read -r R[dists3.warm1] R[dists3.warm_ttfb] < <(warm1_herd)
   cpu0=$(cpu_of dist-s3)
   read -r wall bad _ _ < <(fetch_spread 16 dists3-16 "$HERD_PATH" "$HERD_SIZE" "$BASE")
   cpu1=$(cpu_of dist-s3)
@@ -235,7 +242,7 @@ EOF
   R[dists3.warm16]=$(calc "round(16 * $HERD_SIZE / $wall / 1e6)") R[dists3.warm16_bad]=$bad
   R[dists3.warm16_cpu]=$(calc "round(($cpu1 - $cpu0) / (16 * $HERD_SIZE / 1e9), 2)")
   R[dists3.warm_up]=$((c1 - c0))
-  echo "  warm (from the bucket): 1 client ${R[dists3.warm1]} MB/s; 16 clients ${R[dists3.warm16]} MB/s ($bad failed); upstream GETs $((c1 - c0))" >&2
+  echo "  warm (from the bucket): 1 client ${R[dists3.warm1]} MB/s (ttfb ${R[dists3.warm_ttfb]}s); 16 clients ${R[dists3.warm16]} MB/s ($bad failed); upstream GETs $((c1 - c0))" >&2
   stop_proc dist-s3
 }
 
@@ -251,7 +258,7 @@ members_settled() { # peer-addr...
 
 # one herd over three replicas (shared: bucket + peers, or independent): fills R[replicas.$tag.*]
 herd_over_three() { # tag [shared]
-  local tag=$1 shared=${2:-} i names=() bases=() peers="" c0 c1 cpu0 cpu1 wall bad mttfb xttfb
+  local tag=$1 shared=${2:-} i names=() bases=() peers="" c0 c1 cpu0 cpu1 m0 wall bad mttfb xttfb
   for i in 0 1 2; do peers+="127.0.0.41:316$i "; done
   for i in 0 1 2; do
     rm -rf "$W/scale/$tag-$i"
@@ -269,14 +276,15 @@ herd_over_three() { # tag [shared]
   fi
   QS="?ns=$UP_HOST" CARGS=()
   c0=$(upstream_gets "$HERD_PATH")
-  cpu0=$(cpu_of "${names[@]}")
+  cpu0=$(cpu_of "${names[@]}") m0=$(cpu_of moto)
   read -r wall bad mttfb xttfb < <(fetch_spread 32 "herd3-$tag" "$HERD_PATH" "$HERD_SIZE" "${bases[@]}")
   cpu1=$(cpu_of "${names[@]}")
   sleep 0.5
+  R[replicas.$tag.moto]=$(calc "round($(cpu_of moto) - $m0, 2)")
   c1=$(upstream_gets "$HERD_PATH")
   R[replicas.$tag.up]=$((c1 - c0)) R[replicas.$tag.wall]=$wall R[replicas.$tag.bad]=$bad
   R[replicas.$tag.ttfb]=$mttfb R[replicas.$tag.cpu]=$(calc "round(($cpu1 - $cpu0) / (32 * $HERD_SIZE / 1e9), 2)")
-  echo "  $tag, cold herd: ${wall}s, upstream GETs $((c1 - c0)), $bad failed, ttfb median ${mttfb}s max ${xttfb}s; CPU of the 3 replicas ${R[replicas.$tag.cpu]} s/GB" >&2
+  echo "  $tag, cold herd: ${wall}s, upstream GETs $((c1 - c0)), $bad failed, ttfb median ${mttfb}s max ${xttfb}s; CPU of the 3 replicas ${R[replicas.$tag.cpu]} s/GB, of moto ${R[replicas.$tag.moto]} s" >&2
   c0=$(upstream_gets "$HERD_PATH")
   read -r wall bad _ _ < <(fetch_spread 32 "herd3w-$tag" "$HERD_PATH" "$HERD_SIZE" "${bases[@]}")
   c1=$(upstream_gets "$HERD_PATH")
