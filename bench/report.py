@@ -153,12 +153,67 @@ def main():
             if ab and bb:
                 check(f"an authenticated warm blob hit ({what}) costs at most 10% more CPU per GB",
                       bb <= 1.10 * ab, f"{bb:.3f} vs {ab:.3f} s/GB, {bb / ab:.2f}×")
+    scale_out(r, p, check)
     if checks:
-        p("#### Targets (issues 3 and 7)")
+        p("#### Targets (issues 3, 7 and 9)")
         p("")
         out.extend(checks)
         p("")
     print("\n".join(out))
+
+
+def scale_out(r, p, check):
+    """The scale-out phases (issue 9, bench/scale_out.sh), when the run had them."""
+
+    def v(key, fmt="{:g}"):
+        x = r.get(key)
+        if x in (None, ""):
+            return "-"
+        try:
+            return fmt.format(float(x))
+        except ValueError:
+            return x
+
+    def num(key):
+        try:
+            return float(r[key])
+        except (KeyError, ValueError):
+            return None
+
+    mb = r.get("herd_mb", "?")
+    if "bucket.local1" in r or "dists3.warm1" in r:
+        p(f"#### Scale-out: a hit from the bucket (local miss) vs a local hit vs distribution on S3 ({mb} MiB layer, moto_server as the S3 server)")
+        p("")
+        p("| endpoint | cold: total (s) | cold: upstream GETs | 1 client MB/s | 1 client TTFB (s) | 16 clients MB/s (aggregate) | server CPU, 16 clients (s per GB) | upstream GETs while warm | cold: in the bucket after (s) |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        if "bucket.local1" in r:
+            p(f"| **registry-proxy, local hit** (disk in front of the bucket) | {v('bucket.cold_total', '{:.2f}')} | {v('bucket.cold_up')} "
+              f"| {v('bucket.local1')} | {v('bucket.local_ttfb', '{:.3f}')} | {v('bucket.local16')} | {v('bucket.local16_cpu')} | 0 | {v('bucket.settle')} |")
+            p(f"| **registry-proxy, bucket hit** (a replica with an empty disk) | - | - | {v('bucket.bucket1')} | {v('bucket.bucket_ttfb', '{:.3f}')} "
+              f"| {v('bucket.bucket16')} | {v('bucket.bucket16_cpu')} | {v('bucket.bucket_up')} | - |")
+        if "dists3.warm1" in r:
+            p(f"| distribution pull-through, S3 driver (every hit from the bucket) | {v('dists3.cold_total', '{:.2f}')} | {v('dists3.cold_up')} "
+              f"| {v('dists3.warm1')} | {v('dists3.warm_ttfb', '{:.3f}')} | {v('dists3.warm16')} | {v('dists3.warm16_cpu')} | {v('dists3.warm_up')} | {v('dists3.settle')} |")
+        p("")
+        a, b = num("bucket.bucket1"), num("dists3.warm1")
+        if a and b:
+            check("a registry-proxy bucket hit ≥ distribution's S3-backed hit, 1 client", a >= b, f"{a:.0f} vs {b:.0f} MB/s")
+        up = num("bucket.bucket_up")
+        if up is not None:
+            check("bucket hits on an empty disk make no upstream GET", up == 0, f"{up:.0f}")
+    if "replicas.shared.wall" in r:
+        p(f"#### Scale-out: 32 clients over three replicas on a cold {mb} MiB blob (11/11/10), then the same 32 once cached")
+        p("")
+        p("| deployment | upstream blob GETs | cold wall (s) | median TTFB cold (s) | server CPU of the 3, cold (s per GB served) | moto CPU, cold (s) | cached wall (s) | failed |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for tag, what in (("shared", "**3 registry-proxy replicas, one bucket + PEERS**"), ("independent", "3 independent registry-proxy caches (disk only)")):
+            bad = int(num(f"replicas.{tag}.bad") or 0) + int(num(f"replicas.{tag}.wbad") or 0)
+            p(f"| {what} | {v(f'replicas.{tag}.up')} | {v(f'replicas.{tag}.wall', '{:.2f}')} | {v(f'replicas.{tag}.ttfb', '{:.3f}')} "
+              f"| {v(f'replicas.{tag}.cpu')} | {v(f'replicas.{tag}.moto')} | {v(f'replicas.{tag}.wwall', '{:.2f}')} | {bad} |")
+        p("")
+        up = num("replicas.shared.up")
+        if up is not None:
+            check("a herd over three replicas costs exactly one upstream fetch", up == 1, f"{up:.0f}")
 
 
 if __name__ == "__main__":

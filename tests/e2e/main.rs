@@ -15,6 +15,9 @@
 //!   the access rules of the config file.
 //! - `image`: issue 8 — the container image built without registry access (`scripts/build-image`),
 //!   checked by `scripts/image-smoke`, pulled through, restarted on the same volumes and pulled again.
+//! - `replicas`: issue 9 — three replicas sharing one bucket (`moto_server`) and their downloads
+//!   (`PEERS`): skopeo and ctr through different replicas fetch each blob from upstream once, and a
+//!   replica on an empty disk serves the image from the bucket alone.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
 mod access;
@@ -22,3 +25,4 @@ mod connect;
 mod harness;
 mod image;
 mod mirror;
+mod replicas;
