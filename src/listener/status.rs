@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::body::{self, Body};
 use crate::cache::RepoSize;
+use crate::cache::catalog::human_bytes;
 use crate::serve::State;
 use crate::serve::error::text;
 use crate::telemetry::{CacheFacts, DownloadView, Interval, RepoUse, Totals, UpstreamHealth};
@@ -191,22 +192,6 @@ fn respond(bytes: Bytes, content_type: &'static str) -> Response<Body> {
     r
 }
 
-/// Bytes with a binary unit (`1.5 GiB`).
-fn human(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 fn ago(ms: u64, now: u64) -> String {
     format!("{}s ago", now.saturating_sub(ms / 1000))
 }
@@ -234,9 +219,9 @@ fn text_summary(state: &State, s: &Snapshot) -> String {
     let _ = writeln!(
         out,
         "bytes: {} served, {} saved from cache, {} fetched upstream",
-        human(t.sent_bytes),
-        human(t.saved_bytes),
-        human(t.upstream_bytes)
+        human_bytes(t.sent_bytes),
+        human_bytes(t.saved_bytes),
+        human_bytes(t.upstream_bytes)
     );
     let c = &s.cache;
     let _ = writeln!(
@@ -245,10 +230,10 @@ fn text_summary(state: &State, s: &Snapshot) -> String {
         c.entries,
         c.bytes,
         c.max_bytes,
-        human(c.bytes),
-        human(c.max_bytes),
+        human_bytes(c.bytes),
+        human_bytes(c.max_bytes),
         c.free_bytes
-            .map(|f| format!(", {} free on disk", human(f)))
+            .map(|f| format!(", {} free on disk", human_bytes(f)))
             .unwrap_or_default()
     );
     let _ = writeln!(out, "\ndownloads in flight: {}", s.downloads.len());
@@ -256,11 +241,11 @@ fn text_summary(state: &State, s: &Snapshot) -> String {
         let progress = match d.total {
             Some(total) if total > 0 => format!(
                 "{} of {} ({:.0}%)",
-                human(d.bytes),
-                human(total),
+                human_bytes(d.bytes),
+                human_bytes(total),
                 d.bytes as f64 * 100.0 / total as f64
             ),
-            _ => human(d.bytes),
+            _ => human_bytes(d.bytes),
         };
         let _ = writeln!(
             out,
@@ -293,7 +278,7 @@ fn text_summary(state: &State, s: &Snapshot) -> String {
     if !s.largest.is_empty() {
         let _ = writeln!(out, "\nlargest cached images:");
         for r in &s.largest {
-            let _ = writeln!(out, "  {:<48} {:>10}", r.image, human(r.bytes));
+            let _ = writeln!(out, "  {:<48} {:>10}", r.image, human_bytes(r.bytes));
         }
     }
     if !s.most_used.is_empty() {
@@ -342,10 +327,10 @@ mod tests {
 
     #[test]
     fn units() {
-        assert_eq!(human(0), "0 B");
-        assert_eq!(human(1023), "1023 B");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(3 << 30), "3.0 GiB");
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 
     #[test]
