@@ -8,6 +8,7 @@
 //! instead of a body (an error status) is handed back to the caller untouched.
 
 mod growing;
+mod ring;
 mod writer;
 
 pub use growing::{Fill, FillEnd, FillState};
