@@ -183,6 +183,13 @@ impl Fill {
         lock(&self.tail).buffered
     }
 
+    /// Offset of the oldest byte in the memory ring, and the bytes it holds.
+    #[cfg(test)]
+    pub(crate) fn ring_window(&self) -> (u64, usize) {
+        let ring = lock(&self.ring);
+        (ring.base(), ring.held())
+    }
+
     /// Bytes this fill may still add to the disk (for the free-space reserve).
     pub(crate) fn remaining_on_disk(&self) -> u64 {
         match (self.state(), self.total()) {

@@ -14,6 +14,8 @@ mod writer;
 pub use growing::{Fill, FillEnd, FillState};
 #[cfg(test)]
 pub(crate) use growing::{TAIL_BYTES, TAIL_PIECE};
+#[cfg(test)]
+pub(crate) use ring::RING_BYTES;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -72,6 +72,12 @@ impl Ring {
         self.held = 0;
     }
 
+    /// Offset of the oldest byte held (the end if none).
+    #[cfg(test)]
+    pub(super) fn base(&self) -> u64 {
+        self.chunks.front().map_or(self.end, |(offset, _)| *offset)
+    }
+
     /// Bytes held (for tests of the bound).
     #[cfg(test)]
     pub(super) fn held(&self) -> usize {

@@ -20,16 +20,18 @@ use super::growing::{Fill, FillEnd, FillState, TAIL_BYTES, TAIL_PIECE, lock};
 use crate::cache::chunks::READ_CHUNK;
 use crate::cache::store::DiskStore;
 
-/// Source bytes gathered into one batch (one write to the temp file), at most (when already
-/// received).
+/// Source bytes gathered before one announcement to the readers, at most (when already received).
 const COALESCE: usize = 256 * 1024;
 
-/// Source buffers gathered into one batch, at most (one `writev`).
-const MAX_BATCH: usize = 64;
+/// Source bytes handed to the writer at once (one wake-up of its thread, one `writev`).
+const WRITE_BATCH: usize = 1024 * 1024;
+
+/// Source buffers handed to the writer at once, at most (`writev` takes 1024).
+const MAX_BATCH: usize = 256;
 
 /// Batches queued for the writer, at most: with the ring, the bound on a download's memory while
-/// the disk is slower than the source.
-const QUEUE: usize = 8;
+/// the disk is slower than the source (about `QUEUE * WRITE_BATCH` beyond the ring's own).
+const QUEUE: usize = 4;
 
 /// Writes `body` into the fill's temp file on a blocking thread and verifies its digest; `Ok` once
 /// the blob was verified (committed, or delivered uncached when the disk failed). `idle` bounds the
@@ -58,58 +60,67 @@ where
     });
     let fill = ring_fill;
     let feed = async {
+        // Buffers received but not yet handed to the writer. Readers take them from the ring at
+        // once; the writer, which nobody waits for until the end, gets them in large batches, so
+        // the hand-over (a thread wake-up) and the `writev` happen once per ~1 MiB.
+        let mut pending: Vec<Bytes> = Vec::with_capacity(MAX_BATCH);
+        let mut pending_len = 0;
         loop {
             let frame = match tokio::time::timeout(idle, body.frame()).await {
                 Err(_) => return Err(format!("the source sent nothing for {idle:?}")),
-                Ok(None) => return Ok(()),
+                Ok(None) => break,
                 Ok(Some(Err(e))) => return Err(format!("source body: {e}")),
                 Ok(Some(Ok(frame))) => frame,
             };
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            // Gather the frames that are already here (HTTP/2 delivers 16 KiB at a time) into
-            // one batch, as the source's own buffers (no copy): one announcement to the readers,
-            // one hand-over to the writer and one vectored write per ~256 KiB, not per frame.
-            let mut batch = Vec::with_capacity(8);
-            let mut batched = 0;
-            let mut pending = Some(data);
+            // Gather the frames that are already here (HTTP/2 delivers 16 KiB at a time), as the
+            // source's own buffers (no copy): one lock and one announcement to the readers each.
+            let mut next = Some(data);
             let mut ended = false;
-            while let Some(data) = pending.take() {
+            let mut gathered = 0;
+            let first = pending.len();
+            while let Some(data) = next.take() {
                 if !data.is_empty() {
-                    batched += data.len();
-                    batch.push(data);
+                    gathered += data.len();
+                    pending.push(data);
                 }
-                if batched >= COALESCE || batch.len() >= MAX_BATCH {
+                if gathered >= COALESCE || pending.len() >= MAX_BATCH {
                     break;
                 }
                 match body.frame().now_or_never() {
-                    Some(Some(Ok(frame))) => {
-                        pending = frame.into_data().ok().or(Some(Bytes::new()))
-                    }
+                    Some(Some(Ok(frame))) => next = frame.into_data().ok().or(Some(Bytes::new())),
                     Some(Some(Err(e))) => return Err(format!("source body: {e}")),
                     Some(None) => ended = true,
                     None => {}
                 }
             }
-            if !batch.is_empty() {
-                // Readers that keep up take these from memory now, before the disk has them.
-                let end = {
-                    let mut ring = lock(&fill.ring);
-                    for chunk in &batch {
-                        ring.push(chunk.clone());
-                    }
-                    ring.end()
-                };
-                fill.arrived.send_replace(end);
+            pending_len += gathered;
+            // Readers that keep up take these from memory now, before the disk has them.
+            let end = {
+                let mut ring = lock(&fill.ring);
+                for data in &pending[first..] {
+                    ring.push(data.clone());
+                }
+                ring.end()
+            };
+            fill.arrived.send_replace(end);
+            if pending_len >= WRITE_BATCH || pending.len() >= MAX_BATCH {
+                pending_len = 0;
+                let batch = std::mem::replace(&mut pending, Vec::with_capacity(MAX_BATCH));
                 if tx.send(batch).await.is_err() {
                     return Err("cache writer stopped".to_owned());
                 }
             }
             if ended {
-                return Ok(());
+                break;
             }
         }
+        if !pending.is_empty() && tx.send(pending).await.is_err() {
+            return Err("cache writer stopped".to_owned());
+        }
+        Ok(())
     };
     let fed = feed.await;
     drop(tx);
