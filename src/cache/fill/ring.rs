@@ -116,8 +116,8 @@ impl Ring {
         }
         // Both differences are below the chunk's length, a usize.
         let from = usize::try_from(pos - offset).map_err(|_| Behind)?;
-        let to = usize::try_from(limit.min(offset + bytes.len() as u64) - offset)
-            .map_err(|_| Behind)?;
+        let to =
+            usize::try_from(limit.min(offset + bytes.len() as u64) - offset).map_err(|_| Behind)?;
         Ok(Some(bytes.slice(from..to)))
     }
 }

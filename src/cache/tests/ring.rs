@@ -85,7 +85,10 @@ async fn a_reader_behind_the_ring_catches_up_from_the_file() {
     until(|| fill.ring_window().0 > 0).await;
     let (base, held) = fill.ring_window();
     // The ring's bound, plus what the writer has not written yet (its queue and batch).
-    assert!(held <= RING_BYTES + 7 * 1024 * 1024, "ring held {held} bytes");
+    assert!(
+        held <= RING_BYTES + 7 * 1024 * 1024,
+        "ring held {held} bytes"
+    );
     // The start has left memory: it comes from the file, while the download is still running.
     let early = read_n(&mut slow, usize::try_from(base).unwrap()).await;
     assert_eq!(early, &blob[..early.len()]);
@@ -185,7 +188,11 @@ async fn fails_after_the_ring_wrapped(
         ("keeping up", keeping_up.await.unwrap()),
         ("behind", drain(behind).await),
     ] {
-        assert!(error.is_some(), "{name}: ended cleanly after {} bytes", bytes.len());
+        assert!(
+            error.is_some(),
+            "{name}: ended cleanly after {} bytes",
+            bytes.len()
+        );
         assert!(bytes.len() < blob.len(), "{name}: got the last byte");
         assert!(bytes == blob[..bytes.len()], "{name}: wrong bytes");
     }
@@ -207,7 +214,10 @@ async fn a_wrong_digest_after_the_ring_wrapped_fails_every_reader() {
         })
     })
     .await;
-    assert!(end.as_ref().is_err_and(|e| e.contains("digest mismatch")), "{end:?}");
+    assert!(
+        end.as_ref().is_err_and(|e| e.contains("digest mismatch")),
+        "{end:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
