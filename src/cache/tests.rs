@@ -11,6 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::fill::{FillState, TAIL_BYTES, TAIL_PIECE};
 use super::*;
 
+mod ring;
+
 fn limits(max_size: u64, min_free: u64) -> Limits {
     Limits {
         max_size,

@@ -1,6 +1,8 @@
 //! The reading side of a download in flight. A [`Fill`] is one download of one blob into a temp file
-//! of the local disk; every client that wants the blob meanwhile reads the temp file as it grows, so
-//! time to first byte never waits for the whole blob and a slow client never slows the download.
+//! of the local disk; every client that wants the blob meanwhile reads it as it arrives: from the
+//! fill's memory ring of recent chunks (`ring.rs`) while it keeps up, from the temp file once it
+//! falls behind. Time to first byte never waits for the disk or the whole blob, and a slow client
+//! never slows the download or holds memory.
 //!
 //! What a reader may send is decided by [`FillState`]: while the download is growing, everything
 //! written except the final byte of a known-length blob; the final byte only once the digest has
@@ -24,6 +26,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::{Notify, watch};
 
+use super::ring::Ring;
 use crate::cache::chunks::{ChunkReader, READ_CHUNK};
 use crate::registry::digest::Digest;
 
@@ -125,6 +128,10 @@ pub struct Fill {
     /// Total length announced by the upstream (`Content-Length`), once known.
     total: watch::Sender<Option<u64>>,
     state: watch::Sender<FillState>,
+    /// The most recent chunks received, for readers that keep up.
+    pub(super) ring: Mutex<Ring>,
+    /// Bumped each time chunks are added to the ring (readers wait on it).
+    pub(super) arrived: watch::Sender<u64>,
     pub(super) tail: Mutex<Tail>,
     /// Bumped each time the writer adds to the tail (readers wait on it).
     pub(super) sent: watch::Sender<u64>,
@@ -146,6 +153,8 @@ impl Fill {
             from_bucket,
             total: watch::Sender::new(None),
             state: watch::Sender::new(FillState::Pending),
+            ring: Mutex::new(Ring::default()),
+            arrived: watch::Sender::new(0),
             tail: Mutex::new(Tail::default()),
             sent: watch::Sender::new(0),
             taken: Notify::new(),
@@ -172,6 +181,13 @@ impl Fill {
     #[cfg(test)]
     pub(crate) fn tail_buffered(&self) -> usize {
         lock(&self.tail).buffered
+    }
+
+    /// Offset of the oldest byte in the memory ring, and the bytes it holds.
+    #[cfg(test)]
+    pub(crate) fn ring_window(&self) -> (u64, usize) {
+        let ring = lock(&self.ring);
+        (ring.base(), ring.held())
     }
 
     /// Bytes this fill may still add to the disk (for the free-space reserve).
@@ -220,6 +236,7 @@ impl Fill {
         };
         let state = ReaderState {
             rx: fill.state.subscribe(),
+            arrived: fill.arrived.subscribe(),
             sent: fill.sent.subscribe(),
             fill,
             id,
@@ -257,6 +274,7 @@ struct ReaderState {
     /// This reader's id in the fill's tail.
     id: u64,
     rx: watch::Receiver<FillState>,
+    arrived: watch::Receiver<u64>,
     sent: watch::Receiver<u64>,
     file: Option<ChunkReader>,
     pos: u64,
@@ -276,6 +294,8 @@ impl Drop for ReaderState {
 
 /// What a reader may do next, given the fill's state.
 struct Allowed {
+    /// Bytes below this may be taken from the memory ring (those that left it, from the file).
+    memory: u64,
     /// Bytes below this may be read from the file.
     disk: u64,
     /// Bytes from `disk` on come from the in-memory tail.
@@ -292,19 +312,30 @@ impl ReaderState {
             Some(t) => written.min(t.saturating_sub(1)),
             None => written,
         };
-        let (disk, tail, done) = match state {
-            FillState::Pending => (0, false, None),
-            FillState::Growing(written) => (hold(*written), false, None),
-            FillState::Uncached { on_disk } => (hold(*on_disk), true, None),
-            FillState::Done(len) => (*len, false, Some(*len)),
-            FillState::Streamed { len, on_disk } => (*on_disk, true, Some(*len)),
+        let (memory, disk, tail, done) = match state {
+            FillState::Pending => (0, 0, false, None),
+            FillState::Growing(_) => {
+                let (arrived, on_disk) = {
+                    let ring = lock(&self.fill.ring);
+                    (ring.end(), ring.on_disk())
+                };
+                (hold(arrived), hold(on_disk), false, None)
+            }
+            FillState::Uncached { on_disk } => (0, hold(*on_disk), true, None),
+            FillState::Done(len) => (*len, *len, false, Some(*len)),
+            FillState::Streamed { len, on_disk } => (0, *on_disk, true, Some(*len)),
             FillState::Failed(reason) => {
                 return Err(io::Error::other(format!(
                     "upstream download failed: {reason}"
                 )));
             }
         };
-        Ok(Allowed { disk, tail, done })
+        Ok(Allowed {
+            memory,
+            disk,
+            tail,
+            done,
+        })
     }
 
     /// `limit` (exclusive), capped at the end of what this reader wants.
@@ -323,11 +354,20 @@ impl ReaderState {
                 return Ok(None);
             }
             let state = self.rx.borrow_and_update().clone();
+            self.arrived.borrow_and_update();
             let allowed = self.allowed(&state)?;
             if let Some(len) = allowed.done
                 && self.pos >= len
             {
                 return Ok(None);
+            }
+            let limit = self.cap(allowed.memory);
+            if self.pos < limit
+                && let Ok(Some(bytes)) = lock(&self.fill.ring).read(self.pos, limit)
+            {
+                // Fresh bytes straight from memory; behind the ring, the file below.
+                self.pos += bytes.len() as u64;
+                return Ok(Some(bytes));
             }
             let limit = self.cap(allowed.disk);
             if self.pos < limit {
@@ -359,7 +399,10 @@ impl ReaderState {
                 }
                 continue;
             }
-            self.rx.changed().await.map_err(|_| abandoned())?;
+            tokio::select! {
+                changed = self.rx.changed() => changed.map_err(|_| abandoned())?,
+                changed = self.arrived.changed() => changed.map_err(|_| abandoned())?,
+            }
         }
     }
 
@@ -379,10 +422,17 @@ impl ReaderState {
         if tail.cut.contains(&self.id) || self.pos < tail.base() {
             return Err(lagged());
         }
+        // A reader that took bytes from the ring before the disk failed may be ahead of the
+        // tail: its position, not where it started, is what the tail must keep.
+        if let Some(pos) = tail.readers.get_mut(&self.id) {
+            *pos = self.pos;
+        }
         let index = tail
             .pieces
             .partition_point(|(offset, bytes)| offset + bytes.len() as u64 <= self.pos);
         let Some((offset, bytes)) = tail.pieces.get(index) else {
+            drop(tail);
+            self.fill.taken.notify_one();
             return Ok(None);
         };
         let from = usize::try_from(self.pos - offset).map_err(io::Error::other)?;

@@ -1,18 +1,22 @@
 //! The whole miss, owned by the cache: [`Cache::get_or_fill`] answers with the stored blob, joins
 //! the download in flight, or starts one from the caller's [`FillSource`] in a task of its own that
 //! outlives the client who started it. One download per blob at a time; every concurrent client
-//! streams from its growing temp file (`growing.rs`), written and verified by `writer.rs`.
+//! streams it as it arrives (`growing.rs`): from a memory ring of the newest chunks (`ring.rs`),
+//! or from the temp file that `writer.rs` writes and verifies, once the client fell behind.
 //!
 //! The cache never calls back into its caller beyond the source it was handed: the source opens
 //! the body (the serve layer's upstream GET) and hears how the download ended; what it answers
 //! instead of a body (an error status) is handed back to the caller untouched.
 
 mod growing;
+mod ring;
 mod writer;
 
 pub use growing::{Fill, FillEnd, FillState};
 #[cfg(test)]
 pub(crate) use growing::{TAIL_BYTES, TAIL_PIECE};
+#[cfg(test)]
+pub(crate) use ring::RING_BYTES;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,14 +1,17 @@
-//! The writing side of a download: the leader's task feeds the source's body, coalesced, to a
-//! [`FillWriter`] on a blocking thread, which appends to the temp file, hashes, announces progress
-//! to the readers, and on a matching digest commits the file to the blob's key on the local disk.
+//! The writing side of a download: the leader's task reads the source's body, puts each batch of
+//! buffers into the fill's memory ring (readers that keep up take them from there at once) and
+//! hands it to a [`FillWriter`] on a blocking thread, which hashes it and appends it to the temp
+//! file while the network read goes on, announces progress, and on a matching digest commits the
+//! file to the blob's key on the local disk. The last byte of a known-length blob reaches no reader
+//! before that.
 //! After a disk failure the writer hands the rest to the readers through the fill's in-memory tail
 //! (see `growing.rs`) and commits nothing.
 
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::FutureExt;
 use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
@@ -17,8 +20,18 @@ use super::growing::{Fill, FillEnd, FillState, TAIL_BYTES, TAIL_PIECE, lock};
 use crate::cache::chunks::READ_CHUNK;
 use crate::cache::store::DiskStore;
 
-/// Source bytes gathered into one write to the temp file, at most (when already received).
+/// Source bytes gathered before one announcement to the readers, at most (when already received).
 const COALESCE: usize = 256 * 1024;
+
+/// Source bytes handed to the writer at once (one wake-up of its thread, one `writev`).
+const WRITE_BATCH: usize = 1024 * 1024;
+
+/// Source buffers handed to the writer at once, at most (`writev` takes 1024).
+const MAX_BATCH: usize = 256;
+
+/// Batches queued for the writer, at most: with the ring, the bound on a download's memory while
+/// the disk is slower than the source (about `QUEUE * WRITE_BATCH` beyond the ring's own).
+const QUEUE: usize = 4;
 
 /// Writes `body` into the fill's temp file on a blocking thread and verifies its digest; `Ok` once
 /// the blob was verified (committed, or delivered uncached when the disk failed). `idle` bounds the
@@ -34,57 +47,80 @@ where
     B: HttpBody<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUE);
     let runtime = tokio::runtime::Handle::current();
+    let ring_fill = fill.clone();
     let writer = tokio::task::spawn_blocking(move || {
         let mut writer = FillWriter::new(fill, file, idle, runtime, disk_limit);
-        while let Some(chunk) = rx.blocking_recv() {
+        while let Some(batch) = rx.blocking_recv() {
             let more_queued = !rx.is_empty();
-            writer.write(chunk, more_queued);
+            writer.write(&batch, more_queued);
         }
         writer.finish()
     });
+    let fill = ring_fill;
     let feed = async {
+        // Buffers received but not yet handed to the writer. Readers take them from the ring at
+        // once; the writer, which nobody waits for until the end, gets them in large batches, so
+        // the hand-over (a thread wake-up) and the `writev` happen once per ~1 MiB.
+        let mut pending: Vec<Bytes> = Vec::with_capacity(MAX_BATCH);
+        let mut pending_len = 0;
         loop {
             let frame = match tokio::time::timeout(idle, body.frame()).await {
                 Err(_) => return Err(format!("the source sent nothing for {idle:?}")),
-                Ok(None) => return Ok(()),
+                Ok(None) => break,
                 Ok(Some(Err(e))) => return Err(format!("source body: {e}")),
                 Ok(Some(Ok(frame))) => frame,
             };
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            // Coalesce the frames that are already here (HTTP/2 delivers 16 KiB at a time) so
-            // the writer makes one write and one announcement per ~256 KiB, not per frame.
-            let mut batch = BytesMut::new();
-            let mut pending = Some(data);
+            // Gather the frames that are already here (HTTP/2 delivers 16 KiB at a time), as the
+            // source's own buffers (no copy): one lock and one announcement to the readers each.
+            let mut next = Some(data);
             let mut ended = false;
-            while let Some(data) = pending.take() {
-                if batch.is_empty() && data.len() >= COALESCE {
-                    batch = BytesMut::from(data);
-                    break;
+            let mut gathered = 0;
+            let first = pending.len();
+            while let Some(data) = next.take() {
+                if !data.is_empty() {
+                    gathered += data.len();
+                    pending.push(data);
                 }
-                batch.extend_from_slice(&data);
-                if batch.len() >= COALESCE {
+                if gathered >= COALESCE || pending.len() >= MAX_BATCH {
                     break;
                 }
                 match body.frame().now_or_never() {
-                    Some(Some(Ok(frame))) => {
-                        pending = frame.into_data().ok().or(Some(Bytes::new()))
-                    }
+                    Some(Some(Ok(frame))) => next = frame.into_data().ok().or(Some(Bytes::new())),
                     Some(Some(Err(e))) => return Err(format!("source body: {e}")),
                     Some(None) => ended = true,
                     None => {}
                 }
             }
-            if !batch.is_empty() && tx.send(batch.freeze()).await.is_err() {
-                return Err("cache writer stopped".to_owned());
+            pending_len += gathered;
+            // Readers that keep up take these from memory now, before the disk has them.
+            let end = {
+                let mut ring = lock(&fill.ring);
+                for data in &pending[first..] {
+                    ring.push(data.clone());
+                }
+                ring.end()
+            };
+            fill.arrived.send_replace(end);
+            if pending_len >= WRITE_BATCH || pending.len() >= MAX_BATCH {
+                pending_len = 0;
+                let batch = std::mem::replace(&mut pending, Vec::with_capacity(MAX_BATCH));
+                if tx.send(batch).await.is_err() {
+                    return Err("cache writer stopped".to_owned());
+                }
             }
             if ended {
-                return Ok(());
+                break;
             }
         }
+        if !pending.is_empty() && tx.send(pending).await.is_err() {
+            return Err("cache writer stopped".to_owned());
+        }
+        Ok(())
     };
     let fed = feed.await;
     drop(tx);
@@ -145,19 +181,21 @@ impl FillWriter {
         }
     }
 
-    /// Appends a chunk (blocking I/O: call from a blocking thread) and announces it to readers.
-    /// A disk failure is not an error: the download goes on uncached.
-    /// Appends a chunk. `more_queued` says another chunk is already waiting: progress is then
-    /// announced only once a read chunk's worth has accumulated, so readers read in large pieces
-    /// while the upstream is fast, and at once when it is slow.
-    fn write(&mut self, chunk: Bytes, more_queued: bool) {
-        self.hasher.update(&chunk);
+    /// Appends a batch of chunks (blocking I/O: call from a blocking thread), hashes them and
+    /// announces them to readers. A disk failure is not an error: the download goes on uncached.
+    /// `more_queued` says another batch is already waiting: progress is then announced only once
+    /// a read chunk's worth has accumulated (the status page and readers behind the memory ring
+    /// read it).
+    fn write(&mut self, batch: &[Bytes], more_queued: bool) {
         let offset = self.received;
-        self.received += chunk.len() as u64;
+        for chunk in batch {
+            self.hasher.update(chunk);
+            self.received += chunk.len() as u64;
+        }
         if self.disk_error.is_none() {
-            match self.write_disk(&chunk) {
+            match self.write_disk(batch) {
                 Ok(()) => {
-                    self.on_disk = self.received;
+                    lock(&self.fill.ring).written(self.on_disk);
                     if !more_queued || self.on_disk - self.announced >= READ_CHUNK as u64 {
                         self.announced = self.on_disk;
                         self.fill.set_state(FillState::Growing(self.on_disk));
@@ -173,6 +211,9 @@ impl FillWriter {
                         "cache disk failed; streaming the rest of the blob uncached"
                     );
                     self.disk_error = Some(reason);
+                    // The tail takes over from the first byte not on disk; the ring, which
+                    // relies on the file for what it drops, holds nothing from now on.
+                    lock(&self.fill.ring).close();
                     lock(&self.fill.tail).next = self.on_disk;
                     self.fill.set_state(FillState::Uncached {
                         on_disk: self.on_disk,
@@ -180,16 +221,54 @@ impl FillWriter {
                 }
             }
         }
-        self.send_tail(offset, chunk);
+        // What the disk did not take goes to the readers through the tail.
+        let mut at = offset;
+        for chunk in batch {
+            let len = chunk.len() as u64;
+            if at + len > self.on_disk {
+                let skip = usize::try_from(self.on_disk.saturating_sub(at)).unwrap_or(0);
+                self.send_tail(at + skip as u64, chunk.slice(skip..));
+            }
+            at += len;
+        }
     }
 
-    fn write_disk(&mut self, chunk: &[u8]) -> io::Result<()> {
-        if let Some(limit) = self.disk_limit
-            && self.on_disk + chunk.len() as u64 > limit
-        {
-            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+    /// Writes a batch to the temp file with vectored writes, advancing `on_disk` by what the file
+    /// took (also when it then fails).
+    fn write_disk(&mut self, batch: &[Bytes]) -> io::Result<()> {
+        if let Some(limit) = self.disk_limit {
+            // Test hook: the disk "fills up" at `limit`; the chunk that would cross it fails.
+            for chunk in batch {
+                if self.on_disk + chunk.len() as u64 > limit {
+                    return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+                }
+                self.file.write_all(chunk)?;
+                self.on_disk += chunk.len() as u64;
+            }
+            return Ok(());
         }
-        self.file.write_all(chunk)
+        let mut index = 0;
+        let mut within = 0;
+        while index < batch.len() {
+            let slices: Vec<IoSlice<'_>> = std::iter::once(&batch[index][within..])
+                .chain(batch[index + 1..].iter().map(|c| &c[..]))
+                .map(IoSlice::new)
+                .collect();
+            let mut n = match self.file.write_vectored(&slices) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.on_disk += n as u64;
+            while index < batch.len() && n >= batch[index].len() - within {
+                n -= batch[index].len() - within;
+                index += 1;
+                within = 0;
+            }
+            within += n;
+        }
+        Ok(())
     }
 
     /// Sends `chunk` (at `offset`) to the readers in pieces, holding back a known-length blob's
