@@ -34,6 +34,7 @@ use crate::registry::route::{mirror_target, parse_path};
 use crate::serve::error::{Failure, text};
 use crate::serve::{self, State, Surface};
 use crate::telemetry::Refusal;
+use crate::zero_copy::{Sink, ZeroCopyIo};
 
 /// Largest request head we read (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 64 * 1024;
@@ -90,7 +91,14 @@ pub async fn accept_loop(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_front(state, Conn::plain(peer), stream).await,
+                // Blob hits on plain TCP may go out with sendfile (`zero_copy`).
+                None => match state.zero_copy.sink() {
+                    Some(sink) => {
+                        let conn = Conn::plain(peer, Some(sink.clone()));
+                        serve_front(state, conn, ZeroCopyIo::new(stream, sink)).await
+                    }
+                    None => serve_front(state, Conn::plain(peer, None), stream).await,
+                },
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
@@ -114,14 +122,17 @@ struct Conn {
     tls: bool,
     /// The user named by a verified client certificate (`TLS_CLIENT_CA_FILE`).
     cert_user: Option<Identity>,
+    /// Plain TCP with zero-copy on: where blob hits record the file bytes they send.
+    zero_copy: Option<Sink>,
 }
 
 impl Conn {
-    fn plain(peer: SocketAddr) -> Conn {
+    fn plain(peer: SocketAddr, zero_copy: Option<Sink>) -> Conn {
         Conn {
             peer,
             tls: false,
             cert_user: None,
+            zero_copy,
         }
     }
 
@@ -135,6 +146,7 @@ impl Conn {
             peer,
             tls: true,
             cert_user,
+            zero_copy: None,
         }
     }
 }
@@ -151,10 +163,13 @@ where
         let conn_info = conn_info.clone();
         async move { Ok::<_, Infallible>(front(state, &conn_info, req).await) }
     });
+    // `writev(true)`: hyper's queue write strategy, which hands body chunks to the I/O unchanged;
+    // zero-copy depends on it (see `zero_copy`), and it saves a copy of every body chunk anyway.
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Some(header_timeout))
         .max_buf_size(MAX_HEAD)
+        .writev(true)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     if let Err(e) = conn.await {
@@ -268,6 +283,7 @@ async fn mirror(
     };
     client.peer = Some(conn.peer);
     client.style = mirror_style(req.uri());
+    client.zero_copy = conn.zero_copy.clone();
     serve::handle(&state, registry, route, req, client).await
 }
 

@@ -341,6 +341,10 @@ pub struct CacheFacts {
 #[derive(Debug, Default)]
 pub(crate) struct Global {
     pub(crate) aborted_responses: AtomicU64,
+    /// Body bytes the kernel sent straight from cache files (`sendfile`, see `zero_copy`).
+    pub(crate) zero_copy_bytes: AtomicU64,
+    /// Responses whose body was handed to the kernel that way.
+    pub(crate) zero_copy_responses: AtomicU64,
     pub(crate) tunnels: AtomicU64,
     pub(crate) tunnels_open: AtomicU64,
     pub(crate) tunnel_bytes: AtomicU64,
@@ -472,6 +476,16 @@ impl super::Metrics {
     pub fn refused(&self, refusal: Refusal) {
         let i = Refusal::ALL.iter().position(|r| *r == refusal).unwrap_or(0);
         self.global.refusals[i].fetch_add(1, Relaxed);
+    }
+
+    /// A response body handed to the kernel with `sendfile` (`zero_copy`).
+    pub fn zero_copy_response(&self) {
+        self.global.zero_copy_responses.fetch_add(1, Relaxed);
+    }
+
+    /// Body bytes the kernel sent straight from a cache file.
+    pub fn zero_copy_sent(&self, bytes: u64) {
+        self.global.zero_copy_bytes.fetch_add(bytes, Relaxed);
     }
 
     /// A `verify`-mode check's result.
@@ -612,6 +626,28 @@ impl super::Metrics {
             out,
             "registry_proxy_aborted_responses_total {}",
             self.global.aborted_responses.load(Relaxed)
+        );
+        head(
+            &mut out,
+            "registry_proxy_zero_copy_responses_total",
+            "counter",
+            "Blob responses on plain-HTTP connections whose body went out with sendfile(2).",
+        );
+        let _ = writeln!(
+            out,
+            "registry_proxy_zero_copy_responses_total {}",
+            self.global.zero_copy_responses.load(Relaxed)
+        );
+        head(
+            &mut out,
+            "registry_proxy_zero_copy_bytes_total",
+            "counter",
+            "Body bytes sent with sendfile(2) straight from cache files.",
+        );
+        let _ = writeln!(
+            out,
+            "registry_proxy_zero_copy_bytes_total {}",
+            self.global.zero_copy_bytes.load(Relaxed)
         );
 
         head(

@@ -26,3 +26,4 @@ mod status;
 mod streaming;
 mod tunnel;
 mod warm;
+mod zero_copy;
