@@ -36,6 +36,9 @@ use crate::serve::{self, State, Surface};
 use crate::telemetry::Refusal;
 use crate::zero_copy::{Sink, ZeroCopyIo};
 
+/// A request's answer as hyper's service sees it: boxed (see `serve_front`).
+type Answer = std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
 /// Largest request head we read (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -89,17 +92,21 @@ pub async fn accept_loop(
         let stream = limit::Counted::new(stream, slot);
         let state = state.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                // Blob hits on plain TCP may go out with sendfile (`zero_copy`).
-                None => match state.zero_copy.sink() {
-                    Some(sink) => {
-                        let conn = Conn::plain(peer, Some(sink.clone()));
-                        serve_front(state, conn, ZeroCopyIo::new(stream, sink)).await
-                    }
-                    None => serve_front(state, Conn::plain(peer, None), stream).await,
-                },
-                Some(acceptor) => {
+        // One task per kind of connection, each sized for its own kind: a plain connection's task
+        // does not carry the room a TLS handshake needs (memory per idle connection).
+        match tls {
+            // Blob hits on plain TCP may go out with sendfile (`zero_copy`).
+            None => match state.zero_copy.sink() {
+                Some(sink) => {
+                    let conn = Conn::plain(peer, Some(sink.clone()));
+                    tokio::spawn(serve_front(state, conn, ZeroCopyIo::new(stream, sink)));
+                }
+                None => {
+                    tokio::spawn(serve_front(state, Conn::plain(peer, None), stream));
+                }
+            },
+            Some(acceptor) => {
+                tokio::spawn(async move {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let conn = Conn::tls(peer, stream.get_ref().1.peer_certificates());
@@ -108,9 +115,9 @@ pub async fn accept_loop(
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                }
+                });
             }
-        });
+        }
     }
 }
 
@@ -161,7 +168,10 @@ where
     let service = service_fn(move |req| {
         let state = state.clone();
         let conn_info = conn_info.clone();
-        async move { Ok::<_, Infallible>(front(state, &conn_info, req).await) }
+        // Boxed: hyper keeps a connection's request future in an allocation of its full size for
+        // as long as the connection is open; boxed, an idle connection holds a pointer, not the
+        // ~8 KiB state machine of a registry request (`bench/run` phase `ours-idle`).
+        Box::pin(async move { Ok::<_, Infallible>(front(state, &conn_info, req).await) }) as Answer
     });
     // `writev(true)`: hyper's queue write strategy, which hands body chunks to the I/O unchanged;
     // zero-copy depends on it (see `zero_copy`), and it saves a copy of every body chunk anyway.
@@ -568,7 +578,7 @@ async fn intercept<IO>(
         let identity = identity.clone();
         let realm = realm.clone();
         let audience = audience.clone();
-        async move {
+        Box::pin(async move {
             if head_too_large(&req) {
                 return Ok(Failure::HeadTooLarge.into_response());
             }
@@ -606,7 +616,7 @@ async fn intercept<IO>(
             client.peer = Some(peer);
             let response = serve::handle(&state, registry, parsed.route, req, client).await;
             Ok::<_, Infallible>(response)
-        }
+        }) as Answer
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
