@@ -6,6 +6,7 @@
 
 mod admin;
 mod limit;
+mod park;
 mod relay;
 mod status;
 
@@ -99,10 +100,14 @@ pub async fn accept_loop(
             None => match state.zero_copy.sink() {
                 Some(sink) => {
                     let conn = Conn::plain(peer, Some(sink.clone()));
-                    tokio::spawn(serve_front(state, conn, ZeroCopyIo::new(stream, sink)));
+                    tokio::spawn(park::serve_parked(
+                        state,
+                        conn,
+                        ZeroCopyIo::new(stream, sink),
+                    ));
                 }
                 None => {
-                    tokio::spawn(serve_front(state, Conn::plain(peer, None), stream));
+                    tokio::spawn(park::serve_parked(state, Conn::plain(peer, None), stream));
                 }
             },
             Some(acceptor) => {
@@ -173,18 +178,25 @@ where
         // ~8 KiB state machine of a registry request (`bench/run` phase `ours-idle`).
         Box::pin(async move { Ok::<_, Infallible>(front(state, &conn_info, req).await) }) as Answer
     });
-    // `writev(true)`: hyper's queue write strategy, which hands body chunks to the I/O unchanged;
-    // zero-copy depends on it (see `zero_copy`), and it saves a copy of every body chunk anyway.
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Some(header_timeout))
-        .max_buf_size(MAX_HEAD)
-        .writev(true)
+    let conn = http1_builder(header_timeout)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
+}
+
+/// hyper's settings for client connections. `writev(true)`: hyper's queue write strategy, which
+/// hands body chunks to the I/O unchanged; zero-copy depends on it (see `zero_copy`), and it saves
+/// a copy of every body chunk anyway. Never `pipeline_flush`, which flattens.
+fn http1_builder(header_timeout: Duration) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Some(header_timeout))
+        .max_buf_size(MAX_HEAD)
+        .writev(true);
+    builder
 }
 
 /// Requests on the plain port (and the `TLS_LISTEN` port).

@@ -174,6 +174,12 @@ fn shorter() -> io::Error {
     )
 }
 
+impl<T: TcpBacked> TcpBacked for ZeroCopyIo<T> {
+    fn tcp(&self) -> &TcpStream {
+        self.io.tcp()
+    }
+}
+
 impl<T: TcpBacked> AsyncRead for ZeroCopyIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,

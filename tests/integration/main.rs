@@ -15,6 +15,7 @@ mod errors;
 mod fake;
 mod harness;
 mod images;
+mod keepalive;
 mod logging;
 mod manifests;
 mod mirror;
