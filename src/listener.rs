@@ -2,7 +2,8 @@
 //! registries with TLS from our CA, tunnelling other hosts untouched where `TUNNEL_ALLOW` allows),
 //! registry-mirror and path-prefix requests under `/v2/`, and the admin endpoints (`/ca.crt`,
 //! `/healthz`, `/metrics`, `/`, the admin API under `/admin/` in `admin.rs`). Open connections are
-//! capped by `MAX_CONNECTIONS` (`limit.rs`).
+//! capped by `MAX_CONNECTIONS` (`limit.rs`). Plain-TCP connections are parked between requests,
+//! outside hyper (`park.rs`); blob hits on them go out with `sendfile` (`crate::zero_copy`).
 
 mod admin;
 mod limit;
