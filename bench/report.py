@@ -74,6 +74,7 @@ def main():
     cold_checks(check, f)
     if not cold_only:
         old_checks(check, r, f)
+        idle_table(p, r, g, f, check)
         scale_out(r, p, check)
     if checks:
         p("#### Targets (issues 3, 7, 9 and 10)")
@@ -207,6 +208,33 @@ def auth_checks(check, r, f):
             if ab and bb:
                 check(f"an authenticated warm blob hit ({what}) costs at most 10% more CPU per GB",
                       bb <= 1.10 * ab, f"{bb:.3f} vs {ab:.3f} s/GB, {bb / ab:.2f}×")
+
+
+def idle_table(p, r, g, f, check):
+    """Many idle keep-alive clients (issue 10, the ours-idle and nginx-idle phases)."""
+    idle = [ep for ep in ("ours-idle", "nginx-idle") if f"{ep}.rss" in r]
+    if idle:
+        p("#### Many idle clients (issue 10)")
+        p("")
+        p("Each client makes one manifest hit on a keep-alive connection, then stays connected and silent. "
+          "Resident memory of the server (all its processes), and one warm pull of the big blob (median of 3) "
+          "without and during the idle connections.")
+        p("")
+        p("| server | idle connections (failed) | RSS before (MiB) | RSS with them (MiB) | per connection (KiB) | warm pull alone (MB/s) | warm pull during (MB/s) |")
+        p("|---|---:|---:|---:|---:|---:|---:|")
+        for ep in idle:
+            n, a, b = f(ep, "ok"), f(ep, "rss0"), f(ep, "rss")
+            per = f"{(b - a) * 1024 / n:.1f}" if n and a is not None and b is not None else "-"
+            who = "registry-proxy" if ep == "ours-idle" else "nginx"
+            p(f"| {who} | {g(ep, 'ok')} ({g(ep, 'failed')}) | {g(ep, 'rss0')} | {g(ep, 'rss')} | {per} | {g(ep, 'alone')} | {g(ep, 'during')} |")
+        p("")
+        m, n = f("ours-idle", "rss"), f("ours-idle", "ok")
+        if m is not None and n:
+            check(f"{n:.0f} idle keep-alive connections cost < 100 MiB RSS, registry-proxy", m < 100, f"{m:.1f} MiB")
+        a, b = f("ours-idle", "alone"), f("ours-idle", "during")
+        if a and b:
+            check("a warm pull does not slow down with the idle connections (within 10%), registry-proxy",
+                  b >= 0.9 * a, f"{b:.0f} vs {a:.0f} MB/s")
 
 
 def scale_out(r, p, check):

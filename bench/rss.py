@@ -3,6 +3,7 @@
 
 usage: rss.py reset PID   -- reset the peak (VmHWM) of PID and all its descendants
        rss.py peak PID    -- print the sum of VmHWM over PID and its descendants, in MiB
+       rss.py now PID     -- print the sum of VmRSS (resident now) over PID and its descendants, in MiB
        rss.py cpu PID     -- print the CPU time (user + system) used so far by PID and its
                              descendants, in seconds
 
@@ -38,11 +39,11 @@ def tree(root):
     return out
 
 
-def hwm_kib(pid):
+def hwm_kib(pid, field="VmHWM:"):
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except OSError:
         pass
@@ -61,6 +62,8 @@ def main():
                 pass
     elif cmd == "peak":
         print(f"{sum(hwm_kib(p) for p in pids) / 1024:.1f}")
+    elif cmd == "now":
+        print(f"{sum(hwm_kib(p, 'VmRSS:') for p in pids) / 1024:.1f}")
     elif cmd == "cpu":
         total = 0
         for p in pids:
@@ -72,7 +75,7 @@ def main():
                 pass
         print(f"{total / os.sysconf('SC_CLK_TCK'):.2f}")
     else:
-        sys.exit("usage: rss.py reset|peak|cpu PID")
+        sys.exit("usage: rss.py reset|peak|now|cpu PID")
 
 
 if __name__ == "__main__":

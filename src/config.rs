@@ -72,6 +72,8 @@ pub struct Config {
     pub mirror: MirrorPolicy,
     /// Disable IPv6 for upstream connections (`DISABLE_IPV6`).
     pub disable_ipv6: bool,
+    /// Blob hits on plain-HTTP connections go out with `sendfile(2)` (`ZERO_COPY`).
+    pub zero_copy: bool,
     /// `DEBUG`: verbose logs (the seed's mitmproxy switches `DEBUG_HUB`/`DEBUG_NGINX` are accepted
     /// with a warning).
     pub debug: bool,

@@ -18,6 +18,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod warm;
+pub mod zero_copy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -168,6 +169,7 @@ impl Proxy {
         let warm_jobs = Arc::new(warm::Jobs::new(
             listener.local_addr().unwrap_or(config.listen),
         ));
+        let zero_copy = zero_copy::ZeroCopy::new(config.zero_copy, metrics.clone());
         let state = Arc::new(serve::State {
             live,
             config,
@@ -181,6 +183,7 @@ impl Proxy {
             peers: peer_listener.as_ref().map(|(_, peers)| peers.clone()),
             opened_tokens: serve::access::OpenedTokens::default(),
             warm_jobs,
+            zero_copy,
         });
         Ok(Proxy {
             state,

@@ -2,10 +2,12 @@
 //! registries with TLS from our CA, tunnelling other hosts untouched where `TUNNEL_ALLOW` allows),
 //! registry-mirror and path-prefix requests under `/v2/`, and the admin endpoints (`/ca.crt`,
 //! `/healthz`, `/metrics`, `/`, the admin API under `/admin/` in `admin.rs`). Open connections are
-//! capped by `MAX_CONNECTIONS` (`limit.rs`).
+//! capped by `MAX_CONNECTIONS` (`limit.rs`). Plain-TCP connections are parked between requests,
+//! outside hyper (`park.rs`); blob hits on them go out with `sendfile` (`crate::zero_copy`).
 
 mod admin;
 pub(crate) mod limit;
+mod park;
 mod relay;
 mod status;
 
@@ -34,6 +36,10 @@ use crate::registry::route::{mirror_target, parse_path};
 use crate::serve::error::{Failure, text};
 use crate::serve::{self, State, Surface};
 use crate::telemetry::Refusal;
+use crate::zero_copy::{Sink, ZeroCopyIo};
+
+/// A request's answer as hyper's service sees it: boxed (see `serve_front`).
+type Answer = std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
 /// Largest request head we read (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 64 * 1024;
@@ -88,10 +94,25 @@ pub async fn accept_loop(
         let stream = limit::Counted::new(stream, slot);
         let state = state.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => serve_front(state, Conn::plain(peer), stream).await,
-                Some(acceptor) => {
+        // One task per kind of connection, each sized for its own kind: a plain connection's task
+        // does not carry the room a TLS handshake needs (memory per idle connection).
+        match tls {
+            // Blob hits on plain TCP may go out with sendfile (`zero_copy`).
+            None => match state.zero_copy.sink() {
+                Some(sink) => {
+                    let conn = Conn::plain(peer, Some(sink.clone()));
+                    tokio::spawn(park::serve_parked(
+                        state,
+                        conn,
+                        ZeroCopyIo::new(stream, sink),
+                    ));
+                }
+                None => {
+                    tokio::spawn(park::serve_parked(state, Conn::plain(peer, None), stream));
+                }
+            },
+            Some(acceptor) => {
+                tokio::spawn(async move {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let conn = Conn::tls(peer, stream.get_ref().1.peer_certificates());
@@ -100,9 +121,9 @@ pub async fn accept_loop(
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                }
+                });
             }
-        });
+        }
     }
 }
 
@@ -114,14 +135,17 @@ struct Conn {
     tls: bool,
     /// The user named by a verified client certificate (`TLS_CLIENT_CA_FILE`).
     cert_user: Option<Identity>,
+    /// Plain TCP with zero-copy on: where blob hits record the file bytes they send.
+    zero_copy: Option<Sink>,
 }
 
 impl Conn {
-    fn plain(peer: SocketAddr) -> Conn {
+    fn plain(peer: SocketAddr, zero_copy: Option<Sink>) -> Conn {
         Conn {
             peer,
             tls: false,
             cert_user: None,
+            zero_copy,
         }
     }
 
@@ -135,6 +159,7 @@ impl Conn {
             peer,
             tls: true,
             cert_user,
+            zero_copy: None,
         }
     }
 }
@@ -149,17 +174,30 @@ where
     let service = service_fn(move |req| {
         let state = state.clone();
         let conn_info = conn_info.clone();
-        async move { Ok::<_, Infallible>(front(state, &conn_info, req).await) }
+        // Boxed: hyper keeps a connection's request future in an allocation of its full size for
+        // as long as the connection is open; boxed, an idle connection holds a pointer, not the
+        // ~8 KiB state machine of a registry request (`bench/run` phase `ours-idle`).
+        Box::pin(async move { Ok::<_, Infallible>(front(state, &conn_info, req).await) }) as Answer
     });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Some(header_timeout))
-        .max_buf_size(MAX_HEAD)
+    let conn = http1_builder(header_timeout)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
+}
+
+/// hyper's settings for client connections. `writev(true)`: hyper's queue write strategy, which
+/// hands body chunks to the I/O unchanged; zero-copy depends on it (see `zero_copy`), and it saves
+/// a copy of every body chunk anyway. Never `pipeline_flush`, which flattens.
+fn http1_builder(header_timeout: Duration) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Some(header_timeout))
+        .max_buf_size(MAX_HEAD)
+        .writev(true);
+    builder
 }
 
 /// Requests on the plain port (and the `TLS_LISTEN` port).
@@ -268,6 +306,7 @@ async fn mirror(
     };
     client.peer = Some(conn.peer);
     client.style = mirror_style(req.uri());
+    client.zero_copy = conn.zero_copy.clone();
     serve::handle(&state, registry, route, req, client).await
 }
 
@@ -552,7 +591,7 @@ async fn intercept<IO>(
         let identity = identity.clone();
         let realm = realm.clone();
         let audience = audience.clone();
-        async move {
+        Box::pin(async move {
             if head_too_large(&req) {
                 return Ok(Failure::HeadTooLarge.into_response());
             }
@@ -590,7 +629,7 @@ async fn intercept<IO>(
             client.peer = Some(peer);
             let response = serve::handle(&state, registry, parsed.route, req, client).await;
             Ok::<_, Infallible>(response)
-        }
+        }) as Answer
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())

@@ -286,6 +286,15 @@ impl Cache {
         self.space.free_space()
     }
 
+    /// The committed local file of blob `digest`, opened for reading, if it is there and holds
+    /// `len` bytes (committed files appear whole, by rename, so this is the blob). `None`: not on
+    /// the local disk (the bucket tier, a copy still in flight, evicted meanwhile).
+    pub fn open_local_blob(&self, digest: &Digest, len: u64) -> Option<std::fs::File> {
+        let file = std::fs::File::open(self.disk.path(&ObjectKey::blob(digest))).ok()?;
+        let meta = file.metadata().ok()?;
+        (meta.is_file() && meta.len() == len).then_some(file)
+    }
+
     /// True if `repo` of `registry` is known to hold `digest`.
     pub async fn is_linked(
         &self,

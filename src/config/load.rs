@@ -64,6 +64,7 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
         MirrorPolicy::Configured
     };
     let disable_ipv6 = layers.bool(&s::DISABLE_IPV6)?;
+    let zero_copy = layers.bool(&s::ZERO_COPY)?;
     let debug = layers.bool(&s::DEBUG)?;
     let warnings = seed_warnings(&layers)?;
     let upstream_ca_file = layers.optional_path(&s::UPSTREAM_CA_FILE)?;
@@ -126,6 +127,7 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
         timeouts,
         mirror,
         disable_ipv6,
+        zero_copy,
         debug,
         manifest_cache_overrides,
         tls_listen,

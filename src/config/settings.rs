@@ -232,6 +232,15 @@ settings! {
         "Mirror mode may reach any registry, not only Docker Hub and REGISTRIES",
     );
     DISABLE_IPV6 = boolean("false", "Use IPv4 only for upstream connections");
+    ZERO_COPY = boolean(
+        "true",
+        "Send cached blobs on plain-HTTP connections with sendfile(2), straight from the cache file",
+    )
+    .details(
+        "Whole blobs and ranges of blobs held on the local disk; TLS, downloads in flight and \
+         the object-store tier always go through user space. Set to `false` to compare or to \
+         rule it out",
+    );
     DEBUG = boolean("false", "Verbose logs");
     UPSTREAM_CA_FILE = text("FILE", "Extra PEM roots trusted for upstreams (private registries)");
     CONNECT_TO = list("LIST", "Space-separated HOST:PORT:ADDR:PORT overrides, like curl's --connect-to");

@@ -86,6 +86,12 @@ impl<IO> Counted<IO> {
     }
 }
 
+impl crate::zero_copy::TcpBacked for Counted<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.io
+    }
+}
+
 impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -55,6 +55,8 @@ pub struct Client {
     pub peer: Option<SocketAddr>,
     /// How the client names the registry in its paths (pagination links are written that way).
     pub style: PathStyle,
+    /// The plain-TCP connection's zero-copy sink, where blob hits may use `sendfile`.
+    pub zero_copy: Option<crate::zero_copy::Sink>,
 }
 
 impl Client {
@@ -68,6 +70,7 @@ impl Client {
             realm,
             peer: None,
             style: PathStyle::Upstream,
+            zero_copy: None,
         }
     }
 

@@ -518,9 +518,25 @@ fn from_store(
     };
     let body = match (ctx.method == Method::HEAD, end) {
         (true, _) | (false, None) => body::empty(),
-        (false, Some(end)) => stream_body(blob.reader(start, end)),
+        (false, Some(end)) => zero_copy_body(ctx, digest, blob, start, end)
+            .unwrap_or_else(|| stream_body(blob.reader(start, end))),
     };
     head.map(|()| body)
+}
+
+/// Bytes `start..=end` of a stored blob sent by the kernel from its cache file (`sendfile`), on a
+/// plain-TCP connection with zero-copy on and for a blob committed to the local disk; `None`
+/// otherwise (TLS, the bucket tier, a copy from it still in flight: the ordinary stream).
+fn zero_copy_body(
+    ctx: &Ctx<'_>,
+    digest: &Digest,
+    blob: &StoredBlob,
+    start: u64,
+    end: u64,
+) -> Option<Body> {
+    let sink = ctx.client.zero_copy.as_ref().filter(|s| s.is_on())?;
+    let file = ctx.state.cache.open_local_blob(digest, blob.size())?;
+    Some(sink.body(file, start, end - start + 1))
 }
 
 /// A response streamed from a download in flight; `None` if the download can no longer serve it

@@ -55,6 +55,8 @@ pub struct State {
     pub live: std::sync::RwLock<Arc<Config>>,
     /// Warm jobs started through the admin API.
     pub warm_jobs: Arc<crate::warm::Jobs>,
+    /// Whether blob hits on plain-HTTP connections use `sendfile` (`ZERO_COPY`).
+    pub zero_copy: Arc<crate::zero_copy::ZeroCopy>,
 }
 
 impl State {

@@ -198,6 +198,18 @@ impl TestProxy {
         self.over_tls(stream, name, "GET", path, &[]).await
     }
 
+    /// [`TestProxy::via_tls_listener`] with a method and request headers (`Range`).
+    pub(crate) async fn via_tls_listener_with(
+        &self,
+        name: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, http::HeaderMap, Bytes) {
+        let stream = TcpStream::connect(self.tls_addr.unwrap()).await.unwrap();
+        self.over_tls(stream, name, method, path, headers).await
+    }
+
     /// A request through `CONNECT host:443` and TLS, trusting the proxy's CA.
     pub(crate) async fn via_connect(
         &self,

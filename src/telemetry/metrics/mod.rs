@@ -117,6 +117,16 @@ impl super::Metrics {
         self.global.refusals[i].fetch_add(1, Relaxed);
     }
 
+    /// A response body handed to the kernel with `sendfile` (`zero_copy`).
+    pub fn zero_copy_response(&self) {
+        self.global.zero_copy_responses.fetch_add(1, Relaxed);
+    }
+
+    /// Body bytes the kernel sent straight from a cache file.
+    pub fn zero_copy_sent(&self, bytes: u64) {
+        self.global.zero_copy_bytes.fetch_add(bytes, Relaxed);
+    }
+
     /// A `verify`-mode check's result.
     pub fn verify_check(&self, registry: &RegistryHost, result: VerifyResult) {
         let per = self.table.get(self.slot_of(registry));

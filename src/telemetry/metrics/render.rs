@@ -93,6 +93,28 @@ impl crate::telemetry::Metrics {
             "registry_proxy_aborted_responses_total {}",
             self.global.aborted_responses.load(Relaxed)
         );
+        head(
+            &mut out,
+            "registry_proxy_zero_copy_responses_total",
+            "counter",
+            "Blob responses on plain-HTTP connections whose body went out with sendfile(2).",
+        );
+        let _ = writeln!(
+            out,
+            "registry_proxy_zero_copy_responses_total {}",
+            self.global.zero_copy_responses.load(Relaxed)
+        );
+        head(
+            &mut out,
+            "registry_proxy_zero_copy_bytes_total",
+            "counter",
+            "Body bytes sent with sendfile(2) straight from cache files.",
+        );
+        let _ = writeln!(
+            out,
+            "registry_proxy_zero_copy_bytes_total {}",
+            self.global.zero_copy_bytes.load(Relaxed)
+        );
 
         head(
             &mut out,

@@ -86,6 +86,10 @@ pub struct CacheFacts {
 #[derive(Debug, Default)]
 pub(crate) struct Global {
     pub(crate) aborted_responses: AtomicU64,
+    /// Body bytes the kernel sent straight from cache files (`sendfile`, see `zero_copy`).
+    pub(crate) zero_copy_bytes: AtomicU64,
+    /// Responses whose body was handed to the kernel that way.
+    pub(crate) zero_copy_responses: AtomicU64,
     pub(crate) tunnels: AtomicU64,
     pub(crate) tunnels_open: AtomicU64,
     pub(crate) tunnel_bytes: AtomicU64,
