@@ -7,8 +7,8 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{TestProxy, random_bytes};
+use crate::fake::{Behavior, Fake};
+use crate::harness::{TestProxy, random_blob, serve_random_blob, slow_blob};
 
 pub(crate) fn basic(user: &str, pass: &str) -> String {
     format!(
@@ -56,12 +56,7 @@ fn bearer(token: &str) -> String {
 async fn private_upstream() -> (Fake, Bytes, String) {
     let fake = Fake::start(&["fake.test"]).await;
     fake.require_basic("alice", "alice-pw");
-    let data = random_bytes(40_000, 70);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/team/app/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "team/app", 40_000, 70);
     (fake, data, digest)
 }
 
@@ -140,15 +135,10 @@ async fn verify_mode_serves_cached_private_blobs_only_to_accepted_credentials() 
 async fn verify_mode_checks_before_joining_a_download_in_flight() {
     let fake = Fake::start(&["fake.test"]).await;
     fake.require_basic("alice", "alice-pw");
-    let data = random_bytes(64_000, 71);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(64_000, 71);
     fake.route(
         &format!("/v2/team/app/blobs/{digest}"),
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 20,
-            delay: Duration::from_millis(100),
-        },
+        slow_blob(data.clone(), 20, 100),
     );
     let proxy = TestProxy::start(&fake, &[]).await;
     let path = format!("/v2/fake.test/team/app/blobs/{digest}");
@@ -184,12 +174,7 @@ async fn verify_mode_checks_before_joining_a_download_in_flight() {
 #[tokio::test]
 async fn public_repositories_skip_the_credential_check() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(10_000, 72);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/pub/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "lib/pub", 10_000, 72);
     let proxy = TestProxy::start(&fake, &[]).await;
     let path = format!("/v2/fake.test/lib/pub/blobs/{digest}");
     let (status, _, body) = proxy.request("GET", &path, &[]).await;

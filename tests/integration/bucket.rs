@@ -25,7 +25,9 @@ use tokio::net::TcpStream;
 
 use crate::cache_crash::{BinProxy, bin_command, bin_env, blob_file, get};
 use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{FAKE_HOST, TestProxy, random_bytes};
+use crate::harness::{
+    FAKE_HOST, TestProxy, random_blob, random_bytes, serve_random_blobs, slow_blob,
+};
 
 const BUCKET: &str = "proxy-cache";
 
@@ -343,8 +345,7 @@ async fn a_replica_on_an_empty_disk_serves_from_the_bucket_without_upstream_gets
         std::fs::read(blob_file(&second.cache_dir(), &layer_digest)).unwrap(),
         layer
     );
-    let (_, _, metrics) = second.request("GET", "/metrics", &[]).await;
-    let metrics = String::from_utf8_lossy(&metrics).to_string();
+    let metrics = second.metrics().await;
     let fetches = metrics.lines().find(|l| {
         l.starts_with("registry_proxy_upstream_blob_fetches_total{registry=\"fake.test\"}")
     });
@@ -411,17 +412,9 @@ async fn an_upload_killed_midway_leaves_nothing_visible() {
     let server = S3Server::start().await;
     let fake = Fake::start(&[FAKE_HOST]).await;
     // Slow enough to kill the proxy after the first 8 MiB part went up, before the end.
-    let data = random_bytes(24_000_000, 85);
-    let blob_digest = sha256_digest(&data);
+    let (data, blob_digest) = random_blob(24_000_000, 85);
     let upstream_path = format!("/v2/lib/app/blobs/{blob_digest}");
-    fake.route(
-        &upstream_path,
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 240,
-            delay: Duration::from_millis(40),
-        },
-    );
+    fake.route(&upstream_path, slow_blob(data.clone(), 240, 40));
     let dir = tempfile::tempdir().unwrap();
     let mut env = bin_env(dir.path(), &fake);
     env.extend(server.env("killed"));
@@ -490,17 +483,7 @@ async fn an_upload_killed_midway_leaves_nothing_visible() {
 async fn cache_verify_checks_the_bucket_too() {
     let server = S3Server::start().await;
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let blobs: Vec<(Bytes, String)> = (0..2)
-        .map(|i| {
-            let data = random_bytes(150_000, 86 + i);
-            let digest = sha256_digest(&data);
-            fake.route(
-                &format!("/v2/lib/app/blobs/{digest}"),
-                Behavior::Blob(data.clone()),
-            );
-            (data, digest)
-        })
-        .collect();
+    let blobs = serve_random_blobs(&fake, 2, 150_000, 86);
     let dir = tempfile::tempdir().unwrap();
     let mut env = bin_env(dir.path(), &fake);
     env.extend(server.env("verify"));
@@ -570,17 +553,7 @@ async fn cache_verify_checks_the_bucket_too() {
 async fn a_local_copy_waiting_for_its_upload_is_not_evicted() {
     let mut server = S3Server::start().await;
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let blobs: Vec<(Bytes, String)> = (0..10)
-        .map(|i| {
-            let data = random_bytes(400_000, 90 + i);
-            let digest = sha256_digest(&data);
-            fake.route(
-                &format!("/v2/lib/app/blobs/{digest}"),
-                Behavior::Blob(data.clone()),
-            );
-            (data, digest)
-        })
-        .collect();
+    let blobs = serve_random_blobs(&fake, 10, 400_000, 90);
     let mut env = server.env("pinned");
     env.push(("CACHE_MAX_SIZE".into(), "1m".into()));
     let proxy = TestProxy::start(&fake, &env_pairs(&env)).await;

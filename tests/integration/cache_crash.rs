@@ -15,8 +15,8 @@ use hyper_util::rt::TokioIo;
 use registry_proxy::body;
 use tokio::net::TcpStream;
 
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{FAKE_HOST, random_bytes};
+use crate::fake::{Behavior, Fake};
+use crate::harness::{FAKE_HOST, random_blob, slow_blob};
 
 /// The `registry-proxy` binary with its cache and CA in `dir`, in front of `fake`.
 pub(crate) struct BinProxy {
@@ -145,17 +145,9 @@ fn tmp_entries(cache: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_download_leaves_nothing_visible_and_tmp_is_cleaned() {
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let data = random_bytes(2_000_000, 51);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(2_000_000, 51);
     let upstream_path = format!("/v2/lib/app/blobs/{digest}");
-    fake.route(
-        &upstream_path,
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 100,
-            delay: Duration::from_millis(50),
-        },
-    );
+    fake.route(&upstream_path, slow_blob(data.clone(), 100, 50));
     let dir = tempfile::tempdir().unwrap();
     let env = bin_env(dir.path(), &fake);
     let cache = dir.path().join("cache");

@@ -9,20 +9,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::cache_crash::blob_file;
 use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{TestProxy, random_bytes};
-
-fn blob_path(repo: &str, digest: &str) -> String {
-    format!("/v2/{repo}/blobs/{digest}")
-}
+use crate::harness::{
+    TestProxy, blob_path, random_blob, serve_random_blob, serve_random_blobs, slow_blob,
+};
 
 fn stored(cache: &Path, digest: &str) -> bool {
-    let hex = digest.trim_start_matches("sha256:");
-    cache
-        .join("blobs/sha256")
-        .join(&hex[..2])
-        .join(hex)
-        .exists()
+    blob_file(cache, digest).exists()
 }
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
@@ -69,15 +63,10 @@ async fn a_disk_that_fills_up_mid_download_streams_uncached() {
         return;
     };
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(4_000_000, 21);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(4_000_000, 21);
     fake.route(
         &blob_path("lib/app", &digest),
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 40,
-            delay: Duration::from_millis(10),
-        },
+        slow_blob(data.clone(), 40, 10),
     );
     let proxy = TestProxy::start(
         &fake,
@@ -122,9 +111,7 @@ async fn min_free_refuses_a_blob_that_cannot_fit_and_streams_it() {
         return;
     };
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(700_000, 22);
-    let digest = sha256_digest(&data);
-    fake.route(&blob_path("lib/app", &digest), Behavior::Blob(data.clone()));
+    let (data, digest) = serve_random_blob(&fake, "lib/app", 700_000, 22);
     let proxy = TestProxy::start(
         &fake,
         &[("CACHE_DIR", &disk.cache_dir()), ("CACHE_MIN_FREE", "512k")],
@@ -147,14 +134,7 @@ async fn min_free_evicts_least_recently_used() {
         return;
     };
     let fake = Fake::start(&["fake.test"]).await;
-    let blobs: Vec<(Bytes, String)> = (0..3)
-        .map(|i| {
-            let data = random_bytes(300_000, 30 + i);
-            let digest = sha256_digest(&data);
-            fake.route(&blob_path("lib/app", &digest), Behavior::Blob(data.clone()));
-            (data, digest)
-        })
-        .collect();
+    let blobs = serve_random_blobs(&fake, 3, 300_000, 30);
     let proxy = TestProxy::start(
         &fake,
         &[("CACHE_DIR", &disk.cache_dir()), ("CACHE_MIN_FREE", "300k")],
@@ -193,14 +173,7 @@ async fn size_cap_evicts_least_recently_used_blobs_and_manifests() {
             media_type: MEDIA.into(),
         },
     );
-    let blobs: Vec<(Bytes, String)> = (0..3)
-        .map(|i| {
-            let data = random_bytes(100_000, 40 + i);
-            let digest = sha256_digest(&data);
-            fake.route(&blob_path("lib/app", &digest), Behavior::Blob(data.clone()));
-            (data, digest)
-        })
-        .collect();
+    let blobs = serve_random_blobs(&fake, 3, 100_000, 40);
     let proxy = TestProxy::start(
         &fake,
         &[("CACHE_MAX_SIZE", "250k"), ("CACHE_MIN_FREE", "0")],

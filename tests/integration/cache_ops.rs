@@ -9,8 +9,8 @@ use http_body_util::BodyExt;
 use registry_proxy::cache::{self, PurgeRequest, PurgeTarget};
 
 use crate::cache_crash::bin_command;
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{FAKE_HOST, TestProxy, random_bytes};
+use crate::fake::Fake;
+use crate::harness::{FAKE_HOST, TestProxy, random_blob, slow_blob};
 use crate::images::{Fixture, publish, warm_through};
 
 async fn warmed(seed: u64) -> (Fake, Fixture, TestProxy) {
@@ -371,15 +371,10 @@ async fn commands_refuse_a_directory_that_is_not_a_cache() {
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_leaves_a_download_in_flight_alone() {
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let data = random_bytes(800_000, 230);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(800_000, 230);
     fake.route(
         &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 10,
-            delay: Duration::from_millis(300),
-        },
+        slow_blob(data.clone(), 10, 300),
     );
     let proxy = TestProxy::start(&fake, &[("CACHE_MIN_FREE", "0")]).await;
     let response = proxy

@@ -2,23 +2,13 @@
 //! (non-zero exit), a clean store passes, and the blob is fetched again afterwards.
 
 use crate::cache_crash::{BinProxy, bin_command, bin_env, blob_file, get};
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{FAKE_HOST, random_bytes};
+use crate::fake::Fake;
+use crate::harness::{FAKE_HOST, serve_random_blobs};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_reports_and_removes_a_corrupt_blob() {
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let blobs: Vec<_> = (0..2)
-        .map(|i| {
-            let data = random_bytes(150_000, 60 + i);
-            let digest = sha256_digest(&data);
-            fake.route(
-                &format!("/v2/lib/app/blobs/{digest}"),
-                Behavior::Blob(data.clone()),
-            );
-            (data, digest)
-        })
-        .collect();
+    let blobs = serve_random_blobs(&fake, 2, 150_000, 60);
     let dir = tempfile::tempdir().unwrap();
     let env = bin_env(dir.path(), &fake);
     let cache = dir.path().join("cache");

@@ -2,18 +2,13 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{TestProxy, random_bytes};
+use crate::fake::Fake;
+use crate::harness::{TestProxy, serve_random_blob};
 
 #[tokio::test]
 async fn intercepted_registry_answers_v2_and_serves_blobs() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(70_000, 20);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "lib/app", 70_000, 20);
     let proxy = TestProxy::start(&fake, &[]).await;
     // fake.test has no central credentials (`verify` mode): /v2/ asks clients to log in to the
     // proxy, at the host they think they talk to, so that they send their own credentials.

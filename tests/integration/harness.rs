@@ -17,7 +17,7 @@ use registry_proxy::cli::Cli;
 use registry_proxy::config::{Config, Sources};
 use tokio::net::TcpStream;
 
-use super::fake::Fake;
+use super::fake::{Behavior, Fake};
 
 /// Names the fake upstream answers to (all resolve to it through CONNECT_TO).
 pub(crate) const FAKE_HOST: &str = "fake.test";
@@ -383,5 +383,61 @@ impl RawClient {
             .unwrap();
         let (status, _, bytes) = collect(response).await;
         (status.as_u16(), bytes)
+    }
+}
+
+/// A test blob: `len` pseudo-random bytes from `seed` and their `sha256:` digest.
+pub(crate) fn random_blob(len: usize, seed: u64) -> (Bytes, String) {
+    let data = random_bytes(len, seed);
+    let digest = super::fake::sha256_digest(&data);
+    (data, digest)
+}
+
+/// A blob's path on a registry: `/v2/{repo}/blobs/{digest}`.
+pub(crate) fn blob_path(repo: &str, digest: &str) -> String {
+    format!("/v2/{repo}/blobs/{digest}")
+}
+
+/// A [`random_blob`] that `fake` serves whole at [`blob_path`]`(repo, digest)`.
+pub(crate) fn serve_random_blob(fake: &Fake, repo: &str, len: usize, seed: u64) -> (Bytes, String) {
+    let (data, digest) = random_blob(len, seed);
+    fake.route(&blob_path(repo, &digest), Behavior::Blob(data.clone()));
+    (data, digest)
+}
+
+/// `count` blobs of `len` bytes served by `fake` at `lib/app` ([`serve_random_blob`] with the
+/// seeds `first_seed`, `first_seed + 1`, …).
+pub(crate) fn serve_random_blobs(
+    fake: &Fake,
+    count: u64,
+    len: usize,
+    first_seed: u64,
+) -> Vec<(Bytes, String)> {
+    (0..count)
+        .map(|i| serve_random_blob(fake, "lib/app", len, first_seed + i))
+        .collect()
+}
+
+/// [`Behavior::Slow`]: `bytes` sent in `chunks` pieces, `delay_ms` milliseconds apart.
+pub(crate) fn slow_blob(bytes: Bytes, chunks: usize, delay_ms: u64) -> Behavior {
+    Behavior::Slow {
+        bytes,
+        chunks,
+        delay: std::time::Duration::from_millis(delay_ms),
+    }
+}
+
+impl TestProxy {
+    /// GETs `path` from the plain listener and asserts a 200 whose body is exactly `expected`.
+    pub(crate) async fn assert_serves(&self, path: &str, expected: &[u8]) {
+        let (status, _, body) = self.request("GET", path, &[]).await;
+        assert_eq!(status, 200, "GET {path}");
+        assert_eq!(&body[..], expected, "GET {path}");
+    }
+
+    /// The `/metrics` exposition, as text.
+    pub(crate) async fn metrics(&self) -> String {
+        let (_, _, metrics) = self.request("GET", "/metrics", &[]).await;
+        String::from_utf8_lossy(&metrics).into_owned()
     }
 }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::TestProxy;
+use crate::harness::{TestProxy, random_blob};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
@@ -214,8 +214,7 @@ async fn per_registry_ttl_override_from_the_toml_file() {
 #[tokio::test]
 async fn an_image_pulled_once_is_pulled_again_with_the_upstream_gone() {
     let fake = Fake::start(&["fake.test"]).await;
-    let layer = crate::harness::random_bytes(50_000, 9);
-    let layer_digest = sha256_digest(&layer);
+    let (layer, layer_digest) = random_blob(50_000, 9);
     let bytes = manifest(9);
     fake.route(
         "/v2/lib/app/manifests/v1",
@@ -263,9 +262,7 @@ async fn an_image_pulled_once_is_pulled_again_with_the_upstream_gone() {
         .await;
     assert_eq!(status, 200, "GET served stale");
     assert_eq!(body, bytes);
-    let (status, _, body) = proxy.request("GET", &blob_url, &[]).await;
-    assert_eq!(status, 200);
-    assert_eq!(body, layer);
+    proxy.assert_serves(&blob_url, &layer).await;
     // What was never cached gets a clear registry error.
     let (status, _, body) = proxy
         .request("GET", "/v2/fake.test/lib/other/manifests/v1", &accept)

@@ -2,13 +2,12 @@
 //! mirror listener — all sharing one cache with CONNECT mode.
 
 use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{TestProxy, random_bytes};
+use crate::harness::{TestProxy, random_blob, serve_random_blob};
 
 #[tokio::test]
 async fn ns_parameter_and_path_prefix_share_one_cache() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(20_000, 30);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(20_000, 30);
     let upstream_path = format!("/v2/lib/app/blobs/{digest}");
     fake.route(&upstream_path, Behavior::Blob(data.clone()));
     let proxy = TestProxy::start(&fake, &[]).await;
@@ -83,12 +82,7 @@ async fn docker_hub_is_the_default_and_gets_library_prefix() {
 #[tokio::test]
 async fn tls_mirror_listener_serves_the_same_api() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(9_000, 31);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "lib/app", 9_000, 31);
     let proxy = TestProxy::start(
         &fake,
         &[
@@ -262,8 +256,7 @@ async fn pagination_links_stay_on_the_proxy_in_every_mode() {
 async fn plain_http_upstreams_only_when_spelled_so() {
     let fake = Fake::start(&["fake.test"]).await;
     let plain = fake.serve_plain().await;
-    let data = random_bytes(30_000, 71);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(30_000, 71);
     let upstream_path = format!("/v2/lab/app/blobs/{digest}");
     fake.route(&upstream_path, Behavior::Blob(data.clone()));
     let registry = format!("127.0.0.1:{}", plain.port());

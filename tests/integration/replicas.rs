@@ -14,10 +14,10 @@ use registry_proxy::cache::{ObjectKey, Store};
 use registry_proxy::registry::digest::Digest;
 use tokio::net::TcpStream;
 
-use crate::bucket::S3Server;
+use crate::bucket::{S3Server, env_pairs};
 use crate::cache_crash::{BinProxy, bin_env, get};
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{FAKE_HOST, TestProxy, random_bytes};
+use crate::fake::Fake;
+use crate::harness::{FAKE_HOST, TestProxy, random_blob, slow_blob};
 
 const SECRET: &str = "replicas-share-this";
 
@@ -96,25 +96,13 @@ async fn wait_for_membership(addrs: &[SocketAddr]) {
     panic!("the replicas did not find each other");
 }
 
-fn env_pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
-    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_herd_over_three_replicas_makes_one_upstream_get() {
     let server = S3Server::start().await;
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let data = random_bytes(4_000_000, 101);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(4_000_000, 101);
     let upstream_path = format!("/v2/lib/app/blobs/{digest}");
-    fake.route(
-        &upstream_path,
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 40,
-            delay: Duration::from_millis(25),
-        },
-    );
+    fake.route(&upstream_path, slow_blob(data.clone(), 40, 25));
     let (addrs, envs) = replica_envs(&server, "herd", 3);
     let mut replicas = Vec::new();
     for env in &envs {
@@ -144,17 +132,9 @@ async fn a_herd_over_three_replicas_makes_one_upstream_get() {
 async fn an_owner_killed_mid_download_leaves_nothing_partial_and_a_retry_completes() {
     let server = S3Server::start().await;
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let data = random_bytes(12_000_000, 102);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(12_000_000, 102);
     let upstream_path = format!("/v2/lib/app/blobs/{digest}");
-    fake.route(
-        &upstream_path,
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 120,
-            delay: Duration::from_millis(40),
-        },
-    );
+    fake.route(&upstream_path, slow_blob(data.clone(), 120, 40));
     let (addrs, envs) = replica_envs(&server, "killed-owner", 3);
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut replicas: Vec<Option<BinProxy>> = Vec::new();

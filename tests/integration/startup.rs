@@ -6,64 +6,20 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 
 use crate::cache_crash::{bin_command, bin_env};
 use crate::fake::{Behavior, Fake, sha256_digest};
 use crate::harness::{FAKE_HOST, TestProxy, random_bytes};
 
-/// The seed's `req` configuration for its CA (`-extensions IA`).
-const SEED_CA_CONFIG: &str = "[req]\ndistinguished_name = dn\n[dn]\n[IA]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical, digitalSignature, cRLSign, keyCertSign\nsubjectKeyIdentifier = hash\n";
-
 /// Makes `dir/ca.crt` and `dir/ca.key` with the seed's own openssl commands (its fixed
 /// passphrase); false (after printing SKIPPED) when openssl is not installed.
 fn seed_ca(dir: &Path) -> bool {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("ia.cnf"), SEED_CA_CONFIG).unwrap();
-    let commands: [&[&str]; 2] = [
-        &[
-            "genrsa",
-            "-des3",
-            "-passout",
-            "pass:foobar",
-            "-out",
-            "ca.key",
-            "4096",
-        ],
-        &[
-            "req",
-            "-new",
-            "-x509",
-            "-days",
-            "1300",
-            "-sha256",
-            "-key",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-passin",
-            "pass:foobar",
-            "-subj",
-            "/C=NL/ST=Noord Holland/L=Amsterdam/O=ME/OU=IT/CN=DockerMirrorBox CA Root test",
-            "-extensions",
-            "IA",
-            "-config",
-            "ia.cnf",
-        ],
-    ];
-    for args in commands {
-        match Command::new("openssl").args(args).current_dir(dir).output() {
-            Err(_) => {
-                eprintln!("SKIPPED: openssl is not installed");
-                return false;
-            }
-            Ok(out) => assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        }
+    if crate::seed_ca::seed_ca(dir, &dir.join("ia.cnf")).is_none() {
+        eprintln!("SKIPPED: openssl is not installed");
+        return false;
     }
     true
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{RawClient, TestProxy, random_bytes};
+use crate::fake::{Behavior, Fake};
+use crate::harness::{RawClient, TestProxy, random_blob, serve_random_blob, slow_blob};
 
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -107,12 +107,7 @@ async fn connect(proxy: SocketAddr, target: &str) -> (TcpStream, String) {
 /// tunnel and refusals; its `/metrics` text.
 async fn busy_metrics() -> String {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(50_000, 80);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "lib/app", 50_000, 80);
     let media_type = "application/vnd.oci.image.manifest.v1+json";
     fake.route(
         "/v2/lib/app/manifests/v1",
@@ -325,12 +320,7 @@ async fn grafana_dashboard_queries_only_exported_metrics() {
 #[tokio::test]
 async fn curl_gets_text_and_the_page_gets_json() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(10_000, 81);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (_, digest) = serve_random_blob(&fake, "lib/app", 10_000, 81);
     let proxy = TestProxy::start(&fake, &[]).await;
     let blob = format!("/v2/fake.test/lib/app/blobs/{digest}");
     for _ in 0..3 {
@@ -413,22 +403,12 @@ async fn status_page_in_chromium_shows_a_download_in_progress() {
         return;
     }
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(2 << 20, 82);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(2 << 20, 82);
     fake.route(
         &format!("/v2/lib/slow/blobs/{digest}"),
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 200,
-            delay: Duration::from_millis(100),
-        },
+        slow_blob(data.clone(), 200, 100),
     );
-    let small = random_bytes(300_000, 83);
-    let small_digest = sha256_digest(&small);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{small_digest}"),
-        Behavior::Blob(small.clone()),
-    );
+    let (_, small_digest) = serve_random_blob(&fake, "lib/app", 300_000, 83);
     let proxy = TestProxy::start(&fake, &[]).await;
     // Some history: a miss and a hit.
     for _ in 0..2 {
@@ -562,12 +542,7 @@ async fn refusals_and_verify_checks_are_counted() {
     // each credential before a cached byte goes out.
     let fake = Fake::start(&["fake.test"]).await;
     fake.require_basic("alice", "alice-pw");
-    let data = random_bytes(30_000, 84);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/team/app/blobs/{digest}"),
-        Behavior::Blob(data),
-    );
+    let (_, digest) = serve_random_blob(&fake, "team/app", 30_000, 84);
     let proxy = TestProxy::start(&fake, &[]).await;
     let path = format!("/v2/fake.test/team/app/blobs/{digest}");
     let alice = basic("alice", "alice-pw");

@@ -12,8 +12,8 @@ use registry_proxy::body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{TestProxy, random_bytes};
+use crate::fake::{Behavior, Fake};
+use crate::harness::{TestProxy, random_blob};
 
 /// A TCP service on loopback that greets every connection with `BANNER <n>`, `n` counting
 /// connections from 1, then echoes what it reads.
@@ -282,8 +282,7 @@ async fn mirror_any_cannot_reach_loopback_registries() {
 #[tokio::test]
 async fn redirects_to_loopback_are_refused() {
     let fake = Fake::start(&["fake.test", "localhost"]).await;
-    let data = random_bytes(5000, 41);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(5000, 41);
     let port = fake.addr.port();
     fake.route(
         &format!("/v2/lib/app/blobs/{digest}"),
@@ -302,16 +301,13 @@ async fn redirects_to_loopback_are_refused() {
     // Named explicitly, the redirect is followed.
     let allow = format!("localhost:{port}");
     let proxy = TestProxy::start(&fake, &[("TUNNEL_ALLOW", &allow)]).await;
-    let (status, _, body) = proxy.request("GET", &path, &[]).await;
-    assert_eq!(status, 200);
-    assert_eq!(body, data);
+    proxy.assert_serves(&path, &data).await;
 }
 
 #[tokio::test]
 async fn https_to_http_redirects_are_refused() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(3000, 42);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(3000, 42);
     // A plain HTTP "CDN" that would serve the blob if asked.
     let cdn = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let cdn_port = cdn.local_addr().unwrap().port();

@@ -7,8 +7,8 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 
 use crate::cache_crash::{bin_command, bin_env};
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{FAKE_HOST, TestProxy, random_bytes};
+use crate::fake::Fake;
+use crate::harness::{FAKE_HOST, TestProxy, random_blob, slow_blob};
 use crate::images::{Quiet, publish, warm_through};
 
 fn upstream_gets(fake: &Fake) -> usize {
@@ -151,15 +151,10 @@ async fn the_binary_warms_a_rollout_file_and_fails_on_a_missing_image() {
 async fn warm_into_a_cache_dir_leaves_a_running_proxys_downloads_alone() {
     let fake = Fake::start(&[FAKE_HOST]).await;
     let fx = publish(&fake, 130);
-    let slow = random_bytes(600_000, 131);
-    let slow_digest = sha256_digest(&slow);
+    let (slow, slow_digest) = random_blob(600_000, 131);
     fake.route(
         &format!("/v2/lib/slow/blobs/{slow_digest}"),
-        Behavior::Slow {
-            bytes: slow.clone(),
-            chunks: 10,
-            delay: Duration::from_millis(300),
-        },
+        slow_blob(slow.clone(), 10, 300),
     );
     let proxy = TestProxy::start(&fake, &[("CACHE_MIN_FREE", "0")]).await;
     let response = proxy
