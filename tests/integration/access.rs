@@ -8,7 +8,7 @@ use base64::Engine;
 use bytes::Bytes;
 
 use crate::fake::{Behavior, Fake};
-use crate::harness::{TestProxy, random_blob, serve_random_blob, slow_blob};
+use crate::harness::{TestProxy, serve_random_blob, serve_slow_blob};
 
 pub(crate) fn basic(user: &str, pass: &str) -> String {
     format!(
@@ -135,11 +135,7 @@ async fn verify_mode_serves_cached_private_blobs_only_to_accepted_credentials() 
 async fn verify_mode_checks_before_joining_a_download_in_flight() {
     let fake = Fake::start(&["fake.test"]).await;
     fake.require_basic("alice", "alice-pw");
-    let (data, digest) = random_blob(64_000, 71);
-    fake.route(
-        &format!("/v2/team/app/blobs/{digest}"),
-        slow_blob(data.clone(), 20, 100),
-    );
+    let (data, digest) = serve_slow_blob(&fake, "team/app", (64_000, 71), 20, 100);
     let proxy = TestProxy::start(&fake, &[]).await;
     let path = format!("/v2/fake.test/team/app/blobs/{digest}");
     let alice_auth = basic("alice", "alice-pw");

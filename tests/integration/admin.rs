@@ -5,14 +5,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http::StatusCode;
+use http_body_util::BodyExt;
 
 use crate::access::{basic, htpasswd};
 use crate::fake::Fake;
-use crate::harness::{FAKE_HOST, TestProxy};
+use crate::harness::{FAKE_HOST, TestProxy, send};
 use crate::images::publish;
 
 /// A request with a body to the plain listener; status and JSON body (`null` if not JSON).
@@ -23,24 +21,19 @@ pub(crate) async fn call(
     body: Option<serde_json::Value>,
     auth: Option<&str>,
 ) -> (StatusCode, serde_json::Value) {
-    let stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", proxy.addr.to_string())
-        .header("content-type", "application/json");
+    let mut headers = vec![("content-type", "application/json")];
     if let Some(auth) = auth {
-        req = req.header("authorization", auth);
+        headers.push(("authorization", auth));
     }
     let bytes = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
-    let response = sender
-        .send_request(req.body(Full::new(bytes)).unwrap())
-        .await
-        .unwrap();
+    let response = send(
+        proxy.addr,
+        method,
+        path,
+        &headers,
+        registry_proxy::body::full(bytes),
+    )
+    .await;
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (

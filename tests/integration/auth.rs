@@ -105,6 +105,15 @@ fn connect_to(fake: &Fake, extra: &[(&str, u16, u16)]) -> String {
     entries.join(" ")
 }
 
+/// A proxy with `AUTH_REGISTRIES` set to `credentials` and `CONNECT_TO` to `connect`.
+async fn with_credentials(fake: &Fake, credentials: &str, connect: &str) -> TestProxy {
+    TestProxy::start(
+        fake,
+        &[("AUTH_REGISTRIES", credentials), ("CONNECT_TO", connect)],
+    )
+    .await
+}
+
 fn basic(user: &str, pass: &str) -> Option<String> {
     use base64::Engine;
     Some(format!(
@@ -150,14 +159,7 @@ async fn realm_on_another_port_of_the_same_host_gets_no_credentials() {
     let fake = Fake::start(&["fake.test"]).await;
     let path = bearer_blob(&fake, "https://fake.test:8443/token", 21);
     let connect = connect_to(&fake, &[("fake.test", 8443, fake.addr.port())]);
-    let proxy = TestProxy::start(
-        &fake,
-        &[
-            ("AUTH_REGISTRIES", "fake.test:alice:secret"),
-            ("CONNECT_TO", &connect),
-        ],
-    )
-    .await;
+    let proxy = with_credentials(&fake, "fake.test:alice:secret", &connect).await;
     let (status, _, _) = proxy.request("GET", &path, &[]).await;
     assert_eq!(status, 200, "the token is fetched anonymously");
     let tokens = token_requests(&fake);
@@ -171,14 +173,7 @@ async fn plain_http_realm_gets_no_credentials() {
     let plain = fake.serve_plain().await;
     let path = bearer_blob(&fake, "http://fake.test/token", 22);
     let connect = connect_to(&fake, &[("fake.test", 80, plain.port())]);
-    let proxy = TestProxy::start(
-        &fake,
-        &[
-            ("AUTH_REGISTRIES", "fake.test:alice:secret"),
-            ("CONNECT_TO", &connect),
-        ],
-    )
-    .await;
+    let proxy = with_credentials(&fake, "fake.test:alice:secret", &connect).await;
     let (status, _, _) = proxy.request("GET", &path, &[]).await;
     assert_eq!(status, 200);
     let tokens = token_requests(&fake);
@@ -199,14 +194,7 @@ async fn realm_host_named_in_auth_registries_gets_credentials_on_its_port_only()
             &fake,
             &[("auth.test", 443, port), ("auth.test", 8443, port)],
         );
-        let proxy = TestProxy::start(
-            &fake,
-            &[
-                ("AUTH_REGISTRIES", "auth.test:alice:secret"),
-                ("CONNECT_TO", &connect),
-            ],
-        )
-        .await;
+        let proxy = with_credentials(&fake, "auth.test:alice:secret", &connect).await;
         let (status, _, _) = proxy.request("GET", &path, &[]).await;
         assert_eq!(status, 200, "{realm}");
         let tokens = token_requests(&fake);
@@ -223,14 +211,7 @@ async fn docker_hub_credentials_go_to_hubs_realm_only() {
     let (hub_data, hub_digest) = serve_random_blob(&fake, "library/app", 1500, 24);
     let (_, other_digest) = serve_random_blob(&fake, "lib/app", 1500, 25);
     let connect = connect_to(&fake, &[("auth.docker.io", 443, fake.addr.port())]);
-    let proxy = TestProxy::start(
-        &fake,
-        &[
-            ("AUTH_REGISTRIES", "auth.docker.io:alice:secret"),
-            ("CONNECT_TO", &connect),
-        ],
-    )
-    .await;
+    let proxy = with_credentials(&fake, "auth.docker.io:alice:secret", &connect).await;
     // Docker Hub (mirror mode's default registry): the seed's `auth.docker.io` entry is used.
     proxy
         .assert_serves(&format!("/v2/library/app/blobs/{hub_digest}"), &hub_data)
@@ -266,14 +247,7 @@ async fn redirect_drops_credentials(location: &str, target_path: &str, host_port
     fake.route(&registry_path, Behavior::RedirectTo(location.to_owned()));
     fake.route(target_path, Behavior::Blob(data.clone()));
     let connect = connect_to(&fake, &[("fake.test", host_port, fake.addr.port())]);
-    let proxy = TestProxy::start(
-        &fake,
-        &[
-            ("AUTH_REGISTRIES", "fake.test:alice:secret"),
-            ("CONNECT_TO", &connect),
-        ],
-    )
-    .await;
+    let proxy = with_credentials(&fake, "fake.test:alice:secret", &connect).await;
     let (status, _, body) = proxy
         .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
         .await;
@@ -306,14 +280,7 @@ async fn redirect_to_plain_http_is_refused_and_gets_no_credentials() {
     );
     fake.route("/plain/blob", Behavior::Blob(data.clone()));
     let connect = connect_to(&fake, &[("fake.test", 80, plain.port())]);
-    let proxy = TestProxy::start(
-        &fake,
-        &[
-            ("AUTH_REGISTRIES", "fake.test:alice:secret"),
-            ("CONNECT_TO", &connect),
-        ],
-    )
-    .await;
+    let proxy = with_credentials(&fake, "fake.test:alice:secret", &connect).await;
     let (status, _, body) = proxy
         .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
         .await;

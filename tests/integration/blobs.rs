@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::fake::{Behavior, Fake, sha256_digest};
 use crate::harness::{
-    TestProxy, blob_path, random_blob, random_bytes, serve_random_blob, slow_blob,
+    TestProxy, blob_path, random_blob, random_bytes, serve_random_blob, serve_slow_blob,
 };
 
 #[tokio::test]
@@ -37,11 +37,7 @@ async fn miss_then_hit_without_upstream() {
 #[tokio::test]
 async fn ranges_on_cached_and_growing_blobs() {
     let fake = Fake::start(&["fake.test"]).await;
-    let (data, digest) = random_blob(100_000, 2);
-    fake.route(
-        &blob_path("lib/app", &digest),
-        slow_blob(data.clone(), 10, 30),
-    );
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (100_000, 2), 10, 30);
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = format!("/v2/fake.test/lib/app/blobs/{digest}");
     // A range while the blob is still downloading.
@@ -136,11 +132,7 @@ async fn upstream_dying_midway_aborts_every_client_and_commits_nothing() {
 #[tokio::test]
 async fn concurrent_clients_share_one_upstream_download() {
     let fake = Fake::start(&["fake.test"]).await;
-    let (data, digest) = random_blob(2_000_000, 5);
-    fake.route(
-        &blob_path("lib/app", &digest),
-        slow_blob(data.clone(), 20, 20),
-    );
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (2_000_000, 5), 20, 20);
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = format!("/v2/fake.test/lib/app/blobs/{digest}");
     let mut tasks = Vec::new();

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use crate::cache_crash::{BinProxy, bin_command, bin_env, blob_file, get};
 use crate::fake::{Behavior, Fake, sha256_digest};
 use crate::harness::{
-    FAKE_HOST, TestProxy, random_blob, random_bytes, serve_random_blobs, slow_blob,
+    FAKE_HOST, TestProxy, blob_path, random_bytes, serve_random_blobs, serve_slow_blob,
 };
 
 const BUCKET: &str = "proxy-cache";
@@ -412,9 +412,8 @@ async fn an_upload_killed_midway_leaves_nothing_visible() {
     let server = S3Server::start().await;
     let fake = Fake::start(&[FAKE_HOST]).await;
     // Slow enough to kill the proxy after the first 8 MiB part went up, before the end.
-    let (data, blob_digest) = random_blob(24_000_000, 85);
-    let upstream_path = format!("/v2/lib/app/blobs/{blob_digest}");
-    fake.route(&upstream_path, slow_blob(data.clone(), 240, 40));
+    let (data, blob_digest) = serve_slow_blob(&fake, "lib/app", (24_000_000, 85), 240, 40);
+    let upstream_path = blob_path("lib/app", &blob_digest);
     let dir = tempfile::tempdir().unwrap();
     let mut env = bin_env(dir.path(), &fake);
     env.extend(server.env("killed"));

@@ -9,14 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::StatusCode;
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use registry_proxy::body;
-use tokio::net::TcpStream;
 
 use crate::fake::{Behavior, Fake};
-use crate::harness::{FAKE_HOST, random_blob, slow_blob};
+use crate::harness::{FAKE_HOST, blob_path, collect_result, send, serve_slow_blob};
 
 /// The `registry-proxy` binary with its cache and CA in `dir`, in front of `fake`.
 pub(crate) struct BinProxy {
@@ -108,29 +106,11 @@ impl Drop for BinProxy {
 
 /// A GET in mirror mode; the body, or the error that aborted it.
 pub(crate) async fn get(addr: SocketAddr, path: &str) -> (StatusCode, Result<Bytes, String>) {
-    let response = send_get(addr, path).await;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| e.to_string());
-    (status, body)
+    collect_result(send_get(addr, path).await).await
 }
 
 async fn send_get(addr: SocketAddr, path: &str) -> http::Response<hyper::body::Incoming> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .uri(path)
-        .header("host", addr.to_string())
-        .body(body::empty())
-        .unwrap();
-    sender.send_request(req).await.unwrap()
+    send(addr, "GET", path, &[], body::empty()).await
 }
 
 pub(crate) fn blob_file(cache: &Path, digest: &str) -> PathBuf {
@@ -145,9 +125,8 @@ fn tmp_entries(cache: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_download_leaves_nothing_visible_and_tmp_is_cleaned() {
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let (data, digest) = random_blob(2_000_000, 51);
-    let upstream_path = format!("/v2/lib/app/blobs/{digest}");
-    fake.route(&upstream_path, slow_blob(data.clone(), 100, 50));
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (2_000_000, 51), 100, 50);
+    let upstream_path = blob_path("lib/app", &digest);
     let dir = tempfile::tempdir().unwrap();
     let env = bin_env(dir.path(), &fake);
     let cache = dir.path().join("cache");

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::cache_crash::blob_file;
 use crate::fake::{Behavior, Fake, sha256_digest};
 use crate::harness::{
-    TestProxy, blob_path, random_blob, serve_random_blob, serve_random_blobs, slow_blob,
+    TestProxy, blob_path, serve_random_blob, serve_random_blobs, serve_slow_blob,
 };
 
 fn stored(cache: &Path, digest: &str) -> bool {
@@ -63,11 +63,7 @@ async fn a_disk_that_fills_up_mid_download_streams_uncached() {
         return;
     };
     let fake = Fake::start(&["fake.test"]).await;
-    let (data, digest) = random_blob(4_000_000, 21);
-    fake.route(
-        &blob_path("lib/app", &digest),
-        slow_blob(data.clone(), 40, 10),
-    );
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (4_000_000, 21), 40, 10);
     let proxy = TestProxy::start(
         &fake,
         &[("CACHE_DIR", &disk.cache_dir()), ("CACHE_MIN_FREE", "0")],

@@ -10,7 +10,7 @@ use registry_proxy::cache::{self, PurgeRequest, PurgeTarget};
 
 use crate::cache_crash::bin_command;
 use crate::fake::Fake;
-use crate::harness::{FAKE_HOST, TestProxy, random_blob, slow_blob};
+use crate::harness::{FAKE_HOST, TestProxy, serve_slow_blob};
 use crate::images::{Fixture, publish, warm_through};
 
 async fn warmed(seed: u64) -> (Fake, Fixture, TestProxy) {
@@ -371,21 +371,13 @@ async fn commands_refuse_a_directory_that_is_not_a_cache() {
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_leaves_a_download_in_flight_alone() {
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let (data, digest) = random_blob(800_000, 230);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        slow_blob(data.clone(), 10, 300),
-    );
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (800_000, 230), 10, 300);
     let proxy = TestProxy::start(&fake, &[("CACHE_MIN_FREE", "0")]).await;
     let response = proxy
         .open(&format!("/v2/{FAKE_HOST}/lib/app/blobs/{digest}"))
         .await;
     assert_eq!(response.status(), 200);
-    let tmp = proxy.cache_dir().join("tmp");
-    let in_flight: Vec<_> = std::fs::read_dir(&tmp)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let in_flight = proxy.tmp_files();
     assert_eq!(in_flight.len(), 1);
 
     let dir = proxy.cache_dir();

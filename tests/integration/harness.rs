@@ -125,23 +125,7 @@ impl TestProxy {
         path: &str,
         headers: &[(&str, &str)],
     ) -> (StatusCode, http::HeaderMap, Bytes) {
-        let stream = TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string());
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let response = sender
-            .send_request(req.body(body::empty()).unwrap())
-            .await
-            .unwrap();
-        collect(response).await
+        collect(send(self.addr, method, path, headers, body::empty()).await).await
     }
 
     /// Like `request`, but returns the body's error instead of panicking when the transfer aborts.
@@ -150,26 +134,7 @@ impl TestProxy {
         method: &str,
         path: &str,
     ) -> (StatusCode, Result<Bytes, String>) {
-        let stream = TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .body(body::empty())
-            .unwrap();
-        let response = sender.send_request(req).await.unwrap();
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|e| e.to_string());
-        (status, body)
+        collect_result(send(self.addr, method, path, &[], body::empty()).await).await
     }
 
     /// A TLS client configuration trusting the proxy's CA.
@@ -335,17 +300,7 @@ pub(crate) fn random_bytes(len: usize, seed: u64) -> Bytes {
 impl TestProxy {
     /// Sends a GET to the plain listener and returns the response with its body unread.
     pub(crate) async fn open(&self, path: &str) -> Response<hyper::body::Incoming> {
-        let stream = TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .body(body::empty())
-            .unwrap();
-        sender.send_request(req).await.unwrap()
+        send(self.addr, "GET", path, &[], body::empty()).await
     }
 
     /// True if the blob with this `sha256:` digest is committed in the cache.
@@ -365,22 +320,7 @@ pub(crate) struct RawClient(pub(crate) SocketAddr);
 impl RawClient {
     /// `GET path` with headers; the status and the whole body.
     pub(crate) async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Bytes) {
-        let stream = TcpStream::connect(self.0).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method("GET")
-            .uri(path)
-            .header("host", self.0.to_string());
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let response = sender
-            .send_request(req.body(body::empty()).unwrap())
-            .await
-            .unwrap();
+        let response = send(self.0, "GET", path, headers, body::empty()).await;
         let (status, _, bytes) = collect(response).await;
         (status.as_u16(), bytes)
     }
@@ -439,5 +379,72 @@ impl TestProxy {
     pub(crate) async fn metrics(&self) -> String {
         let (_, _, metrics) = self.request("GET", "/metrics", &[]).await;
         String::from_utf8_lossy(&metrics).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request on a new connection to `addr` (which is also its `host` header); the
+/// response with its body unread.
+pub(crate) async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    request_body: body::Body,
+) -> Response<hyper::body::Incoming> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    sender
+        .send_request(req.body(request_body).unwrap())
+        .await
+        .unwrap()
+}
+
+/// A response's status and its body, or the error that aborted the body.
+pub(crate) async fn collect_result(
+    response: Response<hyper::body::Incoming>,
+) -> (StatusCode, Result<Bytes, String>) {
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| e.to_string());
+    (status, body)
+}
+
+/// A [`random_blob`] that `fake` serves at [`blob_path`]`(repo, digest)` as a [`slow_blob`].
+pub(crate) fn serve_slow_blob(
+    fake: &Fake,
+    repo: &str,
+    (len, seed): (usize, u64),
+    chunks: usize,
+    delay_ms: u64,
+) -> (Bytes, String) {
+    let (data, digest) = random_blob(len, seed);
+    fake.route(
+        &blob_path(repo, &digest),
+        slow_blob(data.clone(), chunks, delay_ms),
+    );
+    (data, digest)
+}
+
+impl TestProxy {
+    /// The files in the cache's `tmp/`: the downloads in flight.
+    pub(crate) fn tmp_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.cache_dir().join("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
     }
 }

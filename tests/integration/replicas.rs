@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use crate::bucket::{S3Server, env_pairs};
 use crate::cache_crash::{BinProxy, bin_env, get};
 use crate::fake::Fake;
-use crate::harness::{FAKE_HOST, TestProxy, random_blob, slow_blob};
+use crate::harness::{FAKE_HOST, TestProxy, blob_path, serve_slow_blob};
 
 const SECRET: &str = "replicas-share-this";
 
@@ -100,9 +100,8 @@ async fn wait_for_membership(addrs: &[SocketAddr]) {
 async fn a_herd_over_three_replicas_makes_one_upstream_get() {
     let server = S3Server::start().await;
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let (data, digest) = random_blob(4_000_000, 101);
-    let upstream_path = format!("/v2/lib/app/blobs/{digest}");
-    fake.route(&upstream_path, slow_blob(data.clone(), 40, 25));
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (4_000_000, 101), 40, 25);
+    let upstream_path = blob_path("lib/app", &digest);
     let (addrs, envs) = replica_envs(&server, "herd", 3);
     let mut replicas = Vec::new();
     for env in &envs {
@@ -132,9 +131,8 @@ async fn a_herd_over_three_replicas_makes_one_upstream_get() {
 async fn an_owner_killed_mid_download_leaves_nothing_partial_and_a_retry_completes() {
     let server = S3Server::start().await;
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let (data, digest) = random_blob(12_000_000, 102);
-    let upstream_path = format!("/v2/lib/app/blobs/{digest}");
-    fake.route(&upstream_path, slow_blob(data.clone(), 120, 40));
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (12_000_000, 102), 120, 40);
+    let upstream_path = blob_path("lib/app", &digest);
     let (addrs, envs) = replica_envs(&server, "killed-owner", 3);
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut replicas: Vec<Option<BinProxy>> = Vec::new();

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::fake::{Behavior, Fake};
-use crate::harness::{RawClient, TestProxy, random_blob, serve_random_blob, slow_blob};
+use crate::harness::{RawClient, TestProxy, serve_random_blob, serve_slow_blob};
 
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -403,11 +403,7 @@ async fn status_page_in_chromium_shows_a_download_in_progress() {
         return;
     }
     let fake = Fake::start(&["fake.test"]).await;
-    let (data, digest) = random_blob(2 << 20, 82);
-    fake.route(
-        &format!("/v2/lib/slow/blobs/{digest}"),
-        slow_blob(data.clone(), 200, 100),
-    );
+    let (_, digest) = serve_slow_blob(&fake, "lib/slow", (2 << 20, 82), 200, 100);
     let (_, small_digest) = serve_random_blob(&fake, "lib/app", 300_000, 83);
     let proxy = TestProxy::start(&fake, &[]).await;
     // Some history: a miss and a hit.

@@ -6,16 +6,12 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 
 use crate::fake::Fake;
-use crate::harness::{TestProxy, random_blob, serve_random_blob, slow_blob};
+use crate::harness::{TestProxy, serve_random_blob, serve_slow_blob};
 
 #[tokio::test]
 async fn first_bytes_arrive_before_the_download_ends() {
     let fake = Fake::start(&["fake.test"]).await;
-    let (data, digest) = random_blob(1_000_000, 40);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        slow_blob(data.clone(), 10, 150),
-    );
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (1_000_000, 40), 10, 150);
     let proxy = TestProxy::start(&fake, &[]).await;
     let response = proxy
         .open(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
