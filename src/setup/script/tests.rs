@@ -22,6 +22,11 @@ fn script(client: Client, mode: Mode, proxy: &str) -> String {
     .unwrap()
 }
 
+/// Renders the script for `client`, `mode` and `proxy` and runs it with `PREFIX=dir`.
+fn run_in(dir: &Path, client: Client, mode: Mode, proxy: &str) -> std::process::Output {
+    run_script(dir, &script(client, mode, proxy), Some(dir))
+}
+
 fn write(dir: &Path, path: &str, contents: &str) {
     let path = dir.join(path);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -104,10 +109,11 @@ fn daemon_json_without_the_keys_gets_them() {
         DAEMON_JSON,
         "{\n  \"data-root\": \"/srv/docker\",\n  \"log-driver\": \"local\"\n}\n",
     );
-    let out = run_script(
+    let out = run_in(
         dir.path(),
-        &script(Client::Docker, Mode::Mirror, "https://proxy.example:8443"),
-        Some(dir.path()),
+        Client::Docker,
+        Mode::Mirror,
+        "https://proxy.example:8443",
     );
     assert!(
         out.status.success(),
@@ -184,10 +190,11 @@ fn a_daemon_json_that_is_not_json_is_left_alone() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), DAEMON_JSON, original);
-        let out = run_script(
+        let out = run_in(
             dir.path(),
-            &script(Client::Docker, Mode::Mirror, "http://proxy.internal:3128"),
-            Some(dir.path()),
+            Client::Docker,
+            Mode::Mirror,
+            "http://proxy.internal:3128",
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{original}");
@@ -203,10 +210,11 @@ fn a_foreign_registries_yaml_stops_the_script_with_the_block_to_add() {
     let dir = tempfile::tempdir().unwrap();
     let original = "mirrors:\n  docker.io:\n    endpoint:\n      - \"https://mirror.example\"\nconfigs:\n  \"registry.example\":\n    auth:\n      username: ci\n";
     write(dir.path(), REGISTRIES_YAML, original);
-    let out = run_script(
+    let out = run_in(
         dir.path(),
-        &script(Client::K3s, Mode::Mirror, "http://proxy.internal:3128"),
-        Some(dir.path()),
+        Client::K3s,
+        Mode::Mirror,
+        "http://proxy.internal:3128",
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -225,11 +233,7 @@ fn a_foreign_registries_yaml_stops_the_script_with_the_block_to_add() {
 fn our_own_files_are_replaced_on_a_second_run() {
     let dir = tempfile::tempdir().unwrap();
     for proxy in ["http://old-proxy:3128", "http://new-proxy:3128"] {
-        let out = run_script(
-            dir.path(),
-            &script(Client::K3s, Mode::Mirror, proxy),
-            Some(dir.path()),
-        );
+        let out = run_in(dir.path(), Client::K3s, Mode::Mirror, proxy);
         assert!(
             out.status.success(),
             "{}",
@@ -254,14 +258,11 @@ fn one_foreign_file_stops_every_write() {
         "etc/containerd/certs.d/quay.io/hosts.toml",
         mine,
     );
-    let out = run_script(
+    let out = run_in(
         dir.path(),
-        &script(
-            Client::Containerd,
-            Mode::Mirror,
-            "http://proxy.internal:3128",
-        ),
-        Some(dir.path()),
+        Client::Containerd,
+        Mode::Mirror,
+        "http://proxy.internal:3128",
     );
     assert!(!out.status.success());
     assert_eq!(
@@ -277,10 +278,11 @@ fn one_foreign_file_stops_every_write() {
     let drop_in = "[Service]\nEnvironment=NO_PROXY=10.0.0.0/8\n";
     let unit = "etc/systemd/system/docker.service.d/http-proxy.conf";
     write(dir.path(), unit, drop_in);
-    let out = run_script(
+    let out = run_in(
         dir.path(),
-        &script(Client::Docker, Mode::Connect, "http://proxy.internal:3128"),
-        Some(dir.path()),
+        Client::Docker,
+        Mode::Connect,
+        "http://proxy.internal:3128",
     );
     assert!(!out.status.success());
     assert_eq!(read(dir.path(), unit), drop_in);
