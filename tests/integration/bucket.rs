@@ -23,10 +23,10 @@ use registry_proxy::registry::host::RegistryHost;
 use registry_proxy::registry::name::RepoName;
 use tokio::net::TcpStream;
 
-use crate::cache_crash::{BinProxy, bin_command, bin_env, blob_file, get};
+use crate::cache_crash::{BinProxy, bin_env, blob_file, cache_verify, get};
 use crate::fake::{Behavior, Fake, sha256_digest};
 use crate::harness::{
-    FAKE_HOST, TestProxy, blob_path, random_bytes, serve_random_blobs, serve_slow_blob,
+    FAKE_HOST, TestProxy, blob_path, get_partly, random_bytes, serve_random_blobs, serve_slow_blob,
 };
 
 const BUCKET: &str = "proxy-cache";
@@ -422,24 +422,7 @@ async fn an_upload_killed_midway_leaves_nothing_visible() {
     let url = format!("/v2/{FAKE_HOST}/lib/app/blobs/{blob_digest}");
 
     let proxy = BinProxy::start(&env).await;
-    let stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = Request::builder()
-        .uri(&url)
-        .header("host", proxy.addr.to_string())
-        .body(body::empty())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.into_body();
-    let mut received = 0;
-    while received < 12_000_000 {
-        let frame = body.frame().await.unwrap().unwrap();
-        received += frame.into_data().map_or(0, |d| d.len());
-    }
+    let body = get_partly(proxy.addr, &url, 12_000_000).await;
     // The upload is under way: begun, not visible.
     for _ in 0..100 {
         if server.uploads_in_progress().await > 0 {
@@ -517,10 +500,7 @@ async fn cache_verify_checks_the_bucket_too() {
         .await
         .unwrap();
 
-    let out = bin_command(&env)
-        .args(["cache", "verify"])
-        .output()
-        .unwrap();
+    let out = cache_verify(&env);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "removing something exits non-zero");
     assert!(
@@ -537,10 +517,7 @@ async fn cache_verify_checks_the_bucket_too() {
         blobs[1].0,
         "the good one stays"
     );
-    let out = bin_command(&env)
-        .args(["cache", "verify"])
-        .output()
-        .unwrap();
+    let out = cache_verify(&env);
     assert!(
         out.status.success(),
         "a clean store verifies: {}",

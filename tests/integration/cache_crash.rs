@@ -47,6 +47,11 @@ pub(crate) fn bin_command(env: &[(String, String)]) -> Command {
     cmd
 }
 
+/// `registry-proxy cache verify` run to its end with `env`.
+pub(crate) fn cache_verify(env: &[(String, String)]) -> std::process::Output {
+    bin_command(env).args(["cache", "verify"]).output().unwrap()
+}
+
 impl BinProxy {
     /// Starts the binary and waits for its `registry-proxy listening` line.
     pub(crate) async fn start(env: &[(String, String)]) -> BinProxy {

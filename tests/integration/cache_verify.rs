@@ -1,7 +1,7 @@
 //! `registry-proxy cache verify` through the real binary: a corrupted blob is reported and removed
 //! (non-zero exit), a clean store passes, and the blob is fetched again afterwards.
 
-use crate::cache_crash::{BinProxy, bin_command, bin_env, blob_file, get};
+use crate::cache_crash::{BinProxy, bin_env, blob_file, cache_verify, get};
 use crate::fake::Fake;
 use crate::harness::{FAKE_HOST, serve_random_blobs};
 
@@ -28,10 +28,7 @@ async fn verify_reports_and_removes_a_corrupt_blob() {
     bytes[1000] ^= 0xff;
     std::fs::write(&corrupt, &bytes).unwrap();
 
-    let out = bin_command(&env)
-        .args(["cache", "verify"])
-        .output()
-        .unwrap();
+    let out = cache_verify(&env);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "removing something exits non-zero");
@@ -46,10 +43,7 @@ async fn verify_reports_and_removes_a_corrupt_blob() {
         "the good one stays"
     );
 
-    let out = bin_command(&env)
-        .args(["cache", "verify"])
-        .output()
-        .unwrap();
+    let out = cache_verify(&env);
     assert!(
         out.status.success(),
         "a clean store verifies: {}",

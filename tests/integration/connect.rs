@@ -3,7 +3,7 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fake::Fake;
-use crate::harness::{TestProxy, serve_random_blob};
+use crate::harness::{TestProxy, read_head, serve_random_blob};
 
 #[tokio::test]
 async fn intercepted_registry_answers_v2_and_serves_blobs() {
@@ -82,12 +82,7 @@ async fn other_hosts_are_tunnelled_untouched() {
     )
     .await
     .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
+    let head = read_head(&mut s).await;
     assert!(head.starts_with(b"HTTP/1.1 200"));
     s.write_all(b"hello").await.unwrap();
     let mut back = [0u8; 5];

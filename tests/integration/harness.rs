@@ -139,18 +139,7 @@ impl TestProxy {
 
     /// A TLS client configuration trusting the proxy's CA.
     pub(crate) fn proxy_trust(&self) -> Arc<rustls::ClientConfig> {
-        let ca_pem = std::fs::read(self.dir.path().join("ca/ca.crt")).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(registry_proxy::tls::provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
+        trusting(&std::fs::read(self.dir.path().join("ca/ca.crt")).unwrap())
     }
 
     /// A request to the TLS mirror listener (`TLS_LISTEN`), verifying its certificate for `name`.
@@ -195,19 +184,14 @@ impl TestProxy {
         extra: &[(&str, &str)],
     ) -> Result<TcpStream, String> {
         let mut stream = TcpStream::connect(self.addr).await.unwrap();
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let mut head_out = format!("CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n");
         for (k, v) in extra {
             head_out.push_str(&format!("{k}: {v}\r\n"));
         }
         head_out.push_str("\r\n");
         stream.write_all(head_out.as_bytes()).await.unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).await.unwrap();
-            head.push(byte[0]);
-        }
+        let head = read_head(&mut stream).await;
         if head.starts_with(b"HTTP/1.1 200") {
             Ok(stream)
         } else {
@@ -447,4 +431,50 @@ impl TestProxy {
             .map(|e| e.unwrap().path())
             .collect()
     }
+}
+
+/// GETs `path` from `addr`, asserts a 200 and reads at least `at_least` bytes of the body; the
+/// rest of the body (to read on, or to watch fail when the server dies mid-transfer).
+pub(crate) async fn get_partly(
+    addr: SocketAddr,
+    path: &str,
+    at_least: usize,
+) -> hyper::body::Incoming {
+    let response = send(addr, "GET", path, &[], body::empty()).await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = 0;
+    while received < at_least {
+        let frame = body.frame().await.unwrap().unwrap();
+        received += frame.into_data().map_or(0, |d| d.len());
+    }
+    body
+}
+
+/// Reads a response head (up to and including the blank line) byte by byte, leaving whatever
+/// follows it in `s`.
+pub(crate) async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    head
+}
+
+/// A TLS client configuration trusting the certificates in `ca_pem`.
+pub(crate) fn trusting(ca_pem: &[u8]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(registry_proxy::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use crate::bucket::{S3Server, env_pairs};
 use crate::cache_crash::{BinProxy, bin_env, get};
 use crate::fake::Fake;
-use crate::harness::{FAKE_HOST, TestProxy, blob_path, serve_slow_blob};
+use crate::harness::{FAKE_HOST, TestProxy, blob_path, get_partly, serve_slow_blob};
 
 const SECRET: &str = "replicas-share-this";
 
@@ -150,23 +150,7 @@ async fn an_owner_killed_mid_download_leaves_nothing_partial_and_a_retry_complet
 
     // A client of another replica: its miss goes to the owner, which downloads.
     let addr = replicas[via].as_ref().unwrap().addr;
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = Request::get(&url)
-        .header("host", addr.to_string())
-        .body(body::empty())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.into_body();
-    let mut received = 0;
-    while received < 3_000_000 {
-        let frame = body.frame().await.unwrap().unwrap();
-        received += frame.into_data().map_or(0, |d| d.len());
-    }
+    let body = get_partly(addr, &url, 3_000_000).await;
     assert_eq!(
         fake.hits("GET", &upstream_path),
         1,

@@ -7,11 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::Arc;
 
 use crate::cache_crash::{bin_command, bin_env};
 use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{FAKE_HOST, TestProxy, random_bytes};
+use crate::harness::{FAKE_HOST, TestProxy, random_bytes, trusting};
 
 /// Makes `dir/ca.crt` and `dir/ca.key` with the seed's own openssl commands (its fixed
 /// passphrase); false (after printing SKIPPED) when openssl is not installed.
@@ -22,21 +21,6 @@ fn seed_ca(dir: &Path) -> bool {
         return false;
     }
     true
-}
-
-fn trusting(ca_pem: &[u8]) -> Arc<rustls::ClientConfig> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(registry_proxy::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::fake::{Behavior, Fake};
-use crate::harness::{RawClient, TestProxy, serve_random_blob, serve_slow_blob};
+use crate::harness::{RawClient, TestProxy, read_head, serve_random_blob, serve_slow_blob};
 
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -93,12 +93,7 @@ async fn connect(proxy: SocketAddr, target: &str) -> (TcpStream, String) {
     s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
+    let head = read_head(&mut s).await;
     let head = String::from_utf8(head).unwrap();
     (s, head.lines().next().unwrap_or("").to_owned())
 }

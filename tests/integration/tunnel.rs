@@ -45,12 +45,7 @@ async fn banner_server() -> SocketAddr {
 
 /// Reads a response head (up to the blank line).
 async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> String {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
+    let head = crate::harness::read_head(s).await;
     String::from_utf8(head).unwrap()
 }
 
