@@ -85,9 +85,7 @@ async fn verify_mode_serves_cached_private_blobs_only_to_accepted_credentials() 
     .await;
     assert_eq!(status, 200);
     let alice = alice.unwrap();
-    let (status, _, body) = proxy
-        .request("GET", &path, &[("authorization", &bearer(&alice))])
-        .await;
+    let (status, _, body) = proxy.get_as(&path, &bearer(&alice)).await;
     assert_eq!(status, 200);
     assert_eq!(body, data);
     assert!(proxy.has_blob(&digest), "cached");
@@ -106,22 +104,16 @@ async fn verify_mode_serves_cached_private_blobs_only_to_accepted_credentials() 
         Some(&basic("alice", "guess")),
     )
     .await;
-    let (status, _, body) = proxy
-        .request("GET", &path, &[("authorization", &bearer(&wrong.unwrap()))])
-        .await;
+    let (status, _, body) = proxy.get_as(&path, &bearer(&wrong.unwrap())).await;
     assert_eq!(status, 401);
     assert_ne!(body, data);
 
     // Direct Basic (no token) with the wrong password: likewise.
-    let (status, _, _) = proxy
-        .request("GET", &path, &[("authorization", &basic("mallory", "x"))])
-        .await;
+    let (status, _, _) = proxy.get_as(&path, &basic("mallory", "x")).await;
     assert_eq!(status, 401);
 
     // alice again: a HIT, with no upstream GET (her credential is remembered as accepted).
-    let (status, _, body) = proxy
-        .request("GET", &path, &[("authorization", &bearer(&alice))])
-        .await;
+    let (status, _, body) = proxy.get_as(&path, &bearer(&alice)).await;
     assert_eq!(status, 200);
     assert_eq!(body, data);
     assert_eq!(
@@ -158,9 +150,7 @@ async fn verify_mode_checks_before_joining_a_download_in_flight() {
     let (status, _, body) = proxy.request("GET", &path, &[]).await;
     assert_eq!(status, 401, "anonymous may not join alice's download");
     assert!(body.len() < 1000);
-    let (status, _, _) = proxy
-        .request("GET", &path, &[("authorization", &basic("alice", "nope"))])
-        .await;
+    let (status, _, _) = proxy.get_as(&path, &basic("alice", "nope")).await;
     assert_eq!(status, 401, "nor may a wrong password");
     let (status, body) = leader.await.unwrap();
     assert_eq!(status, 200);
@@ -218,9 +208,7 @@ fetch = ["bob"]
     let (status, _, _) = proxy.request("GET", &path, &[]).await;
     assert_eq!(status, 401);
     // ci1 may pull what is cached, but not make the proxy fetch it.
-    let (status, _, body) = proxy
-        .request("GET", &path, &[("authorization", &basic("ci1", "ci1-pw"))])
-        .await;
+    let (status, _, body) = proxy.get_as(&path, &basic("ci1", "ci1-pw")).await;
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("DENIED"));
     assert_eq!(fake.hits("GET", &format!("/v2/team/app/blobs/{digest}")), 0);
@@ -231,25 +219,17 @@ fetch = ["bob"]
         Some(&basic("bob", "bob-pw")),
     )
     .await;
-    let (status, _, body) = proxy
-        .request("GET", &path, &[("authorization", &bearer(&bob.unwrap()))])
-        .await;
+    let (status, _, body) = proxy.get_as(&path, &bearer(&bob.unwrap())).await;
     assert_eq!((status.as_u16(), body.clone()), (200, data.clone()));
     // Now ci1 gets the cached copy.
-    let (status, _, body) = proxy
-        .request("GET", &path, &[("authorization", &basic("ci1", "ci1-pw"))])
-        .await;
+    let (status, _, body) = proxy.get_as(&path, &basic("ci1", "ci1-pw")).await;
     assert_eq!((status.as_u16(), body), (200, data));
     // eve is a user, but no rule names her.
-    let (status, _, body) = proxy
-        .request("GET", &path, &[("authorization", &basic("eve", "eve-pw"))])
-        .await;
+    let (status, _, body) = proxy.get_as(&path, &basic("eve", "eve-pw")).await;
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("DENIED"));
     // A wrong password is not a user.
-    let (status, _, _) = proxy
-        .request("GET", &path, &[("authorization", &basic("bob", "wrong"))])
-        .await;
+    let (status, _, _) = proxy.get_as(&path, &basic("bob", "wrong")).await;
     assert_eq!(status, 401);
 }
 
@@ -312,14 +292,7 @@ async fn client_auth_guards_connect_and_admin_endpoints() {
     }
     for guarded in ["/metrics", "/", "/status.json", "/setup/docker"] {
         assert_eq!(proxy.request("GET", guarded, &[]).await.0, 401, "{guarded}");
-        assert_eq!(
-            proxy
-                .request("GET", guarded, &[("authorization", &right)])
-                .await
-                .0,
-            200,
-            "{guarded}"
-        );
+        assert_eq!(proxy.get_as(guarded, &right).await.0, 200, "{guarded}");
     }
 
     // Mirror mode: /v2/ challenges; a login (token) opens it.
@@ -328,9 +301,7 @@ async fn client_auth_guards_connect_and_admin_endpoints() {
     let (status, tok) = token(&proxy, "repository:fake.test/lib/app:pull", Some(&right)).await;
     assert_eq!(status, 200);
     let tok = tok.unwrap();
-    let (status, _, _) = proxy
-        .request("GET", "/v2/", &[("authorization", &bearer(&tok))])
-        .await;
+    let (status, _, _) = proxy.get_as("/v2/", &bearer(&tok)).await;
     assert_eq!(status, 200);
     let (status, _) = token(&proxy, "repository:fake.test/lib/app:pull", Some(&wrong)).await;
     assert_eq!(status, 401, "the token endpoint refuses wrong passwords");
@@ -338,11 +309,7 @@ async fn client_auth_guards_connect_and_admin_endpoints() {
     let mut tampered = tok.clone();
     tampered.push('A');
     let (status, _, _) = proxy
-        .request(
-            "GET",
-            "/v2/fake.test/lib/app/manifests/v1",
-            &[("authorization", &bearer(&tampered))],
-        )
+        .get_as("/v2/fake.test/lib/app/manifests/v1", &bearer(&tampered))
         .await;
     assert_eq!(status, 401);
 }

@@ -478,3 +478,15 @@ pub(crate) fn trusting(ca_pem: &[u8]) -> Arc<rustls::ClientConfig> {
             .with_no_client_auth(),
     )
 }
+
+impl TestProxy {
+    /// `GET path` on the plain listener with an `Authorization` header.
+    pub(crate) async fn get_as(
+        &self,
+        path: &str,
+        authorization: &str,
+    ) -> (StatusCode, http::HeaderMap, Bytes) {
+        self.request("GET", path, &[("authorization", authorization)])
+            .await
+    }
+}

@@ -14,17 +14,19 @@ fn manifest(n: u8) -> Bytes {
     ))
 }
 
+/// Serves `bytes` as an OCI image manifest.
+fn oci(bytes: Bytes) -> Behavior {
+    Behavior::Manifest {
+        bytes,
+        media_type: OCI_MANIFEST.into(),
+    }
+}
+
 #[tokio::test]
 async fn tag_is_revalidated_with_head_and_served_byte_exact() {
     let fake = Fake::start(&["fake.test"]).await;
     let bytes = manifest(1);
-    fake.route(
-        "/v2/lib/app/manifests/v1",
-        Behavior::Manifest {
-            bytes: bytes.clone(),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route("/v2/lib/app/manifests/v1", oci(bytes.clone()));
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = "/v2/fake.test/lib/app/manifests/v1";
     let accept = [("accept", OCI_MANIFEST)];
@@ -47,13 +49,7 @@ async fn tag_is_revalidated_with_head_and_served_byte_exact() {
     );
     // The tag moves upstream: the next request fetches the new manifest.
     let moved = manifest(2);
-    fake.route(
-        "/v2/lib/app/manifests/v1",
-        Behavior::Manifest {
-            bytes: moved.clone(),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route("/v2/lib/app/manifests/v1", oci(moved.clone()));
     let (_, _, body) = proxy.request("GET", url, &accept).await;
     assert_eq!(body, moved);
 }
@@ -62,19 +58,11 @@ async fn tag_is_revalidated_with_head_and_served_byte_exact() {
 async fn tag_inside_ttl_tier_does_not_contact_upstream() {
     let fake = Fake::start(&["fake.test"]).await;
     let bytes = manifest(3);
-    fake.route(
-        "/v2/lib/app/manifests/1.2.3",
-        Behavior::Manifest {
-            bytes: bytes.clone(),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route("/v2/lib/app/manifests/1.2.3", oci(bytes.clone()));
     let proxy = TestProxy::start(&fake, &[("ENABLE_MANIFEST_CACHE", "true")]).await;
     let url = "/v2/fake.test/lib/app/manifests/1.2.3";
     for _ in 0..3 {
-        let (status, _, body) = proxy.request("GET", url, &[]).await;
-        assert_eq!(status, 200);
-        assert_eq!(body, bytes);
+        proxy.assert_serves(url, &bytes).await;
     }
     assert_eq!(
         fake.hits_containing("/manifests/1.2.3"),
@@ -87,13 +75,7 @@ async fn tag_inside_ttl_tier_does_not_contact_upstream() {
 async fn cached_manifest_is_served_stale_when_upstream_fails() {
     let fake = Fake::start(&["fake.test"]).await;
     let bytes = manifest(4);
-    fake.route(
-        "/v2/lib/app/manifests/latest",
-        Behavior::Manifest {
-            bytes: bytes.clone(),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route("/v2/lib/app/manifests/latest", oci(bytes.clone()));
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = "/v2/fake.test/lib/app/manifests/latest";
     assert_eq!(proxy.request("GET", url, &[]).await.2, bytes);
@@ -118,13 +100,7 @@ async fn digest_reference_never_goes_upstream_again() {
     let bytes = manifest(5);
     let digest = sha256_digest(&bytes);
     let path = format!("/v2/lib/app/manifests/{digest}");
-    fake.route(
-        &path,
-        Behavior::Manifest {
-            bytes: bytes.clone(),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route(&path, oci(bytes.clone()));
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = format!("/v2/fake.test/lib/app/manifests/{digest}");
     for _ in 0..3 {
@@ -143,10 +119,7 @@ async fn manifest_with_wrong_digest_is_refused() {
     let claimed = sha256_digest(b"other");
     fake.route(
         &format!("/v2/lib/app/manifests/{claimed}"),
-        Behavior::Manifest {
-            bytes: manifest(6),
-            media_type: OCI_MANIFEST.into(),
-        },
+        oci(manifest(6)),
     );
     let proxy = TestProxy::start(&fake, &[]).await;
     let (status, _, body) = proxy
@@ -163,13 +136,7 @@ async fn manifest_with_wrong_digest_is_refused() {
 #[tokio::test]
 async fn head_on_uncached_tag_stays_head() {
     let fake = Fake::start(&["fake.test"]).await;
-    fake.route(
-        "/v2/lib/app/manifests/v9",
-        Behavior::Manifest {
-            bytes: manifest(7),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route("/v2/lib/app/manifests/v9", oci(manifest(7)));
     let proxy = TestProxy::start(&fake, &[]).await;
     let (status, headers, _) = proxy
         .request("HEAD", "/v2/fake.test/lib/app/manifests/v9", &[])
@@ -184,13 +151,7 @@ async fn head_on_uncached_tag_stays_head() {
 async fn per_registry_ttl_override_from_the_toml_file() {
     let fake = Fake::start(&["fake.test"]).await;
     let bytes = manifest(8);
-    fake.route(
-        "/v2/lib/app/manifests/latest",
-        Behavior::Manifest {
-            bytes: bytes.clone(),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route("/v2/lib/app/manifests/latest", oci(bytes.clone()));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proxy.toml");
     std::fs::write(&file, "enable_manifest_cache = false\n\n[registry.\"fake.test\".manifest_cache]\nenabled = true\ndefault_time = \"1h\"\n").unwrap();
@@ -216,13 +177,7 @@ async fn an_image_pulled_once_is_pulled_again_with_the_upstream_gone() {
     let fake = Fake::start(&["fake.test"]).await;
     let (layer, layer_digest) = random_blob(50_000, 9);
     let bytes = manifest(9);
-    fake.route(
-        "/v2/lib/app/manifests/v1",
-        Behavior::Manifest {
-            bytes: bytes.clone(),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route("/v2/lib/app/manifests/v1", oci(bytes.clone()));
     fake.route(
         &format!("/v2/lib/app/blobs/{layer_digest}"),
         Behavior::Blob(layer.clone()),
@@ -277,10 +232,7 @@ async fn head_then_digest_clients_are_served_stale_too() {
     let fake = Fake::start(&["fake.test"]).await;
     let bytes = manifest(10);
     let digest = sha256_digest(&bytes);
-    let behavior = Behavior::Manifest {
-        bytes: bytes.clone(),
-        media_type: OCI_MANIFEST.into(),
-    };
+    let behavior = oci(bytes.clone());
     fake.route("/v2/lib/app/manifests/v2", behavior.clone());
     fake.route(&format!("/v2/lib/app/manifests/{digest}"), behavior);
     let mut proxy = TestProxy::start(&fake, &[]).await;

@@ -516,9 +516,7 @@ async fn refusals_and_verify_checks_are_counted() {
     assert!(status_line.contains(" 407"), "{status_line}");
     assert_eq!(proxy.request("GET", "/metrics", &[]).await.0, 401);
     assert_eq!(proxy.request("GET", "/v2/", &[]).await.0, 401);
-    let (status, _, body) = proxy
-        .request("GET", "/metrics", &[("authorization", &basic("ops", "pw"))])
-        .await;
+    let (status, _, body) = proxy.get_as("/metrics", &basic("ops", "pw")).await;
     assert_eq!(status, 200);
     let text = String::from_utf8(body.to_vec()).unwrap();
     for line in [
@@ -537,32 +535,14 @@ async fn refusals_and_verify_checks_are_counted() {
     let proxy = TestProxy::start(&fake, &[]).await;
     let path = format!("/v2/fake.test/team/app/blobs/{digest}");
     let alice = basic("alice", "alice-pw");
-    assert_eq!(
-        proxy
-            .request("GET", &path, &[("authorization", &alice)])
-            .await
-            .0,
-        200
-    );
+    assert_eq!(proxy.get_as(&path, &alice).await.0, 200);
     // Anonymous: upstream refuses the anonymous probe, the client is asked to log in.
     assert_eq!(proxy.request("GET", &path, &[]).await.0, 401);
     // A wrong password: upstream refuses it.
     let mallory = basic("alice", "guess");
-    assert_eq!(
-        proxy
-            .request("GET", &path, &[("authorization", &mallory)])
-            .await
-            .0,
-        401
-    );
+    assert_eq!(proxy.get_as(&path, &mallory).await.0, 401);
     // alice again: answered from what upstream said before.
-    assert_eq!(
-        proxy
-            .request("GET", &path, &[("authorization", &alice)])
-            .await
-            .0,
-        200
-    );
+    assert_eq!(proxy.get_as(&path, &alice).await.0, 200);
     let (_, _, body) = proxy.request("GET", "/metrics", &[]).await;
     let text = String::from_utf8(body.to_vec()).unwrap();
     for line in [
