@@ -67,7 +67,7 @@ async fn verify_mode_serves_cached_private_blobs_only_to_accepted_credentials() 
     let path = format!("/v2/fake.test/team/app/blobs/{digest}");
 
     // /v2/ challenges, so that clients send their credentials at all.
-    let (status, headers, _) = proxy.request("GET", "/v2/", &[]).await;
+    let (status, headers, _) = proxy.get("/v2/").await;
     assert_eq!(status, 401);
     let challenge = headers["www-authenticate"].to_str().unwrap();
     assert!(
@@ -92,7 +92,7 @@ async fn verify_mode_serves_cached_private_blobs_only_to_accepted_credentials() 
     let gets = fake.hits("GET", &format!("/v2/team/app/blobs/{digest}"));
 
     // Anonymous: asked to log in, no byte of the blob.
-    let (status, headers, body) = proxy.request("GET", &path, &[]).await;
+    let (status, headers, body) = proxy.get(&path).await;
     assert_eq!(status, 401);
     assert!(headers.contains_key("www-authenticate"));
     assert!(!body.windows(64).any(|w| data.windows(64).next() == Some(w)));
@@ -147,7 +147,7 @@ async fn verify_mode_checks_before_joining_a_download_in_flight() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (status, _, body) = proxy.request("GET", &path, &[]).await;
+    let (status, _, body) = proxy.get(&path).await;
     assert_eq!(status, 401, "anonymous may not join alice's download");
     assert!(body.len() < 1000);
     let (status, _, _) = proxy.get_as(&path, &basic("alice", "nope")).await;
@@ -163,10 +163,10 @@ async fn public_repositories_skip_the_credential_check() {
     let (data, digest) = serve_random_blob(&fake, "lib/pub", 10_000, 72);
     let proxy = TestProxy::start(&fake, &[]).await;
     let path = format!("/v2/fake.test/lib/pub/blobs/{digest}");
-    let (status, _, body) = proxy.request("GET", &path, &[]).await;
+    let (status, _, body) = proxy.get(&path).await;
     assert_eq!((status.as_u16(), body.clone()), (200, data.clone()));
     // The anonymous miss proved the repository public: the hit asks upstream nothing.
-    let (status, _, body) = proxy.request("GET", &path, &[]).await;
+    let (status, _, body) = proxy.get(&path).await;
     assert_eq!((status.as_u16(), body), (200, data));
     assert_eq!(fake.hits("HEAD", &format!("/v2/lib/pub/blobs/{digest}")), 0);
     assert_eq!(fake.hits("GET", &format!("/v2/lib/pub/blobs/{digest}")), 1);
@@ -205,7 +205,7 @@ fetch = ["bob"]
     .await;
     let path = format!("/v2/fake.test/team/app/blobs/{digest}");
     // Anonymous: must log in.
-    let (status, _, _) = proxy.request("GET", &path, &[]).await;
+    let (status, _, _) = proxy.get(&path).await;
     assert_eq!(status, 401);
     // ci1 may pull what is cached, but not make the proxy fetch it.
     let (status, _, body) = proxy.get_as(&path, &basic("ci1", "ci1-pw")).await;
@@ -282,21 +282,21 @@ async fn client_auth_guards_connect_and_admin_endpoints() {
     assert_eq!(body, manifest);
 
     // Absolute-form requests need it too.
-    let (status, headers, _) = proxy.request("GET", "http://example.invalid/", &[]).await;
+    let (status, headers, _) = proxy.get("http://example.invalid/").await;
     assert_eq!(status, 407);
     assert!(headers.contains_key("proxy-authenticate"));
 
     // /ca.crt and /healthz stay open; /metrics, / and /status.json need a user.
     for open in ["/ca.crt", "/healthz"] {
-        assert_eq!(proxy.request("GET", open, &[]).await.0, 200, "{open}");
+        assert_eq!(proxy.get(open).await.0, 200, "{open}");
     }
     for guarded in ["/metrics", "/", "/status.json", "/setup/docker"] {
-        assert_eq!(proxy.request("GET", guarded, &[]).await.0, 401, "{guarded}");
+        assert_eq!(proxy.get(guarded).await.0, 401, "{guarded}");
         assert_eq!(proxy.get_as(guarded, &right).await.0, 200, "{guarded}");
     }
 
     // Mirror mode: /v2/ challenges; a login (token) opens it.
-    let (status, _, _) = proxy.request("GET", "/v2/", &[]).await;
+    let (status, _, _) = proxy.get("/v2/").await;
     assert_eq!(status, 401);
     let (status, tok) = token(&proxy, "repository:fake.test/lib/app:pull", Some(&right)).await;
     assert_eq!(status, 200);
@@ -347,7 +347,7 @@ pull = []
         ],
     )
     .await;
-    let (status, _, body) = proxy.request("GET", "/v2/fake.test/_catalog", &[]).await;
+    let (status, _, body) = proxy.get("/v2/fake.test/_catalog").await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["repositories"], serde_json::json!(["team/app"]));

@@ -19,9 +19,7 @@ async fn bearer_challenge_is_answered_and_token_reused() {
     proxy
         .assert_serves(&format!("/v2/fake.test/lib/app/blobs/{digest}"), &data)
         .await;
-    let (status, _, _) = proxy
-        .request("GET", "/v2/fake.test/lib/app/tags/list", &[])
-        .await;
+    let (status, _, _) = proxy.get("/v2/fake.test/lib/app/tags/list").await;
     assert_eq!(status, 200);
     assert_eq!(
         fake.hits("GET", "/token"),
@@ -37,7 +35,7 @@ async fn basic_auth_uses_central_credentials() {
     let (data, digest) = serve_random_blob(&fake, "lib/app", 5000, 11);
     let without = TestProxy::start(&fake, &[]).await;
     let (status, _, _) = without
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .get(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
         .await;
     assert_eq!(status, 401, "no credentials: upstream's 401 is passed on");
     let with = TestProxy::start(&fake, &[("AUTH_REGISTRIES", "fake.test:alice:pa:ss")]).await;
@@ -57,7 +55,7 @@ async fn redirects_are_followed_without_credentials_to_other_hosts() {
     fake.route("/cdn/blob", Behavior::Blob(data.clone()));
     let proxy = TestProxy::start(&fake, &[("AUTH_REGISTRIES", "fake.test:alice:secret")]).await;
     let (status, headers, body) = proxy
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .get(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
         .await;
     assert_eq!(status, 200);
     assert_eq!(body, data);
@@ -144,7 +142,7 @@ async fn realm_on_the_registry_itself_gets_central_credentials() {
     let fake = Fake::start(&["fake.test"]).await;
     let path = bearer_blob(&fake, "https://fake.test/token", 20);
     let proxy = TestProxy::start(&fake, &[("AUTH_REGISTRIES", "fake.test:alice:secret")]).await;
-    let (status, _, _) = proxy.request("GET", &path, &[]).await;
+    let (status, _, _) = proxy.get(&path).await;
     assert_eq!(status, 200);
     let tokens = token_requests(&fake);
     assert!(!tokens.is_empty());
@@ -160,7 +158,7 @@ async fn realm_on_another_port_of_the_same_host_gets_no_credentials() {
     let path = bearer_blob(&fake, "https://fake.test:8443/token", 21);
     let connect = connect_to(&fake, &[("fake.test", 8443, fake.addr.port())]);
     let proxy = with_credentials(&fake, "fake.test:alice:secret", &connect).await;
-    let (status, _, _) = proxy.request("GET", &path, &[]).await;
+    let (status, _, _) = proxy.get(&path).await;
     assert_eq!(status, 200, "the token is fetched anonymously");
     let tokens = token_requests(&fake);
     assert!(!tokens.is_empty());
@@ -174,7 +172,7 @@ async fn plain_http_realm_gets_no_credentials() {
     let path = bearer_blob(&fake, "http://fake.test/token", 22);
     let connect = connect_to(&fake, &[("fake.test", 80, plain.port())]);
     let proxy = with_credentials(&fake, "fake.test:alice:secret", &connect).await;
-    let (status, _, _) = proxy.request("GET", &path, &[]).await;
+    let (status, _, _) = proxy.get(&path).await;
     assert_eq!(status, 200);
     let tokens = token_requests(&fake);
     assert!(!tokens.is_empty());
@@ -195,7 +193,7 @@ async fn realm_host_named_in_auth_registries_gets_credentials_on_its_port_only()
             &[("auth.test", 443, port), ("auth.test", 8443, port)],
         );
         let proxy = with_credentials(&fake, "auth.test:alice:secret", &connect).await;
-        let (status, _, _) = proxy.request("GET", &path, &[]).await;
+        let (status, _, _) = proxy.get(&path).await;
         assert_eq!(status, 200, "{realm}");
         let tokens = token_requests(&fake);
         assert!(!tokens.is_empty(), "{realm}");
@@ -224,11 +222,7 @@ async fn docker_hub_credentials_go_to_hubs_realm_only() {
     );
     // Another registry that names Hub's realm gets a token, but not with Hub's credentials.
     let (status, _, _) = proxy
-        .request(
-            "GET",
-            &format!("/v2/fake.test/lib/app/blobs/{other_digest}"),
-            &[],
-        )
+        .get(&format!("/v2/fake.test/lib/app/blobs/{other_digest}"))
         .await;
     assert_eq!(status, 200);
     let later = &token_requests(&fake)[hub_tokens.len()..];
@@ -249,7 +243,7 @@ async fn redirect_drops_credentials(location: &str, target_path: &str, host_port
     let connect = connect_to(&fake, &[("fake.test", host_port, fake.addr.port())]);
     let proxy = with_credentials(&fake, "fake.test:alice:secret", &connect).await;
     let (status, _, body) = proxy
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .get(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
         .await;
     assert_eq!(status, 200, "{location}");
     assert_eq!(body, data);
@@ -282,7 +276,7 @@ async fn redirect_to_plain_http_is_refused_and_gets_no_credentials() {
     let connect = connect_to(&fake, &[("fake.test", 80, plain.port())]);
     let proxy = with_credentials(&fake, "fake.test:alice:secret", &connect).await;
     let (status, _, body) = proxy
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .get(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
         .await;
     // A registry reached over TLS never sends the proxy on over plain HTTP.
     assert_eq!(status, 502);
@@ -315,7 +309,7 @@ async fn auth_registries_from_a_file_and_never_shown() {
     let proxy =
         TestProxy::start(&fake, &[("AUTH_REGISTRIES_FILE", secret.to_str().unwrap())]).await;
     let (status, _, body) = proxy
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .get(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
         .await;
     assert_eq!(status, 200);
     assert_eq!(body, data);
@@ -326,7 +320,7 @@ async fn auth_registries_from_a_file_and_never_shown() {
         "/setup/docker",
         "/setup/systemd",
     ] {
-        let (_, _, body) = proxy.request("GET", path, &[]).await;
+        let (_, _, body) = proxy.get(path).await;
         let text = String::from_utf8_lossy(&body);
         assert!(!text.contains(PASSWORD), "{path}: {text}");
     }

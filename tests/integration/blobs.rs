@@ -13,7 +13,7 @@ async fn miss_then_hit_without_upstream() {
     let (data, digest) = serve_random_blob(&fake, "lib/app", 300_000, 1);
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = format!("/v2/fake.test/lib/app/blobs/{digest}");
-    let (status, headers, body) = proxy.request("GET", &url, &[]).await;
+    let (status, headers, body) = proxy.get(&url).await;
     assert_eq!(status, 200);
     assert_eq!(body, data);
     assert_eq!(headers["docker-content-digest"], digest.as_str());
@@ -41,7 +41,7 @@ async fn ranges_on_cached_and_growing_blobs() {
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = format!("/v2/fake.test/lib/app/blobs/{digest}");
     // A range while the blob is still downloading.
-    let (first, growing) = tokio::join!(proxy.request("GET", &url, &[]), async {
+    let (first, growing) = tokio::join!(proxy.get(&url), async {
         tokio::time::sleep(Duration::from_millis(50)).await;
         proxy
             .request("GET", &url, &[("range", "bytes=90000-90009")])
@@ -124,7 +124,7 @@ async fn upstream_dying_midway_aborts_every_client_and_commits_nothing() {
     );
     // Upstream heals: the next request fetches again and succeeds.
     fake.route(&blob_path("lib/app", &digest), Behavior::Blob(data.clone()));
-    let (status, _, body) = proxy.request("GET", &url, &[]).await;
+    let (status, _, body) = proxy.get(&url).await;
     assert_eq!(status, 200);
     assert_eq!(body, data);
 }
@@ -137,7 +137,7 @@ async fn concurrent_clients_share_one_upstream_download() {
     let url = format!("/v2/fake.test/lib/app/blobs/{digest}");
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        tasks.push(proxy.request("GET", &url, &[]));
+        tasks.push(proxy.get(&url));
     }
     let results = futures_util::future::join_all(tasks).await;
     for (status, _, body) in results {
@@ -157,20 +157,12 @@ async fn blob_is_served_only_to_repositories_that_have_it() {
     let (data, digest) = serve_random_blob(&fake, "team-a/app", 10_000, 6);
     let proxy = TestProxy::start(&fake, &[]).await;
     let (status, _, _) = proxy
-        .request(
-            "GET",
-            &format!("/v2/fake.test/team-a/app/blobs/{digest}"),
-            &[],
-        )
+        .get(&format!("/v2/fake.test/team-a/app/blobs/{digest}"))
         .await;
     assert_eq!(status, 200);
     // team-b does not have it upstream: the cached copy must not leak.
     let (status, _, body) = proxy
-        .request(
-            "GET",
-            &format!("/v2/fake.test/team-b/app/blobs/{digest}"),
-            &[],
-        )
+        .get(&format!("/v2/fake.test/team-b/app/blobs/{digest}"))
         .await;
     assert_eq!(status, 404);
     assert!(String::from_utf8_lossy(&body).contains("BLOB_UNKNOWN"));
@@ -192,11 +184,11 @@ async fn cache_survives_restart() {
     let (data, digest) = serve_random_blob(&fake, "lib/app", 40_000, 7);
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = format!("/v2/fake.test/lib/app/blobs/{digest}");
-    assert_eq!(proxy.request("GET", &url, &[]).await.2, data);
+    assert_eq!(proxy.get(&url).await.2, data);
     let ca_before = std::fs::read(proxy.dir.path().join("ca/ca.crt")).unwrap();
     let mut proxy = proxy;
     proxy.restart().await;
-    assert_eq!(proxy.request("GET", &url, &[]).await.2, data);
+    assert_eq!(proxy.get(&url).await.2, data);
     assert_eq!(fake.hits("GET", &blob_path("lib/app", &digest)), 1);
     assert_eq!(
         std::fs::read(proxy.dir.path().join("ca/ca.crt")).unwrap(),

@@ -226,9 +226,7 @@ pub(crate) async fn pull(
     assert_eq!(by_digest, body);
     let mut blobs = Vec::new();
     for digest in blob_digests {
-        let (status, _, blob) = proxy
-            .request("GET", &format!("{base}/blobs/{digest}"), &[])
-            .await;
+        let (status, _, blob) = proxy.get(&format!("{base}/blobs/{digest}")).await;
         assert_eq!(status, 200);
         blobs.push(blob);
     }
@@ -368,22 +366,19 @@ async fn a_stopped_bucket_loses_no_local_hit_and_uploads_resume() {
     let env = server.env("outage");
     let proxy = TestProxy::start(&fake, &env_pairs(&env)).await;
     let url = |digest: &str| format!("/v2/{FAKE_HOST}/lib/app/blobs/{digest}");
-    assert_eq!(
-        proxy.request("GET", &url(&before_digest), &[]).await.2,
-        before
-    );
+    assert_eq!(proxy.get(&url(&before_digest)).await.2, before);
     let store = server.store("outage");
     wait_for(&store, &[ObjectKey::blob(&digest(&before_digest))]).await;
 
     server.stop();
     // Local hits keep working, without upstream; a miss streams from upstream.
     for _ in 0..3 {
-        let (status, _, body) = proxy.request("GET", &url(&before_digest), &[]).await;
+        let (status, _, body) = proxy.get(&url(&before_digest)).await;
         assert_eq!((status, body), (StatusCode::OK, before.clone()));
     }
-    let (status, _, body) = proxy.request("GET", &url(&during_digest), &[]).await;
+    let (status, _, body) = proxy.get(&url(&during_digest)).await;
     assert_eq!((status, body), (StatusCode::OK, during.clone()));
-    let (status, _, body) = proxy.request("GET", &url(&during_digest), &[]).await;
+    let (status, _, body) = proxy.get(&url(&during_digest)).await;
     assert_eq!((status, body), (StatusCode::OK, during.clone()));
     assert_eq!(
         fake.hits("GET", &format!("/v2/lib/app/blobs/{before_digest}")),
@@ -540,7 +535,7 @@ async fn a_local_copy_waiting_for_its_upload_is_not_evicted() {
     // none may be evicted, or it would be lost to the bucket.
     server.stop();
     for (data, digest) in &blobs[..3] {
-        assert_eq!(proxy.request("GET", &url(digest), &[]).await.2, *data);
+        assert_eq!(proxy.get(&url(digest)).await.2, *data);
     }
     assert!(blobs[..3].iter().all(|(_, d)| stored(d)), "all kept");
 
@@ -554,10 +549,7 @@ async fn a_local_copy_waiting_for_its_upload_is_not_evicted() {
     wait_for(&store, &keys).await;
     // Uploaded is not yet unpinned: give the uploader its moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        proxy.request("GET", &url(&blobs[3].1), &[]).await.2,
-        blobs[3].0
-    );
+    assert_eq!(proxy.get(&url(&blobs[3].1)).await.2, blobs[3].0);
     assert!(
         !stored(&blobs[0].1),
         "least recently used evicted once uploaded"

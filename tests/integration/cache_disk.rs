@@ -179,7 +179,7 @@ async fn size_cap_evicts_least_recently_used_blobs_and_manifests() {
     let get = |i: usize| {
         let url = format!("/v2/fake.test/lib/app/blobs/{}", blobs[i].1);
         let proxy = &proxy;
-        async move { proxy.request("GET", &url, &[]).await.2 }
+        async move { proxy.get(&url).await.2 }
     };
     let hits = |i: usize| fake.hits("GET", &blob_path("lib/app", &blobs[i].1));
     let accept = [("accept", MEDIA)];

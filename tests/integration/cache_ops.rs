@@ -232,11 +232,7 @@ async fn purge_by_reference_removes_only_what_no_other_image_uses() {
     }
     for blob in fx.multi.own_blobs.iter().chain([&fx.shared]) {
         let (status, headers, body) = proxy
-            .request(
-                "GET",
-                &format!("/v2/{FAKE_HOST}/lib/multi/blobs/{}", blob.digest),
-                &[],
-            )
+            .get(&format!("/v2/{FAKE_HOST}/lib/multi/blobs/{}", blob.digest))
             .await;
         assert_eq!(status, 200);
         assert_eq!(headers["x-registry-proxy-cache"], "HIT");

@@ -36,7 +36,7 @@ async fn intercepted_registry_answers_v2_and_serves_blobs() {
     assert_eq!(body, data);
     // The same blob through mirror mode is a hit: one cache for every mode.
     let (_, _, body) = proxy
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .get(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
         .await;
     assert_eq!(body, data);
     assert_eq!(fake.hits("GET", &path), 1);
@@ -46,7 +46,7 @@ async fn intercepted_registry_answers_v2_and_serves_blobs() {
 async fn ca_is_served_and_key_is_private() {
     let fake = Fake::start(&["fake.test"]).await;
     let proxy = TestProxy::start(&fake, &[]).await;
-    let (status, headers, body) = proxy.request("GET", "/ca.crt", &[]).await;
+    let (status, headers, body) = proxy.get("/ca.crt").await;
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "application/x-pem-file");
     assert_eq!(

@@ -490,3 +490,10 @@ impl TestProxy {
             .await
     }
 }
+
+impl TestProxy {
+    /// `GET path` on the plain listener, without headers.
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, http::HeaderMap, Bytes) {
+        self.request("GET", path, &[]).await
+    }
+}

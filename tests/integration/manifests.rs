@@ -78,18 +78,16 @@ async fn cached_manifest_is_served_stale_when_upstream_fails() {
     fake.route("/v2/lib/app/manifests/latest", oci(bytes.clone()));
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = "/v2/fake.test/lib/app/manifests/latest";
-    assert_eq!(proxy.request("GET", url, &[]).await.2, bytes);
+    assert_eq!(proxy.get(url).await.2, bytes);
     for code in [503, 429, 500] {
         fake.route("/v2/lib/app/manifests/latest", Behavior::Status(code));
-        let (status, _, body) = proxy.request("GET", url, &[]).await;
+        let (status, _, body) = proxy.get(url).await;
         assert_eq!(status, 200, "served stale on {code}");
         assert_eq!(body, bytes);
     }
     // Without a cached copy, the upstream's error is passed on with its code.
     fake.route("/v2/lib/other/manifests/latest", Behavior::Status(503));
-    let (status, _, body) = proxy
-        .request("GET", "/v2/fake.test/lib/other/manifests/latest", &[])
-        .await;
+    let (status, _, body) = proxy.get("/v2/fake.test/lib/other/manifests/latest").await;
     assert_eq!(status, 503);
     assert!(String::from_utf8_lossy(&body).contains("FAKE_503"));
 }
@@ -104,7 +102,7 @@ async fn digest_reference_never_goes_upstream_again() {
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = format!("/v2/fake.test/lib/app/manifests/{digest}");
     for _ in 0..3 {
-        assert_eq!(proxy.request("GET", &url, &[]).await.2, bytes);
+        assert_eq!(proxy.get(&url).await.2, bytes);
     }
     let (status, headers, body) = proxy.request("HEAD", &url, &[]).await;
     assert_eq!(status, 200);
@@ -123,11 +121,7 @@ async fn manifest_with_wrong_digest_is_refused() {
     );
     let proxy = TestProxy::start(&fake, &[]).await;
     let (status, _, body) = proxy
-        .request(
-            "GET",
-            &format!("/v2/fake.test/lib/app/manifests/{claimed}"),
-            &[],
-        )
+        .get(&format!("/v2/fake.test/lib/app/manifests/{claimed}"))
         .await;
     assert_eq!(status, 502);
     assert!(String::from_utf8_lossy(&body).contains("MANIFEST_INVALID"));
@@ -158,10 +152,7 @@ async fn per_registry_ttl_override_from_the_toml_file() {
     let proxy = TestProxy::start(&fake, &[("CONFIG", file.to_str().unwrap())]).await;
     for _ in 0..3 {
         assert_eq!(
-            proxy
-                .request("GET", "/v2/fake.test/lib/app/manifests/latest", &[])
-                .await
-                .2,
+            proxy.get("/v2/fake.test/lib/app/manifests/latest").await.2,
             bytes
         );
     }
@@ -192,7 +183,7 @@ async fn an_image_pulled_once_is_pulled_again_with_the_upstream_gone() {
             .2,
         bytes
     );
-    assert_eq!(proxy.request("GET", &blob_url, &[]).await.2, layer);
+    assert_eq!(proxy.get(&blob_url).await.2, layer);
     // Upstream gone: nothing listens where fake.test now points.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let closed_port = closed.local_addr().unwrap().port();

@@ -11,17 +11,11 @@ async fn ns_parameter_and_path_prefix_share_one_cache() {
     let upstream_path = format!("/v2/lib/app/blobs/{digest}");
     fake.route(&upstream_path, Behavior::Blob(data.clone()));
     let proxy = TestProxy::start(&fake, &[]).await;
-    let (status, _, body) = proxy
-        .request(
-            "GET",
-            &format!("/v2/lib/app/blobs/{digest}?ns=fake.test"),
-            &[],
-        )
+    proxy
+        .assert_serves(&format!("/v2/lib/app/blobs/{digest}?ns=fake.test"), &data)
         .await;
-    assert_eq!(status, 200);
-    assert_eq!(body, data);
     let (_, _, body) = proxy
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .get(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
         .await;
     assert_eq!(body, data);
     let (status, _, body) = proxy.via_connect("fake.test", "GET", &upstream_path).await;
@@ -108,7 +102,7 @@ async fn tls_mirror_listener_serves_the_same_api() {
 async fn setup_scripts_are_served() {
     let fake = Fake::start(&["fake.test"]).await;
     let proxy = TestProxy::start(&fake, &[]).await;
-    let (status, _, body) = proxy.request("GET", "/setup/containerd", &[]).await;
+    let (status, _, body) = proxy.get("/setup/containerd").await;
     assert_eq!(status, 200);
     let script = String::from_utf8_lossy(&body);
     assert!(script.contains("_default/hosts.toml"), "{script}");
@@ -117,12 +111,12 @@ async fn setup_scripts_are_served() {
         "{script}"
     );
     assert!(script.contains("fake.test/hosts.toml"), "{script}");
-    let (status, _, body) = proxy.request("GET", "/setup/systemd", &[]).await;
+    let (status, _, body) = proxy.get("/setup/systemd").await;
     assert_eq!(status, 200);
     let script = String::from_utf8_lossy(&body);
     assert!(script.contains("HTTPS_PROXY=http://"), "{script}");
     assert!(script.contains("/ca.crt"), "{script}");
-    let (status, _, _) = proxy.request("GET", "/setup/lxc", &[]).await;
+    let (status, _, _) = proxy.get("/setup/lxc").await;
     assert_eq!(status, 404);
 }
 
@@ -183,9 +177,7 @@ async fn pagination_links_stay_on_the_proxy_in_every_mode() {
     let proxy = TestProxy::start(&fake, &[]).await;
 
     // Path prefix: the prefix is added, and the next page comes from the same upstream.
-    let (status, headers, body) = proxy
-        .request("GET", "/v2/fake.test/lib/app/tags/list", &[])
-        .await;
+    let (status, headers, body) = proxy.get("/v2/fake.test/lib/app/tags/list").await;
     assert_eq!(status, 200);
     assert_eq!(body, tags);
     let next = link(&headers);
@@ -193,26 +185,24 @@ async fn pagination_links_stay_on_the_proxy_in_every_mode() {
         next,
         r#"</v2/fake.test/lib/app/tags/list?n=2&last=b>; rel="next""#
     );
-    let (status, _, _) = proxy.request("GET", &next_target(&next), &[]).await;
+    let (status, _, _) = proxy.get(&next_target(&next)).await;
     assert_eq!(status, 200);
     assert_eq!(fake.hits("GET", "/v2/lib/app/tags/list"), 2);
 
     // ?ns=: the parameter is carried on.
-    let (status, headers, _) = proxy
-        .request("GET", "/v2/lib/app/tags/list?ns=fake.test", &[])
-        .await;
+    let (status, headers, _) = proxy.get("/v2/lib/app/tags/list?ns=fake.test").await;
     assert_eq!(status, 200);
     let next = link(&headers);
     assert_eq!(
         next,
         r#"</v2/lib/app/tags/list?n=2&last=b&ns=fake.test>; rel="next""#
     );
-    let (status, _, _) = proxy.request("GET", &next_target(&next), &[]).await;
+    let (status, _, _) = proxy.get(&next_target(&next)).await;
     assert_eq!(status, 200);
     assert_eq!(fake.hits("GET", "/v2/lib/app/tags/list"), 4);
 
     // Docker Hub as the default mirror: the upstream's path is already right.
-    let (status, headers, _) = proxy.request("GET", "/v2/alpine/tags/list", &[]).await;
+    let (status, headers, _) = proxy.get("/v2/alpine/tags/list").await;
     assert_eq!(status, 200);
     assert_eq!(
         link(&headers),
@@ -230,13 +220,13 @@ async fn pagination_links_stay_on_the_proxy_in_every_mode() {
     );
 
     // _catalog: the absolute upstream URL becomes a path on the proxy, in each mode.
-    let (status, headers, body) = proxy.request("GET", "/v2/fake.test/_catalog", &[]).await;
+    let (status, headers, body) = proxy.get("/v2/fake.test/_catalog").await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(
         link(&headers),
         r#"</v2/fake.test/_catalog?last=lib/app&n=1>; rel="next""#
     );
-    let (status, headers, _) = proxy.request("GET", "/v2/_catalog?ns=fake.test", &[]).await;
+    let (status, headers, _) = proxy.get("/v2/_catalog?ns=fake.test").await;
     assert_eq!(status, 200);
     assert_eq!(
         link(&headers),
@@ -267,7 +257,7 @@ async fn plain_http_upstreams_only_when_spelled_so() {
         format!("/v2/{registry}/lab/app/blobs/{digest}"),
         format!("/v2/lab/app/blobs/{digest}?ns={registry}"),
     ] {
-        let (status, _, body) = proxy.request("GET", &path, &[]).await;
+        let (status, _, body) = proxy.get(&path).await;
         assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
         assert_eq!(body, data, "{path}");
     }
@@ -281,7 +271,7 @@ async fn plain_http_upstreams_only_when_spelled_so() {
     // The same registry without `http://` is https: the plain port is not spoken to in HTTP.
     let proxy = TestProxy::start(&fake, &[("REGISTRIES", &format!("fake.test {registry}"))]).await;
     let path = format!("/v2/{registry}/lab/app/blobs/{digest}");
-    let (status, _, _) = proxy.request("GET", &path, &[]).await;
+    let (status, _, _) = proxy.get(&path).await;
     assert!(status.is_server_error(), "{status}");
     assert_eq!(fake.hits("GET", &upstream_path), 1, "no plain-HTTP request");
 }

@@ -38,7 +38,7 @@ async fn the_seeds_ca_volume_loads_and_clients_keep_trusting_it() {
     let ca_dir = volume.path().display().to_string();
     let proxy = TestProxy::start(&fake, &[("CA_DIR", &ca_dir)]).await;
 
-    let (status, _, served) = proxy.request("GET", "/ca.crt", &[]).await;
+    let (status, _, served) = proxy.get("/ca.crt").await;
     assert_eq!(status, 200);
     assert_eq!(
         served, seed_crt,

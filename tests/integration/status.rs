@@ -122,7 +122,7 @@ async fn busy_metrics() -> String {
     let proxy = TestProxy::start(&fake, &[("TUNNEL_ALLOW", &allow)]).await;
     let blob = format!("/v2/fake.test/lib/app/blobs/{digest}");
     for _ in 0..2 {
-        let (status, _, body) = proxy.request("GET", &blob, &[]).await;
+        let (status, _, body) = proxy.get(&blob).await;
         assert_eq!((status.as_u16(), body), (200, data.clone()));
     }
     let (status, _, _) = proxy
@@ -144,12 +144,10 @@ async fn busy_metrics() -> String {
     // Refusals: a tunnel the policy does not allow, a registry that is not configured.
     let (_, status_line) = connect(proxy.addr, "127.0.0.1:1").await;
     assert!(status_line.contains(" 403"), "{status_line}");
-    let (status, _, _) = proxy
-        .request("GET", "/v2/unknown.example/x/manifests/1", &[])
-        .await;
+    let (status, _, _) = proxy.get("/v2/unknown.example/x/manifests/1").await;
     assert_eq!(status, 403);
 
-    let (status, headers, body) = proxy.request("GET", "/metrics", &[]).await;
+    let (status, headers, body) = proxy.get("/metrics").await;
     assert_eq!(status, 200);
     assert!(
         headers["content-type"]
@@ -319,7 +317,7 @@ async fn curl_gets_text_and_the_page_gets_json() {
     let proxy = TestProxy::start(&fake, &[]).await;
     let blob = format!("/v2/fake.test/lib/app/blobs/{digest}");
     for _ in 0..3 {
-        assert_eq!(proxy.request("GET", &blob, &[]).await.0, 200);
+        assert_eq!(proxy.get(&blob).await.0, 200);
     }
     let (status, headers, body) = proxy.request("GET", "/", &[("accept", "*/*")]).await;
     assert_eq!(status, 200);
@@ -337,7 +335,7 @@ async fn curl_gets_text_and_the_page_gets_json() {
     assert!(summary.contains("downloads in flight: 0"), "{summary}");
     assert!(summary.contains("fake.test/lib/app"), "{summary}");
 
-    let (status, _, body) = proxy.request("GET", "/status.json", &[]).await;
+    let (status, _, body) = proxy.get("/status.json").await;
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["totals"]["hits"], 2);
@@ -404,11 +402,7 @@ async fn status_page_in_chromium_shows_a_download_in_progress() {
     // Some history: a miss and a hit.
     for _ in 0..2 {
         let (status, _, _) = proxy
-            .request(
-                "GET",
-                &format!("/v2/fake.test/lib/app/blobs/{small_digest}"),
-                &[],
-            )
+            .get(&format!("/v2/fake.test/lib/app/blobs/{small_digest}"))
             .await;
         assert_eq!(status, 200);
     }
@@ -418,7 +412,7 @@ async fn status_page_in_chromium_shows_a_download_in_progress() {
     // Wait until the download shows progress.
     let mut started = false;
     for _ in 0..400 {
-        let (_, _, body) = proxy.request("GET", "/status.json", &[]).await;
+        let (_, _, body) = proxy.get("/status.json").await;
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         if json["downloads"][0]["bytes"].as_u64().unwrap_or(0) > 0 {
             started = true;
@@ -514,8 +508,8 @@ async fn refusals_and_verify_checks_are_counted() {
     let proxy = TestProxy::start(&fake, &[("PROXY_HTPASSWD", htpasswd.to_str().unwrap())]).await;
     let (_, status_line) = connect(proxy.addr, "fake.test:443").await;
     assert!(status_line.contains(" 407"), "{status_line}");
-    assert_eq!(proxy.request("GET", "/metrics", &[]).await.0, 401);
-    assert_eq!(proxy.request("GET", "/v2/", &[]).await.0, 401);
+    assert_eq!(proxy.get("/metrics").await.0, 401);
+    assert_eq!(proxy.get("/v2/").await.0, 401);
     let (status, _, body) = proxy.get_as("/metrics", &basic("ops", "pw")).await;
     assert_eq!(status, 200);
     let text = String::from_utf8(body.to_vec()).unwrap();
@@ -537,13 +531,13 @@ async fn refusals_and_verify_checks_are_counted() {
     let alice = basic("alice", "alice-pw");
     assert_eq!(proxy.get_as(&path, &alice).await.0, 200);
     // Anonymous: upstream refuses the anonymous probe, the client is asked to log in.
-    assert_eq!(proxy.request("GET", &path, &[]).await.0, 401);
+    assert_eq!(proxy.get(&path).await.0, 401);
     // A wrong password: upstream refuses it.
     let mallory = basic("alice", "guess");
     assert_eq!(proxy.get_as(&path, &mallory).await.0, 401);
     // alice again: answered from what upstream said before.
     assert_eq!(proxy.get_as(&path, &alice).await.0, 200);
-    let (_, _, body) = proxy.request("GET", "/metrics", &[]).await;
+    let (_, _, body) = proxy.get("/metrics").await;
     let text = String::from_utf8(body.to_vec()).unwrap();
     for line in [
         r#"registry_proxy_refusals_total{reason="verify",status="401"} 2"#,
