@@ -23,7 +23,7 @@ use registry_proxy::registry::host::RegistryHost;
 use registry_proxy::registry::name::RepoName;
 use tokio::net::TcpStream;
 
-use crate::cache_crash::{BinProxy, bin_env, blob_file, cache_verify, get};
+use crate::cache_crash::{BinProxy, assert_verifies_clean, bin_env, blob_file, cache_verify, get};
 use crate::fake::{Behavior, Fake, sha256_digest};
 use crate::harness::{
     FAKE_HOST, TestProxy, blob_path, get_partly, random_bytes, serve_random_blobs, serve_slow_blob,
@@ -512,12 +512,7 @@ async fn cache_verify_checks_the_bucket_too() {
         blobs[1].0,
         "the good one stays"
     );
-    let out = cache_verify(&env);
-    assert!(
-        out.status.success(),
-        "a clean store verifies: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_verifies_clean(&env);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -52,6 +52,16 @@ pub(crate) fn cache_verify(env: &[(String, String)]) -> std::process::Output {
     bin_command(env).args(["cache", "verify"]).output().unwrap()
 }
 
+/// Asserts that `registry-proxy cache verify` with `env` finds nothing wrong (exits 0).
+pub(crate) fn assert_verifies_clean(env: &[(String, String)]) {
+    let out = cache_verify(env);
+    assert!(
+        out.status.success(),
+        "a clean store verifies: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl BinProxy {
     /// Starts the binary and waits for its `registry-proxy listening` line.
     pub(crate) async fn start(env: &[(String, String)]) -> BinProxy {

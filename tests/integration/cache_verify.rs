@@ -1,7 +1,7 @@
 //! `registry-proxy cache verify` through the real binary: a corrupted blob is reported and removed
 //! (non-zero exit), a clean store passes, and the blob is fetched again afterwards.
 
-use crate::cache_crash::{BinProxy, bin_env, blob_file, cache_verify, get};
+use crate::cache_crash::{BinProxy, assert_verifies_clean, bin_env, blob_file, cache_verify, get};
 use crate::fake::Fake;
 use crate::harness::{FAKE_HOST, serve_random_blobs};
 
@@ -43,12 +43,7 @@ async fn verify_reports_and_removes_a_corrupt_blob() {
         "the good one stays"
     );
 
-    let out = cache_verify(&env);
-    assert!(
-        out.status.success(),
-        "a clean store verifies: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_verifies_clean(&env);
 
     // The removed blob is fetched again, whole and right; the other is still a hit.
     let proxy = BinProxy::start(&env).await;

@@ -117,13 +117,7 @@ impl Fake {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    let service = service_fn(move |req| {
-                        let server = server.clone();
-                        async move { Ok::<_, Infallible>(server.answer(req).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
+                    server.serve_connection(tls).await;
                 });
             }
         });
@@ -141,18 +135,24 @@ impl Fake {
                     continue;
                 };
                 let server = server.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let server = server.clone();
-                        async move { Ok::<_, Infallible>(server.answer(req).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
-                });
+                tokio::spawn(server.serve_connection(tcp));
             }
         });
         addr
+    }
+
+    /// Answers the HTTP/1.1 requests of one connection (TLS or plain) from this fake's routes.
+    async fn serve_connection<S>(self, io: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = service_fn(move |req| {
+            let server = self.clone();
+            async move { Ok::<_, Infallible>(server.answer(req).await) }
+        });
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .await;
     }
 
     /// Bearer challenges name this realm instead of `https://<Host>/token`.

@@ -236,19 +236,7 @@ async fn tls_request(
     let connector = tokio_rustls::TlsConnector::from(trust);
     let name = rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap();
     let tls = connector.connect(name, stream).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", host);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(body::empty()).unwrap();
-    collect(sender.send_request(req).await.unwrap()).await
+    collect(send_on(tls, host, method, path, headers, body::empty()).await).await
 }
 
 use rustls_pki_types::pem::PemObject;
@@ -376,14 +364,38 @@ pub(crate) async fn send(
     request_body: body::Body,
 ) -> Response<hyper::body::Incoming> {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    send_on(
+        stream,
+        &addr.to_string(),
+        method,
+        path,
+        headers,
+        request_body,
+    )
+    .await
+}
+
+/// One HTTP/1.1 request on `io` (a TCP or TLS stream) with `host` as its `host` header; the
+/// response with its body unread.
+async fn send_on<S>(
+    io: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    request_body: body::Body,
+) -> Response<hyper::body::Incoming>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .unwrap();
     tokio::spawn(conn);
     let mut req = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", addr.to_string());
+        .header("host", host);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
