@@ -133,7 +133,7 @@ fn token_requests(fake: &Fake) -> Vec<Option<String>> {
 fn bearer_blob(fake: &Fake, realm: &str, seed: u64) -> String {
     fake.require_bearer("tok-realm");
     fake.set_realm(realm);
-    let (_, digest) = serve_random_blob(&fake, "lib/app", 2000, seed);
+    let (_, digest) = serve_random_blob(fake, "lib/app", 2000, seed);
     format!("/v2/fake.test/lib/app/blobs/{digest}")
 }
 
