@@ -10,7 +10,7 @@ use registry_proxy::cache::{self, PurgeRequest, PurgeTarget};
 
 use crate::cache_crash::bin_command;
 use crate::fake::Fake;
-use crate::harness::{FAKE_HOST, TestProxy, serve_slow_blob};
+use crate::harness::{FAKE_HOST, TestProxy, assert_succeeded, serve_slow_blob};
 use crate::images::{Fixture, publish, warm_through};
 
 async fn warmed(seed: u64) -> (Fake, Fixture, TestProxy) {
@@ -122,11 +122,7 @@ async fn ls_shows_images_with_sizes_and_sharing() {
     .await
     .unwrap();
     let (json_out, table_out) = out;
-    assert!(
-        json_out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&json_out.stderr)
-    );
+    assert_succeeded(&json_out);
     let mut from_bin: serde_json::Value = serde_json::from_slice(&json_out.stdout).unwrap();
     let mut from_lib = serde_json::to_value(&catalog).unwrap();
     from_bin["generated_at"] = 0.into();
@@ -302,18 +298,10 @@ async fn purge_by_age_then_by_glob() {
     .unwrap();
     let (dry, real) = out;
     let dry_text = String::from_utf8_lossy(&dry.stdout);
-    assert!(
-        dry.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dry.stderr)
-    );
+    assert_succeeded(&dry);
     assert!(dry_text.contains("would remove image"), "{dry_text}");
     let text = String::from_utf8_lossy(&real.stdout);
-    assert!(
-        real.status.success(),
-        "{}",
-        String::from_utf8_lossy(&real.stderr)
-    );
+    assert_succeeded(&real);
     assert!(
         text.contains(&format!(
             "removed image {FAKE_HOST}/lib/single@{} (tags v1)",
@@ -380,11 +368,7 @@ async fn verify_leaves_a_download_in_flight_alone() {
     let out = tokio::task::spawn_blocking(move || cache_cmd(&dir, &["verify"]))
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(in_flight[0].exists(), "verify left the temp file alone");
     assert!(
         !proxy.has_blob(&digest),

@@ -106,19 +106,14 @@ impl Fake {
             ca_pem: ca_cert.pem(),
         };
         let server = fake.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
+        accept_each(listener, move |tcp| {
+            let acceptor = acceptor.clone();
+            let server = server.clone();
+            async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
                 };
-                let acceptor = acceptor.clone();
-                let server = server.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    server.serve_connection(tls).await;
-                });
+                server.serve_connection(tls).await;
             }
         });
         fake
@@ -129,15 +124,7 @@ impl Fake {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let server = server.clone();
-                tokio::spawn(server.serve_connection(tcp));
-            }
-        });
+        accept_each(listener, move |tcp| server.clone().serve_connection(tcp));
         addr
     }
 
@@ -377,6 +364,23 @@ impl Fake {
         }
         response
     }
+}
+
+/// Accepts connections on `listener` for as long as the test runs, each handled by `handle` on a
+/// task of its own.
+fn accept_each<F, Fut>(listener: TcpListener, handle: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(handle(tcp));
+        }
+    });
 }
 
 fn status(code: u16) -> Response<Body> {

@@ -509,3 +509,12 @@ impl TestProxy {
         self.request("GET", path, &[]).await
     }
 }
+
+/// Asserts that a command exited 0, showing its stderr when it did not.
+pub(crate) fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -27,6 +27,15 @@ fn run_in(dir: &Path, client: Client, mode: Mode, proxy: &str) -> std::process::
     run_script(dir, &script(client, mode, proxy), Some(dir))
 }
 
+/// Asserts that a command exited 0, showing its stderr when it did not.
+fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn write(dir: &Path, path: &str, contents: &str) {
     let path = dir.join(path);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -72,11 +81,7 @@ fn daemon_json_is_merged_keeping_every_setting() {
     let script = script(Client::Docker, Mode::Mirror, "http://proxy.internal:3128");
     let out = run_script(dir.path(), &script, Some(dir.path()));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(stdout.contains("merged the proxy into"), "{stdout}");
     let merged = json(dir.path(), DAEMON_JSON);
     assert_eq!(
@@ -115,11 +120,7 @@ fn daemon_json_without_the_keys_gets_them() {
         Mode::Mirror,
         "https://proxy.example:8443",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(
         json(dir.path(), DAEMON_JSON),
         serde_json::json!({
@@ -159,11 +160,7 @@ fn without_python_the_script_says_what_to_add_and_changes_nothing() {
         fresh.path(),
         &script(Client::Docker, Mode::Mirror, "http://proxy.internal:3128"),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(
         json(fresh.path(), DAEMON_JSON)["registry-mirrors"],
         serde_json::json!(["http://proxy.internal:3128"])
@@ -173,11 +170,7 @@ fn without_python_the_script_says_what_to_add_and_changes_nothing() {
         fresh.path(),
         &script(Client::Docker, Mode::Mirror, "http://proxy.internal:3128"),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("is up to date"));
 }
 
@@ -234,11 +227,7 @@ fn our_own_files_are_replaced_on_a_second_run() {
     let dir = tempfile::tempdir().unwrap();
     for proxy in ["http://old-proxy:3128", "http://new-proxy:3128"] {
         let out = run_in(dir.path(), Client::K3s, Mode::Mirror, proxy);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded(&out);
     }
     let yaml = read(dir.path(), REGISTRIES_YAML);
     assert!(yaml.starts_with(MARKER), "{yaml}");
