@@ -260,15 +260,9 @@ impl Fake {
             None => status(404),
             Some(Behavior::WithHeaders(..)) => status(500),
             Some(Behavior::Json(bytes)) => {
-                let len = bytes.len();
-                let mut r = Response::new(if head {
-                    body::empty()
-                } else {
-                    body::full(bytes)
-                });
+                let mut r = whole(bytes, head);
                 r.headers_mut()
                     .insert("content-type", "application/json".parse().unwrap());
-                r.headers_mut().insert("content-length", len.into());
                 r
             }
             Some(Behavior::Status(code)) => status(code),
@@ -280,29 +274,14 @@ impl Fake {
             }
             Some(Behavior::Manifest { bytes, media_type }) => {
                 let digest = sha256_digest(&bytes);
-                let len = bytes.len();
-                let mut r = Response::new(if head {
-                    body::empty()
-                } else {
-                    body::full(bytes)
-                });
+                let mut r = whole(bytes, head);
                 r.headers_mut()
                     .insert("content-type", media_type.parse().unwrap());
-                r.headers_mut().insert("content-length", len.into());
                 r.headers_mut()
                     .insert("docker-content-digest", digest.parse().unwrap());
                 r
             }
-            Some(Behavior::Blob(bytes)) => {
-                let len = bytes.len();
-                let mut r = Response::new(if head {
-                    body::empty()
-                } else {
-                    body::full(bytes)
-                });
-                r.headers_mut().insert("content-length", len.into());
-                r
-            }
+            Some(Behavior::Blob(bytes)) => whole(bytes, head),
             Some(Behavior::Slow {
                 bytes,
                 chunks,
@@ -381,6 +360,18 @@ where
             tokio::spawn(handle(tcp));
         }
     });
+}
+
+/// A 200 with `bytes` as its body (none for a HEAD) and their `content-length`.
+fn whole(bytes: Bytes, head: bool) -> Response<Body> {
+    let len = bytes.len();
+    let mut r = Response::new(if head {
+        body::empty()
+    } else {
+        body::full(bytes)
+    });
+    r.headers_mut().insert("content-length", len.into());
+    r
 }
 
 fn status(code: u16) -> Response<Body> {

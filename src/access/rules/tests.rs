@@ -2,15 +2,9 @@ use super::*;
 
 use Action::{Fetch, Pull, Push};
 
-fn rule(pattern: &str, pull: &[&str], fetch: &[&str], push: &[&str]) -> AccessRule {
-    let owned = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
-    AccessRule {
-        pattern: pattern.to_owned(),
-        pull: owned(pull),
-        fetch: owned(fetch),
-        push: owned(push),
-    }
-}
+#[path = "../../../tests/support/access_rule.rs"]
+mod access_rule;
+use access_rule::rule;
 
 type Groups = BTreeMap<String, Vec<String>>;
 
