@@ -137,41 +137,41 @@ fn next_target(link: &str) -> String {
         .to_owned()
 }
 
+/// A JSON page whose `Link` header points at the next one.
+fn json_page(body: bytes::Bytes, next: &str) -> Behavior {
+    Behavior::WithHeaders(Box::new(Behavior::Json(body)), vec![("link", next.into())])
+}
+
+/// GETs the target of the `Link` header `next` and asserts a 200.
+async fn follow(proxy: &TestProxy, next: &str) {
+    let (status, _, _) = proxy.get(&next_target(next)).await;
+    assert_eq!(status, 200);
+}
+
 #[tokio::test]
 async fn pagination_links_stay_on_the_proxy_in_every_mode() {
     let fake = Fake::start(&["fake.test", "registry-1.docker.io"]).await;
     let tags = bytes::Bytes::from_static(br#"{"name":"lib/app","tags":["a","b"]}"#);
     fake.route(
         "/v2/lib/app/tags/list",
-        Behavior::WithHeaders(
-            Box::new(Behavior::Json(tags.clone())),
-            vec![(
-                "link",
-                r#"</v2/lib/app/tags/list?n=2&last=b>; rel="next""#.into(),
-            )],
+        json_page(
+            tags.clone(),
+            r#"</v2/lib/app/tags/list?n=2&last=b>; rel="next""#,
         ),
     );
     fake.route(
         "/v2/library/alpine/tags/list",
-        Behavior::WithHeaders(
-            Box::new(Behavior::Json(tags.clone())),
-            vec![(
-                "link",
-                r#"</v2/library/alpine/tags/list?n=2&last=b>; rel="next""#.into(),
-            )],
+        json_page(
+            tags.clone(),
+            r#"</v2/library/alpine/tags/list?n=2&last=b>; rel="next""#,
         ),
     );
     // An absolute URL naming the upstream, as some registries write it.
     fake.route(
         "/v2/_catalog",
-        Behavior::WithHeaders(
-            Box::new(Behavior::Json(bytes::Bytes::from_static(
-                br#"{"repositories":["lib/app"]}"#,
-            ))),
-            vec![(
-                "link",
-                r#"<https://fake.test/v2/_catalog?last=lib/app&n=1>; rel="next""#.into(),
-            )],
+        json_page(
+            bytes::Bytes::from_static(br#"{"repositories":["lib/app"]}"#),
+            r#"<https://fake.test/v2/_catalog?last=lib/app&n=1>; rel="next""#,
         ),
     );
     let proxy = TestProxy::start(&fake, &[]).await;
@@ -185,8 +185,7 @@ async fn pagination_links_stay_on_the_proxy_in_every_mode() {
         next,
         r#"</v2/fake.test/lib/app/tags/list?n=2&last=b>; rel="next""#
     );
-    let (status, _, _) = proxy.get(&next_target(&next)).await;
-    assert_eq!(status, 200);
+    follow(&proxy, &next).await;
     assert_eq!(fake.hits("GET", "/v2/lib/app/tags/list"), 2);
 
     // ?ns=: the parameter is carried on.
@@ -197,8 +196,7 @@ async fn pagination_links_stay_on_the_proxy_in_every_mode() {
         next,
         r#"</v2/lib/app/tags/list?n=2&last=b&ns=fake.test>; rel="next""#
     );
-    let (status, _, _) = proxy.get(&next_target(&next)).await;
-    assert_eq!(status, 200);
+    follow(&proxy, &next).await;
     assert_eq!(fake.hits("GET", "/v2/lib/app/tags/list"), 4);
 
     // Docker Hub as the default mirror: the upstream's path is already right.
