@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::fake::{Behavior, Fake, sha256_digest};
 use crate::harness::{
-    TestProxy, blob_path, random_blob, random_bytes, serve_random_blob, serve_slow_blob,
+    TestProxy, blob_gets, blob_path, random_blob, random_bytes, serve_random_blob, serve_slow_blob,
 };
 
 #[tokio::test]
@@ -19,7 +19,7 @@ async fn miss_then_hit_without_upstream() {
     assert_eq!(headers["docker-content-digest"], digest.as_str());
     proxy.assert_serves(&url, &data).await;
     assert_eq!(
-        fake.hits("GET", &blob_path("lib/app", &digest)),
+        blob_gets(&fake, &digest),
         1,
         "second GET must not reach upstream"
     );
@@ -67,7 +67,7 @@ async fn ranges_on_cached_and_growing_blobs() {
         .await;
     assert_eq!(status, 416);
     assert!(String::from_utf8_lossy(&body).contains("RANGE_INVALID"));
-    assert_eq!(fake.hits("GET", &blob_path("lib/app", &digest)), 1);
+    assert_eq!(blob_gets(&fake, &digest), 1);
 }
 
 #[tokio::test]
@@ -87,7 +87,7 @@ async fn wrong_digest_aborts_and_commits_nothing() {
     let (_, body) = proxy.request_result("GET", &url).await;
     assert!(body.is_err());
     assert_eq!(
-        fake.hits("GET", &blob_path("lib/app", &claimed)),
+        blob_gets(&fake, &claimed),
         2,
         "nothing cached, so the next request goes upstream"
     );
@@ -145,7 +145,7 @@ async fn concurrent_clients_share_one_upstream_download() {
         assert_eq!(body, data);
     }
     assert_eq!(
-        fake.hits("GET", &blob_path("lib/app", &digest)),
+        blob_gets(&fake, &digest),
         1,
         "exactly one upstream download"
     );
@@ -189,7 +189,7 @@ async fn cache_survives_restart() {
     let mut proxy = proxy;
     proxy.restart().await;
     assert_eq!(proxy.get(&url).await.2, data);
-    assert_eq!(fake.hits("GET", &blob_path("lib/app", &digest)), 1);
+    assert_eq!(blob_gets(&fake, &digest), 1);
     assert_eq!(
         std::fs::read(proxy.dir.path().join("ca/ca.crt")).unwrap(),
         ca_before,
@@ -213,5 +213,5 @@ async fn head_on_uncached_blob_stays_head_upstream() {
     assert_eq!(headers["content-length"], "1234");
     assert!(body.is_empty());
     assert_eq!(fake.hits("HEAD", &blob_path("lib/app", &digest)), 1);
-    assert_eq!(fake.hits("GET", &blob_path("lib/app", &digest)), 0);
+    assert_eq!(blob_gets(&fake, &digest), 0);
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::cache_crash::blob_file;
 use crate::fake::{Behavior, Fake, sha256_digest};
 use crate::harness::{
-    TestProxy, blob_path, serve_random_blob, serve_random_blobs, serve_slow_blob,
+    TestProxy, blob_gets, serve_random_blob, serve_random_blobs, serve_slow_blob,
 };
 
 fn stored(cache: &Path, digest: &str) -> bool {
@@ -80,7 +80,7 @@ async fn a_disk_that_fills_up_mid_download_streams_uncached() {
     assert_eq!(b.0, 200);
     assert_eq!(b.1.as_deref(), Ok(data.as_ref()), "second client");
     assert_eq!(
-        fake.hits("GET", &blob_path("lib/app", &digest)),
+        blob_gets(&fake, &digest),
         1,
         "both clients were served from the one download"
     );
@@ -93,11 +93,11 @@ async fn a_disk_that_fills_up_mid_download_streams_uncached() {
         "temp file removed"
     );
     // Not cached, so the next client goes upstream again, and is served.
-    let before = fake.hits("GET", &blob_path("lib/app", &digest));
+    let before = blob_gets(&fake, &digest);
     let (status, body) = proxy.request_result("GET", &url).await;
     assert_eq!(status, 200);
     assert_eq!(body.as_deref(), Ok(data.as_ref()));
-    assert!(fake.hits("GET", &blob_path("lib/app", &digest)) > before);
+    assert!(blob_gets(&fake, &digest) > before);
     drop(proxy);
 }
 
@@ -119,7 +119,7 @@ async fn min_free_refuses_a_blob_that_cannot_fit_and_streams_it() {
         assert_eq!(status, 200);
         assert_eq!(body.as_deref(), Ok(data.as_ref()));
         assert!(!stored(&disk.cache_path(), &digest));
-        assert_eq!(fake.hits("GET", &blob_path("lib/app", &digest)), round);
+        assert_eq!(blob_gets(&fake, &digest), round);
     }
     drop(proxy);
 }
@@ -152,7 +152,7 @@ async fn min_free_evicts_least_recently_used() {
     assert!(stored(&cache, &blobs[2].1));
     let (_, body) = get(0).await;
     assert_eq!(body.as_deref(), Ok(blobs[0].0.as_ref()));
-    assert_eq!(fake.hits("GET", &blob_path("lib/app", &blobs[0].1)), 2);
+    assert_eq!(blob_gets(&fake, &blobs[0].1), 2);
     drop(proxy);
 }
 
@@ -181,7 +181,7 @@ async fn size_cap_evicts_least_recently_used_blobs_and_manifests() {
         let proxy = &proxy;
         async move { proxy.get(&url).await.2 }
     };
-    let hits = |i: usize| fake.hits("GET", &blob_path("lib/app", &blobs[i].1));
+    let hits = |i: usize| blob_gets(&fake, &blobs[i].1);
     let accept = [("accept", MEDIA)];
     assert_eq!(
         proxy.request("GET", &manifest_url, &accept).await.2,

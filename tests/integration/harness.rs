@@ -518,3 +518,8 @@ pub(crate) fn assert_succeeded(out: &std::process::Output) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// How many times `fake` answered a GET of the blob `digest` in `lib/app`.
+pub(crate) fn blob_gets(fake: &Fake, digest: &str) -> usize {
+    fake.hits("GET", &blob_path("lib/app", digest))
+}
