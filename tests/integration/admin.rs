@@ -42,6 +42,15 @@ pub(crate) async fn call(
     )
 }
 
+/// `POST /admin/warm` with `request` (a list of images, or `{"images": …, "platform": …}`).
+async fn warm(
+    proxy: &TestProxy,
+    request: serde_json::Value,
+    auth: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
+    call(proxy, "POST", "/admin/warm", Some(request), auth).await
+}
+
 /// Polls `GET /admin/warm` until job `id` is done; the job.
 async fn wait_for_job(proxy: &TestProxy, id: u64, auth: Option<&str>) -> serde_json::Value {
     for _ in 0..400 {
@@ -69,11 +78,9 @@ async fn admin_api_from_loopback() {
     let proxy = TestProxy::start(&fake, &[("CACHE_MIN_FREE", "0")]).await;
 
     // Warm in the background, one platform.
-    let (status, started) = call(
+    let (status, started) = warm(
         &proxy,
-        "POST",
-        "/admin/warm",
-        Some(serde_json::json!({"images": [fx.multi.reference()], "platform": "linux/arm64"})),
+        serde_json::json!({"images": [fx.multi.reference()], "platform": "linux/arm64"}),
         None,
     )
     .await;
@@ -89,14 +96,7 @@ async fn admin_api_from_loopback() {
     assert_eq!(image["bytes_done"], image["bytes"]);
 
     // A plain list is accepted too.
-    let (status, started) = call(
-        &proxy,
-        "POST",
-        "/admin/warm",
-        Some(serde_json::json!([fx.single.reference()])),
-        None,
-    )
-    .await;
+    let (status, started) = warm(&proxy, serde_json::json!([fx.single.reference()]), None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
     let job = wait_for_job(&proxy, started["id"].as_u64().unwrap(), None).await;
     assert_eq!(job["images"][0]["summary"]["blobs_cached"], 1, "{job}");
@@ -207,14 +207,7 @@ async fn admin_api_needs_a_user_when_client_auth_is_on() {
     for auth in [None, Some(wrong.as_str())] {
         let (status, _) = call(&proxy, "GET", "/admin/cache", None, auth).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
-        let (status, _) = call(
-            &proxy,
-            "POST",
-            "/admin/warm",
-            Some(serde_json::json!([fx.single.reference()])),
-            auth,
-        )
-        .await;
+        let (status, _) = warm(&proxy, serde_json::json!([fx.single.reference()]), auth).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     assert_eq!(
@@ -228,11 +221,9 @@ async fn admin_api_needs_a_user_when_client_auth_is_on() {
     assert_eq!(catalog["totals"]["images"], 0);
 
     // The job logs in to the proxy as the user who asked (the registry token flow).
-    let (status, started) = call(
+    let (status, started) = warm(
         &proxy,
-        "POST",
-        "/admin/warm",
-        Some(serde_json::json!([fx.single.reference()])),
+        serde_json::json!([fx.single.reference()]),
         Some(&good),
     )
     .await;
