@@ -357,12 +357,9 @@ async fn verify_leaves_a_download_in_flight_alone() {
     let fake = Fake::start(&[FAKE_HOST]).await;
     let (data, digest) = serve_slow_blob(&fake, "lib/app", (800_000, 230), 10, 300);
     let proxy = TestProxy::start(&fake, &[("CACHE_MIN_FREE", "0")]).await;
-    let response = proxy
-        .open(&format!("/v2/{FAKE_HOST}/lib/app/blobs/{digest}"))
+    let (response, in_flight) = proxy
+        .download_in_flight(&format!("/v2/{FAKE_HOST}/lib/app/blobs/{digest}"))
         .await;
-    assert_eq!(response.status(), 200);
-    let in_flight = proxy.tmp_files();
-    assert_eq!(in_flight.len(), 1);
 
     let dir = proxy.cache_dir();
     let out = tokio::task::spawn_blocking(move || cache_cmd(&dir, &["verify"]))

@@ -523,3 +523,18 @@ pub(crate) fn assert_succeeded(out: &std::process::Output) {
 pub(crate) fn blob_gets(fake: &Fake, digest: &str) -> usize {
     fake.hits("GET", &blob_path("lib/app", digest))
 }
+
+impl TestProxy {
+    /// Opens a GET of `path` (a blob the upstream sends slowly) and asserts its 200 and that one
+    /// download is being written to `tmp/`; the response with its body unread, and `tmp/`'s files.
+    pub(crate) async fn download_in_flight(
+        &self,
+        path: &str,
+    ) -> (Response<hyper::body::Incoming>, Vec<PathBuf>) {
+        let response = self.open(path).await;
+        assert_eq!(response.status(), 200);
+        let in_flight = self.tmp_files();
+        assert_eq!(in_flight.len(), 1, "a download in flight");
+        (response, in_flight)
+    }
+}

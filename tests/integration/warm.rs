@@ -153,12 +153,9 @@ async fn warm_into_a_cache_dir_leaves_a_running_proxys_downloads_alone() {
     let fx = publish(&fake, 130);
     let (slow, slow_digest) = serve_slow_blob(&fake, "lib/slow", (600_000, 131), 10, 300);
     let proxy = TestProxy::start(&fake, &[("CACHE_MIN_FREE", "0")]).await;
-    let response = proxy
-        .open(&format!("/v2/{FAKE_HOST}/lib/slow/blobs/{slow_digest}"))
+    let (response, in_flight) = proxy
+        .download_in_flight(&format!("/v2/{FAKE_HOST}/lib/slow/blobs/{slow_digest}"))
         .await;
-    assert_eq!(response.status(), 200);
-    let in_flight = proxy.tmp_files();
-    assert_eq!(in_flight.len(), 1, "a download in flight");
 
     // A second cache user on the same directory, as `warm --cache-dir` is.
     let summary = registry_proxy::warm::warm_cache_dir(
