@@ -5,21 +5,12 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
 
-use super::super::tests::{config, read, run_script, stub_bin};
-use super::super::{Client, Mode, Request, render};
+use super::super::tests::{read, render_for, run_script, stub_bin};
+use super::super::{Client, Mode};
 use super::MARKER;
 
 fn script(client: Client, mode: Mode, proxy: &str) -> String {
-    render(
-        &config(),
-        &Request {
-            client,
-            mode,
-            proxy: proxy.into(),
-            prefix: "/".into(),
-        },
-    )
-    .unwrap()
+    render_for(client, mode, proxy).unwrap()
 }
 
 /// Renders the script for `client`, `mode` and `proxy` and runs it with `PREFIX=dir`.
