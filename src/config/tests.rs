@@ -65,6 +65,26 @@ fn toml_file(text: &str) -> tempfile::NamedTempFile {
     file
 }
 
+/// Loads a config file holding `text` (`--config FILE`, nothing else); the error it gives.
+fn toml_err(text: &str) -> String {
+    let file = toml_file(text);
+    load_err(&["--config", file.path().to_str().unwrap()], &[])
+}
+
+/// Loads a config file holding `text` (`--config FILE`, nothing else).
+fn toml_ok(text: &str) -> Config {
+    let file = toml_file(text);
+    load_ok(&["--config", file.path().to_str().unwrap()], &[])
+}
+
+/// Each config file text in `bad` is refused with an error containing its paired text.
+fn assert_files_refused(bad: &[(&str, &str)]) {
+    for (text, want) in bad {
+        let e = toml_err(text);
+        assert!(e.contains(want), "{text}: {e}");
+    }
+}
+
 fn host(s: &str) -> RegistryHost {
     RegistryHost::parse(s).unwrap()
 }
@@ -442,10 +462,9 @@ fn auth_registries_delimiters() {
 
 #[test]
 fn auth_registries_in_the_file() {
-    let file = toml_file(
+    let c = toml_ok(
         "auth_registries = [\"a.test:u1:p 1\", \"b.test:u2:p2\"]\nauth_registry_delimiter = \":\"\n",
     );
-    let c = load_ok(&["--config", file.path().to_str().unwrap()], &[]);
     let got: Vec<(&str, &str)> = c
         .credentials
         .iter()
@@ -491,10 +510,9 @@ fn passwords_never_in_errors() {
     );
 
     // A TOML syntax error does not quote the offending line.
-    let file = toml_file(&format!(
+    let e = toml_err(&format!(
         "auth_registries = \"a.test:user:{SECRET}\" oops\n"
     ));
-    let e = load_err(&["--config", file.path().to_str().unwrap()], &[]);
     assert!(!e.contains(SECRET) && e.contains("line 1"), "{e}");
 }
 
@@ -723,7 +741,7 @@ fn unknown_file_keys() {
 
 #[test]
 fn file_value_types() {
-    let file = toml_file(
+    let c = toml_ok(
         r#"
 listen = "127.0.0.1:4000"
 registries = "a.test b.test"
@@ -738,7 +756,6 @@ tls_names = ["proxy.test"]
 keepalive_timeout = 10
 "#,
     );
-    let c = load_ok(&["--config", file.path().to_str().unwrap()], &[]);
     assert_eq!(c.listen.port(), 4000);
     assert_eq!(c.registries, [host("a.test"), host("b.test")]);
     assert_eq!(c.cache_max_size, 1 << 20);
@@ -862,11 +879,7 @@ default_time = 5
             "expected a table",
         ),
     ];
-    for (text, detail) in bad {
-        let file = toml_file(text);
-        let e = load_err(&["--config", file.path().to_str().unwrap()], &[]);
-        assert!(e.contains(detail), "{text}: {e}");
-    }
+    assert_files_refused(bad);
 }
 
 #[test]
@@ -1033,8 +1046,7 @@ fn proxy_htpasswd() {
     let e = load_err(&[], &[("PROXY_HTPASSWD", garbage.path().to_str().unwrap())]);
     assert!(e.contains("line 1: expected user:hash"), "{e}");
     // From the config file.
-    let file = toml_file(&format!("proxy_htpasswd = {bad_path:?}\n"));
-    let e = load_err(&["--config", file.path().to_str().unwrap()], &[]);
+    let e = toml_err(&format!("proxy_htpasswd = {bad_path:?}\n"));
     assert!(
         e.starts_with("proxy_htpasswd (in ") && e.contains("line 2"),
         "{e}"
@@ -1101,8 +1113,7 @@ fn auth_cache_ttl() {
         load_ok(&[], &[("AUTH_CACHE_TTL", "0")]).auth_cache_ttl,
         secs(0)
     );
-    let file = toml_file("auth_cache_ttl = 60\n");
-    let c = load_ok(&["--config", file.path().to_str().unwrap()], &[]);
+    let c = toml_ok("auth_cache_ttl = 60\n");
     assert_eq!(c.auth_cache_ttl, secs(60));
     let e = load_err(&[], &[("AUTH_CACHE_TTL", "soon")]);
     assert!(e.starts_with("AUTH_CACHE_TTL: \"soon\""), "{e}");
@@ -1283,11 +1294,7 @@ auth = "central"
             "listed twice",
         ),
     ];
-    for (text, want) in bad {
-        let file = toml_file(text);
-        let e = load_err(&["--config", file.path().to_str().unwrap()], &[]);
-        assert!(e.contains(want), "{text}: {e}");
-    }
+    assert_files_refused(bad);
 }
 
 #[test]
@@ -1321,8 +1328,7 @@ fn tunnel_allow_and_max_connections() {
     let c = load_ok(&["--config", file.path().to_str().unwrap()], &[]);
     assert_eq!(shown(&c), ["registry.local:5000", "*:443"]);
     assert_eq!(c.max_connections, 64);
-    let file = toml_file("max_connections = true\n");
-    let e = load_err(&["--config", file.path().to_str().unwrap()], &[]);
+    let e = toml_err("max_connections = true\n");
     assert!(
         e.starts_with("max_connections (in") && e.contains("whole number"),
         "{e}"

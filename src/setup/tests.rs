@@ -89,13 +89,7 @@ pub(super) fn run_script(
 /// Runs a generated script into a scratch prefix and returns the files it wrote.
 fn apply(client: Client, mode: Mode) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
-    let req = Request {
-        client,
-        mode,
-        proxy: "http://proxy.internal:3128".into(),
-        prefix: "/".into(),
-    };
-    let script = render(&config(), &req).unwrap();
+    let script = render_for(client, mode, "http://proxy.internal:3128").unwrap();
     let out = run_script(dir.path(), &script, Some(dir.path()));
     assert!(
         out.status.success(),
@@ -104,6 +98,19 @@ fn apply(client: Client, mode: Mode) -> (tempfile::TempDir, String) {
     );
     assert!(!dir.path().join("stub.log").exists(), "{script}");
     (dir, script)
+}
+
+/// The script for `client` in `mode` with the proxy at `proxy` and the default prefix `/`.
+pub(super) fn render_for(client: Client, mode: Mode, proxy: &str) -> Result<String, SetupError> {
+    render(
+        &config(),
+        &Request {
+            client,
+            mode,
+            proxy: proxy.into(),
+            prefix: "/".into(),
+        },
+    )
 }
 
 pub(super) fn read(dir: &Path, path: &str) -> String {
@@ -211,14 +218,8 @@ fn docker_mirror_writes_daemon_json() {
 
 #[test]
 fn https_proxy_is_not_an_insecure_registry() {
-    let req = Request {
-        client: Client::Docker,
-        mode: Mode::Mirror,
-        proxy: "https://proxy.example:8443/".into(),
-        prefix: "/".into(),
-    };
     let dir = tempfile::tempdir().unwrap();
-    let script = render(&config(), &req).unwrap();
+    let script = render_for(Client::Docker, Mode::Mirror, "https://proxy.example:8443/").unwrap();
     assert!(
         run_script(dir.path(), &script, Some(dir.path()))
             .status
@@ -304,24 +305,12 @@ fn connect_mode_writes_systemd_drop_in() {
 
 #[test]
 fn bad_proxy_url_is_refused() {
-    let req = Request {
-        client: Client::Docker,
-        mode: Mode::Mirror,
-        proxy: "proxy:3128".into(),
-        prefix: "/".into(),
-    };
     assert!(matches!(
-        render(&config(), &req),
+        render_for(Client::Docker, Mode::Mirror, "proxy:3128"),
         Err(SetupError::ProxyUrl { .. })
     ));
-    let req = Request {
-        client: Client::Kind,
-        mode: Mode::Connect,
-        proxy: "http://p:1".into(),
-        prefix: "/".into(),
-    };
     assert!(matches!(
-        render(&config(), &req),
+        render_for(Client::Kind, Mode::Connect, "http://p:1"),
         Err(SetupError::Unsupported { .. })
     ));
 }
@@ -391,13 +380,10 @@ fn hostile_proxy_urls_are_refused() {
                 matches!(ProxyUrl::parse(&url), Err(SetupError::ProxyUrl { .. })),
                 "accepted proxy {url:?}"
             );
-            let req = Request {
-                client: Client::Docker,
-                mode: Mode::Mirror,
-                proxy: url.clone(),
-                prefix: "/".into(),
-            };
-            assert!(render(&config(), &req).is_err(), "rendered {url:?}");
+            assert!(
+                render_for(Client::Docker, Mode::Mirror, &url).is_err(),
+                "rendered {url:?}"
+            );
         }
     }
     for url in [
@@ -759,13 +745,9 @@ fn http_refusals_are_comments_that_run_nothing() {
 
 #[test]
 fn cli_errors_are_clear() {
-    let req = Request {
-        client: Client::Docker,
-        mode: Mode::Mirror,
-        proxy: "http://proxy:3128/path".into(),
-        prefix: "/".into(),
-    };
-    let e = render(&config(), &req).unwrap_err().to_string();
+    let e = render_for(Client::Docker, Mode::Mirror, "http://proxy:3128/path")
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("proxy URL must be http(s)://host[:port]") && e.contains("path"),
         "{e}"

@@ -150,13 +150,7 @@ fn connect_proxy_auth_skopeo_podman_ctr() {
         ),
     ] {
         let r = proxy.curl(way, &blob_url, &[]);
-        assert_eq!(r.connect_status, 407, "{what}: {}", r.summary());
-        assert_eq!(
-            r.header("proxy-authenticate"),
-            Some("Basic realm=\"registry-proxy\""),
-            "{what}: {}",
-            r.summary()
-        );
+        assert_asks_for_proxy_credentials(r.connect_status, &r, what);
     }
     let absolute = format!("http://{host}/v2/{repo}/manifests/v1");
     for (way, what) in [
@@ -170,13 +164,7 @@ fn connect_proxy_auth_skopeo_podman_ctr() {
         ),
     ] {
         let r = proxy.curl(way, &absolute, &[]);
-        assert_eq!(r.status, 407, "{what}: {}", r.summary());
-        assert_eq!(
-            r.header("proxy-authenticate"),
-            Some("Basic realm=\"registry-proxy\""),
-            "{what}: {}",
-            r.summary()
-        );
+        assert_asks_for_proxy_credentials(r.status, &r, what);
     }
 
     // cold: every client refused before anything reaches the registry
@@ -895,4 +883,16 @@ fn rules_pull_and_fetch() {
     watch.assert_no_blob_requests("ci1 after bob", false);
     log.assert_no_get("ci1 after bob", true);
     proxy.assert_blob_hits(mark, host, repo, &small.blobs());
+}
+
+/// Asserts a 407 (`status`: the CONNECT's or the request's own) whose `Proxy-Authenticate` asks
+/// for the proxy's Basic credentials.
+fn assert_asks_for_proxy_credentials(status: u16, r: &Response, what: &str) {
+    assert_eq!(status, 407, "{what}: {}", r.summary());
+    assert_eq!(
+        r.header("proxy-authenticate"),
+        Some("Basic realm=\"registry-proxy\""),
+        "{what}: {}",
+        r.summary()
+    );
 }

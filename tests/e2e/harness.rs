@@ -387,18 +387,11 @@ impl Proxy {
         repo: &str,
         blobs: &[String],
     ) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let lines = self.requests_since(mark);
+        self.poll_requests(mark, |lines| {
             let of = |d: &str| -> Vec<&LogLine> {
                 lines
                     .iter()
-                    .filter(|l| {
-                        l.kind == "blob"
-                            && l.reference == d
-                            && l.registry == registry
-                            && l.repo == repo
-                    })
+                    .filter(|l| l.is_blob(d, registry, repo))
                     .collect()
             };
             let missing: Vec<&String> = blobs
@@ -418,19 +411,13 @@ impl Proxy {
                 "blobs of {registry}/{repo} not served from the cache on the second pull: {missed:#?}"
             );
             if missing.is_empty() {
-                return;
+                Ok(())
+            } else {
+                Err(format!(
+                    "no HIT GET logged for {missing:?} of {registry}/{repo}"
+                ))
             }
-            assert!(
-                Instant::now() < deadline,
-                "no HIT GET logged for {missing:?} of {registry}/{repo}; request lines since the mark:\n{}",
-                lines
-                    .iter()
-                    .map(|l| l.raw.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        });
     }
 
     /// Asserts that, since `mark`, the proxy logged a successful `GET` of every digest in `blobs`
@@ -443,28 +430,39 @@ impl Proxy {
         repo: &str,
         blobs: &[String],
     ) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let lines = self.requests_since(mark);
+        self.poll_requests(mark, |lines| {
             let missing: Vec<&String> = blobs
                 .iter()
                 .filter(|d| {
                     !lines.iter().any(|l| {
-                        l.kind == "blob"
-                            && &l.reference == *d
-                            && l.registry == registry
-                            && l.repo == repo
+                        l.is_blob(d, registry, repo)
                             && l.method == "GET"
                             && l.status.starts_with('2')
                     })
                 })
                 .collect();
             if missing.is_empty() {
-                return;
+                Ok(())
+            } else {
+                Err(format!(
+                    "no successful GET logged for {missing:?} of {registry}/{repo}"
+                ))
             }
+        });
+    }
+
+    /// Runs `check` on the request lines logged since `mark` until it passes; fails after 5 s with
+    /// what `check` says is missing and the lines.
+    fn poll_requests(&self, mark: usize, check: impl Fn(&[LogLine]) -> Result<(), String>) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.requests_since(mark);
+            let Err(missing) = check(&lines) else {
+                return;
+            };
             assert!(
                 Instant::now() < deadline,
-                "no successful GET logged for {missing:?} of {registry}/{repo}; request lines since the mark:\n{}",
+                "{missing}; request lines since the mark:\n{}",
                 lines
                     .iter()
                     .map(|l| l.raw.as_str())
@@ -578,6 +576,14 @@ pub(crate) struct LogLine {
 }
 
 impl LogLine {
+    /// True if this line is about the blob `digest` of `registry`/`repo`.
+    pub(crate) fn is_blob(&self, digest: &str, registry: &str, repo: &str) -> bool {
+        self.kind == "blob"
+            && self.reference == digest
+            && self.registry == registry
+            && self.repo == repo
+    }
+
     pub(crate) fn parse(line: &str) -> Option<LogLine> {
         const VERDICTS: [&str; 6] = ["HIT", "MISS", "REVALIDATED", "STALE", "PASS", "LOCAL"];
         let words: Vec<&str> = line.split_whitespace().collect();

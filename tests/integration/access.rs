@@ -7,8 +7,8 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{TestProxy, random_bytes};
+use crate::fake::{Behavior, Fake};
+use crate::harness::{TestProxy, serve_random_blob, serve_slow_blob};
 
 pub(crate) fn basic(user: &str, pass: &str) -> String {
     format!(
@@ -56,12 +56,7 @@ fn bearer(token: &str) -> String {
 async fn private_upstream() -> (Fake, Bytes, String) {
     let fake = Fake::start(&["fake.test"]).await;
     fake.require_basic("alice", "alice-pw");
-    let data = random_bytes(40_000, 70);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/team/app/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "team/app", 40_000, 70);
     (fake, data, digest)
 }
 
@@ -72,7 +67,7 @@ async fn verify_mode_serves_cached_private_blobs_only_to_accepted_credentials() 
     let path = format!("/v2/fake.test/team/app/blobs/{digest}");
 
     // /v2/ challenges, so that clients send their credentials at all.
-    let (status, headers, _) = proxy.request("GET", "/v2/", &[]).await;
+    let (status, headers, _) = proxy.get("/v2/").await;
     assert_eq!(status, 401);
     let challenge = headers["www-authenticate"].to_str().unwrap();
     assert!(
@@ -90,16 +85,14 @@ async fn verify_mode_serves_cached_private_blobs_only_to_accepted_credentials() 
     .await;
     assert_eq!(status, 200);
     let alice = alice.unwrap();
-    let (status, _, body) = proxy
-        .request("GET", &path, &[("authorization", &bearer(&alice))])
-        .await;
+    let (status, _, body) = proxy.get_as(&path, &bearer(&alice)).await;
     assert_eq!(status, 200);
     assert_eq!(body, data);
     assert!(proxy.has_blob(&digest), "cached");
     let gets = fake.hits("GET", &format!("/v2/team/app/blobs/{digest}"));
 
     // Anonymous: asked to log in, no byte of the blob.
-    let (status, headers, body) = proxy.request("GET", &path, &[]).await;
+    let (status, headers, body) = proxy.get(&path).await;
     assert_eq!(status, 401);
     assert!(headers.contains_key("www-authenticate"));
     assert!(!body.windows(64).any(|w| data.windows(64).next() == Some(w)));
@@ -111,22 +104,16 @@ async fn verify_mode_serves_cached_private_blobs_only_to_accepted_credentials() 
         Some(&basic("alice", "guess")),
     )
     .await;
-    let (status, _, body) = proxy
-        .request("GET", &path, &[("authorization", &bearer(&wrong.unwrap()))])
-        .await;
+    let (status, _, body) = proxy.get_as(&path, &bearer(&wrong.unwrap())).await;
     assert_eq!(status, 401);
     assert_ne!(body, data);
 
     // Direct Basic (no token) with the wrong password: likewise.
-    let (status, _, _) = proxy
-        .request("GET", &path, &[("authorization", &basic("mallory", "x"))])
-        .await;
+    let (status, _, _) = proxy.get_as(&path, &basic("mallory", "x")).await;
     assert_eq!(status, 401);
 
     // alice again: a HIT, with no upstream GET (her credential is remembered as accepted).
-    let (status, _, body) = proxy
-        .request("GET", &path, &[("authorization", &bearer(&alice))])
-        .await;
+    let (status, _, body) = proxy.get_as(&path, &bearer(&alice)).await;
     assert_eq!(status, 200);
     assert_eq!(body, data);
     assert_eq!(
@@ -140,16 +127,7 @@ async fn verify_mode_serves_cached_private_blobs_only_to_accepted_credentials() 
 async fn verify_mode_checks_before_joining_a_download_in_flight() {
     let fake = Fake::start(&["fake.test"]).await;
     fake.require_basic("alice", "alice-pw");
-    let data = random_bytes(64_000, 71);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/team/app/blobs/{digest}"),
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 20,
-            delay: Duration::from_millis(100),
-        },
-    );
+    let (data, digest) = serve_slow_blob(&fake, "team/app", (64_000, 71), 20, 100);
     let proxy = TestProxy::start(&fake, &[]).await;
     let path = format!("/v2/fake.test/team/app/blobs/{digest}");
     let alice_auth = basic("alice", "alice-pw");
@@ -169,12 +147,10 @@ async fn verify_mode_checks_before_joining_a_download_in_flight() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (status, _, body) = proxy.request("GET", &path, &[]).await;
+    let (status, _, body) = proxy.get(&path).await;
     assert_eq!(status, 401, "anonymous may not join alice's download");
     assert!(body.len() < 1000);
-    let (status, _, _) = proxy
-        .request("GET", &path, &[("authorization", &basic("alice", "nope"))])
-        .await;
+    let (status, _, _) = proxy.get_as(&path, &basic("alice", "nope")).await;
     assert_eq!(status, 401, "nor may a wrong password");
     let (status, body) = leader.await.unwrap();
     assert_eq!(status, 200);
@@ -184,18 +160,13 @@ async fn verify_mode_checks_before_joining_a_download_in_flight() {
 #[tokio::test]
 async fn public_repositories_skip_the_credential_check() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(10_000, 72);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/pub/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "lib/pub", 10_000, 72);
     let proxy = TestProxy::start(&fake, &[]).await;
     let path = format!("/v2/fake.test/lib/pub/blobs/{digest}");
-    let (status, _, body) = proxy.request("GET", &path, &[]).await;
+    let (status, _, body) = proxy.get(&path).await;
     assert_eq!((status.as_u16(), body.clone()), (200, data.clone()));
     // The anonymous miss proved the repository public: the hit asks upstream nothing.
-    let (status, _, body) = proxy.request("GET", &path, &[]).await;
+    let (status, _, body) = proxy.get(&path).await;
     assert_eq!((status.as_u16(), body), (200, data));
     assert_eq!(fake.hits("HEAD", &format!("/v2/lib/pub/blobs/{digest}")), 0);
     assert_eq!(fake.hits("GET", &format!("/v2/lib/pub/blobs/{digest}")), 1);
@@ -234,12 +205,10 @@ fetch = ["bob"]
     .await;
     let path = format!("/v2/fake.test/team/app/blobs/{digest}");
     // Anonymous: must log in.
-    let (status, _, _) = proxy.request("GET", &path, &[]).await;
+    let (status, _, _) = proxy.get(&path).await;
     assert_eq!(status, 401);
     // ci1 may pull what is cached, but not make the proxy fetch it.
-    let (status, _, body) = proxy
-        .request("GET", &path, &[("authorization", &basic("ci1", "ci1-pw"))])
-        .await;
+    let (status, _, body) = proxy.get_as(&path, &basic("ci1", "ci1-pw")).await;
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("DENIED"));
     assert_eq!(fake.hits("GET", &format!("/v2/team/app/blobs/{digest}")), 0);
@@ -250,25 +219,17 @@ fetch = ["bob"]
         Some(&basic("bob", "bob-pw")),
     )
     .await;
-    let (status, _, body) = proxy
-        .request("GET", &path, &[("authorization", &bearer(&bob.unwrap()))])
-        .await;
+    let (status, _, body) = proxy.get_as(&path, &bearer(&bob.unwrap())).await;
     assert_eq!((status.as_u16(), body.clone()), (200, data.clone()));
     // Now ci1 gets the cached copy.
-    let (status, _, body) = proxy
-        .request("GET", &path, &[("authorization", &basic("ci1", "ci1-pw"))])
-        .await;
+    let (status, _, body) = proxy.get_as(&path, &basic("ci1", "ci1-pw")).await;
     assert_eq!((status.as_u16(), body), (200, data));
     // eve is a user, but no rule names her.
-    let (status, _, body) = proxy
-        .request("GET", &path, &[("authorization", &basic("eve", "eve-pw"))])
-        .await;
+    let (status, _, body) = proxy.get_as(&path, &basic("eve", "eve-pw")).await;
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("DENIED"));
     // A wrong password is not a user.
-    let (status, _, _) = proxy
-        .request("GET", &path, &[("authorization", &basic("bob", "wrong"))])
-        .await;
+    let (status, _, _) = proxy.get_as(&path, &basic("bob", "wrong")).await;
     assert_eq!(status, 401);
 }
 
@@ -321,35 +282,26 @@ async fn client_auth_guards_connect_and_admin_endpoints() {
     assert_eq!(body, manifest);
 
     // Absolute-form requests need it too.
-    let (status, headers, _) = proxy.request("GET", "http://example.invalid/", &[]).await;
+    let (status, headers, _) = proxy.get("http://example.invalid/").await;
     assert_eq!(status, 407);
     assert!(headers.contains_key("proxy-authenticate"));
 
     // /ca.crt and /healthz stay open; /metrics, / and /status.json need a user.
     for open in ["/ca.crt", "/healthz"] {
-        assert_eq!(proxy.request("GET", open, &[]).await.0, 200, "{open}");
+        assert_eq!(proxy.get(open).await.0, 200, "{open}");
     }
     for guarded in ["/metrics", "/", "/status.json", "/setup/docker"] {
-        assert_eq!(proxy.request("GET", guarded, &[]).await.0, 401, "{guarded}");
-        assert_eq!(
-            proxy
-                .request("GET", guarded, &[("authorization", &right)])
-                .await
-                .0,
-            200,
-            "{guarded}"
-        );
+        assert_eq!(proxy.get(guarded).await.0, 401, "{guarded}");
+        assert_eq!(proxy.get_as(guarded, &right).await.0, 200, "{guarded}");
     }
 
     // Mirror mode: /v2/ challenges; a login (token) opens it.
-    let (status, _, _) = proxy.request("GET", "/v2/", &[]).await;
+    let (status, _, _) = proxy.get("/v2/").await;
     assert_eq!(status, 401);
     let (status, tok) = token(&proxy, "repository:fake.test/lib/app:pull", Some(&right)).await;
     assert_eq!(status, 200);
     let tok = tok.unwrap();
-    let (status, _, _) = proxy
-        .request("GET", "/v2/", &[("authorization", &bearer(&tok))])
-        .await;
+    let (status, _, _) = proxy.get_as("/v2/", &bearer(&tok)).await;
     assert_eq!(status, 200);
     let (status, _) = token(&proxy, "repository:fake.test/lib/app:pull", Some(&wrong)).await;
     assert_eq!(status, 401, "the token endpoint refuses wrong passwords");
@@ -357,11 +309,7 @@ async fn client_auth_guards_connect_and_admin_endpoints() {
     let mut tampered = tok.clone();
     tampered.push('A');
     let (status, _, _) = proxy
-        .request(
-            "GET",
-            "/v2/fake.test/lib/app/manifests/v1",
-            &[("authorization", &bearer(&tampered))],
-        )
+        .get_as("/v2/fake.test/lib/app/manifests/v1", &bearer(&tampered))
         .await;
     assert_eq!(status, 401);
 }
@@ -399,7 +347,7 @@ pull = []
         ],
     )
     .await;
-    let (status, _, body) = proxy.request("GET", "/v2/fake.test/_catalog", &[]).await;
+    let (status, _, body) = proxy.get("/v2/fake.test/_catalog").await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["repositories"], serde_json::json!(["team/app"]));

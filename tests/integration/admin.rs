@@ -5,14 +5,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http::StatusCode;
+use http_body_util::BodyExt;
 
 use crate::access::{basic, htpasswd};
 use crate::fake::Fake;
-use crate::harness::{FAKE_HOST, TestProxy};
+use crate::harness::{FAKE_HOST, TestProxy, send};
 use crate::images::publish;
 
 /// A request with a body to the plain listener; status and JSON body (`null` if not JSON).
@@ -23,30 +21,34 @@ pub(crate) async fn call(
     body: Option<serde_json::Value>,
     auth: Option<&str>,
 ) -> (StatusCode, serde_json::Value) {
-    let stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", proxy.addr.to_string())
-        .header("content-type", "application/json");
+    let mut headers = vec![("content-type", "application/json")];
     if let Some(auth) = auth {
-        req = req.header("authorization", auth);
+        headers.push(("authorization", auth));
     }
     let bytes = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
-    let response = sender
-        .send_request(req.body(Full::new(bytes)).unwrap())
-        .await
-        .unwrap();
+    let response = send(
+        proxy.addr,
+        method,
+        path,
+        &headers,
+        registry_proxy::body::full(bytes),
+    )
+    .await;
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (
         status,
         serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// `POST /admin/warm` with `request` (a list of images, or `{"images": …, "platform": …}`).
+async fn warm(
+    proxy: &TestProxy,
+    request: serde_json::Value,
+    auth: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
+    call(proxy, "POST", "/admin/warm", Some(request), auth).await
 }
 
 /// Polls `GET /admin/warm` until job `id` is done; the job.
@@ -76,11 +78,9 @@ async fn admin_api_from_loopback() {
     let proxy = TestProxy::start(&fake, &[("CACHE_MIN_FREE", "0")]).await;
 
     // Warm in the background, one platform.
-    let (status, started) = call(
+    let (status, started) = warm(
         &proxy,
-        "POST",
-        "/admin/warm",
-        Some(serde_json::json!({"images": [fx.multi.reference()], "platform": "linux/arm64"})),
+        serde_json::json!({"images": [fx.multi.reference()], "platform": "linux/arm64"}),
         None,
     )
     .await;
@@ -96,14 +96,7 @@ async fn admin_api_from_loopback() {
     assert_eq!(image["bytes_done"], image["bytes"]);
 
     // A plain list is accepted too.
-    let (status, started) = call(
-        &proxy,
-        "POST",
-        "/admin/warm",
-        Some(serde_json::json!([fx.single.reference()])),
-        None,
-    )
-    .await;
+    let (status, started) = warm(&proxy, serde_json::json!([fx.single.reference()]), None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
     let job = wait_for_job(&proxy, started["id"].as_u64().unwrap(), None).await;
     assert_eq!(job["images"][0]["summary"]["blobs_cached"], 1, "{job}");
@@ -214,14 +207,7 @@ async fn admin_api_needs_a_user_when_client_auth_is_on() {
     for auth in [None, Some(wrong.as_str())] {
         let (status, _) = call(&proxy, "GET", "/admin/cache", None, auth).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
-        let (status, _) = call(
-            &proxy,
-            "POST",
-            "/admin/warm",
-            Some(serde_json::json!([fx.single.reference()])),
-            auth,
-        )
-        .await;
+        let (status, _) = warm(&proxy, serde_json::json!([fx.single.reference()]), auth).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     assert_eq!(
@@ -235,11 +221,9 @@ async fn admin_api_needs_a_user_when_client_auth_is_on() {
     assert_eq!(catalog["totals"]["images"], 0);
 
     // The job logs in to the proxy as the user who asked (the registry token flow).
-    let (status, started) = call(
+    let (status, started) = warm(
         &proxy,
-        "POST",
-        "/admin/warm",
-        Some(serde_json::json!([fx.single.reference()])),
+        serde_json::json!([fx.single.reference()]),
         Some(&good),
     )
     .await;

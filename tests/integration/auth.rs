@@ -1,18 +1,13 @@
 //! Upstream auth: Bearer tokens and Basic with central credentials, redirects without credentials.
 
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{TestProxy, random_bytes};
+use crate::fake::{Behavior, Fake};
+use crate::harness::{TestProxy, random_blob, serve_random_blob};
 
 #[tokio::test]
 async fn bearer_challenge_is_answered_and_token_reused() {
     let fake = Fake::start(&["fake.test"]).await;
     fake.require_bearer("tok-123");
-    let data = random_bytes(5000, 10);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "lib/app", 5000, 10);
     fake.route(
         "/v2/lib/app/tags/list",
         Behavior::Manifest {
@@ -21,14 +16,10 @@ async fn bearer_challenge_is_answered_and_token_reused() {
         },
     );
     let proxy = TestProxy::start(&fake, &[]).await;
-    let (status, _, body) = proxy
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+    proxy
+        .assert_serves(&format!("/v2/fake.test/lib/app/blobs/{digest}"), &data)
         .await;
-    assert_eq!(status, 200);
-    assert_eq!(body, data);
-    let (status, _, _) = proxy
-        .request("GET", "/v2/fake.test/lib/app/tags/list", &[])
-        .await;
+    let (status, _, _) = proxy.get("/v2/fake.test/lib/app/tags/list").await;
     assert_eq!(status, 200);
     assert_eq!(
         fake.hits("GET", "/token"),
@@ -41,31 +32,22 @@ async fn bearer_challenge_is_answered_and_token_reused() {
 async fn basic_auth_uses_central_credentials() {
     let fake = Fake::start(&["fake.test"]).await;
     fake.require_basic("alice", "pa:ss");
-    let data = random_bytes(5000, 11);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "lib/app", 5000, 11);
     let without = TestProxy::start(&fake, &[]).await;
     let (status, _, _) = without
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .get(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
         .await;
     assert_eq!(status, 401, "no credentials: upstream's 401 is passed on");
     let with = TestProxy::start(&fake, &[("AUTH_REGISTRIES", "fake.test:alice:pa:ss")]).await;
-    let (status, _, body) = with
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+    with.assert_serves(&format!("/v2/fake.test/lib/app/blobs/{digest}"), &data)
         .await;
-    assert_eq!(status, 200);
-    assert_eq!(body, data);
 }
 
 #[tokio::test]
 async fn redirects_are_followed_without_credentials_to_other_hosts() {
     let fake = Fake::start(&["fake.test", "cdn.test"]).await;
     fake.require_basic("alice", "secret");
-    let data = random_bytes(8000, 12);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(8000, 12);
     fake.route(
         &format!("/v2/lib/app/blobs/{digest}"),
         Behavior::RedirectTo("https://cdn.test/cdn/blob?sig=abc".into()),
@@ -73,7 +55,7 @@ async fn redirects_are_followed_without_credentials_to_other_hosts() {
     fake.route("/cdn/blob", Behavior::Blob(data.clone()));
     let proxy = TestProxy::start(&fake, &[("AUTH_REGISTRIES", "fake.test:alice:secret")]).await;
     let (status, headers, body) = proxy
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .get(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
         .await;
     assert_eq!(status, 200);
     assert_eq!(body, data);
@@ -91,19 +73,16 @@ async fn redirects_are_followed_without_credentials_to_other_hosts() {
 async fn same_host_redirects_keep_credentials() {
     let fake = Fake::start(&["fake.test"]).await;
     fake.require_basic("alice", "secret");
-    let data = random_bytes(3000, 13);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(3000, 13);
     fake.route(
         &format!("/v2/lib/app/blobs/{digest}"),
         Behavior::Redirect("/v2/storage/blob".into()),
     );
     fake.route("/v2/storage/blob", Behavior::Blob(data.clone()));
     let proxy = TestProxy::start(&fake, &[("AUTH_REGISTRIES", "fake.test:alice:secret")]).await;
-    let (status, _, body) = proxy
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+    proxy
+        .assert_serves(&format!("/v2/fake.test/lib/app/blobs/{digest}"), &data)
         .await;
-    assert_eq!(status, 200);
-    assert_eq!(body, data);
     let seen = fake.auth_seen();
     assert!(
         seen.iter()
@@ -122,6 +101,15 @@ fn connect_to(fake: &Fake, extra: &[(&str, u16, u16)]) -> String {
         entries.push(format!("{host}:{host_port}:127.0.0.1:{local}"));
     }
     entries.join(" ")
+}
+
+/// A proxy with `AUTH_REGISTRIES` set to `credentials` and `CONNECT_TO` to `connect`.
+async fn with_credentials(fake: &Fake, credentials: &str, connect: &str) -> TestProxy {
+    TestProxy::start(
+        fake,
+        &[("AUTH_REGISTRIES", credentials), ("CONNECT_TO", connect)],
+    )
+    .await
 }
 
 fn basic(user: &str, pass: &str) -> Option<String> {
@@ -145,9 +133,7 @@ fn token_requests(fake: &Fake) -> Vec<Option<String>> {
 fn bearer_blob(fake: &Fake, realm: &str, seed: u64) -> String {
     fake.require_bearer("tok-realm");
     fake.set_realm(realm);
-    let data = random_bytes(2000, seed);
-    let digest = sha256_digest(&data);
-    fake.route(&format!("/v2/lib/app/blobs/{digest}"), Behavior::Blob(data));
+    let (_, digest) = serve_random_blob(fake, "lib/app", 2000, seed);
     format!("/v2/fake.test/lib/app/blobs/{digest}")
 }
 
@@ -156,7 +142,7 @@ async fn realm_on_the_registry_itself_gets_central_credentials() {
     let fake = Fake::start(&["fake.test"]).await;
     let path = bearer_blob(&fake, "https://fake.test/token", 20);
     let proxy = TestProxy::start(&fake, &[("AUTH_REGISTRIES", "fake.test:alice:secret")]).await;
-    let (status, _, _) = proxy.request("GET", &path, &[]).await;
+    let (status, _, _) = proxy.get(&path).await;
     assert_eq!(status, 200);
     let tokens = token_requests(&fake);
     assert!(!tokens.is_empty());
@@ -171,15 +157,8 @@ async fn realm_on_another_port_of_the_same_host_gets_no_credentials() {
     let fake = Fake::start(&["fake.test"]).await;
     let path = bearer_blob(&fake, "https://fake.test:8443/token", 21);
     let connect = connect_to(&fake, &[("fake.test", 8443, fake.addr.port())]);
-    let proxy = TestProxy::start(
-        &fake,
-        &[
-            ("AUTH_REGISTRIES", "fake.test:alice:secret"),
-            ("CONNECT_TO", &connect),
-        ],
-    )
-    .await;
-    let (status, _, _) = proxy.request("GET", &path, &[]).await;
+    let proxy = with_credentials(&fake, "fake.test:alice:secret", &connect).await;
+    let (status, _, _) = proxy.get(&path).await;
     assert_eq!(status, 200, "the token is fetched anonymously");
     let tokens = token_requests(&fake);
     assert!(!tokens.is_empty());
@@ -192,15 +171,8 @@ async fn plain_http_realm_gets_no_credentials() {
     let plain = fake.serve_plain().await;
     let path = bearer_blob(&fake, "http://fake.test/token", 22);
     let connect = connect_to(&fake, &[("fake.test", 80, plain.port())]);
-    let proxy = TestProxy::start(
-        &fake,
-        &[
-            ("AUTH_REGISTRIES", "fake.test:alice:secret"),
-            ("CONNECT_TO", &connect),
-        ],
-    )
-    .await;
-    let (status, _, _) = proxy.request("GET", &path, &[]).await;
+    let proxy = with_credentials(&fake, "fake.test:alice:secret", &connect).await;
+    let (status, _, _) = proxy.get(&path).await;
     assert_eq!(status, 200);
     let tokens = token_requests(&fake);
     assert!(!tokens.is_empty());
@@ -220,15 +192,8 @@ async fn realm_host_named_in_auth_registries_gets_credentials_on_its_port_only()
             &fake,
             &[("auth.test", 443, port), ("auth.test", 8443, port)],
         );
-        let proxy = TestProxy::start(
-            &fake,
-            &[
-                ("AUTH_REGISTRIES", "auth.test:alice:secret"),
-                ("CONNECT_TO", &connect),
-            ],
-        )
-        .await;
-        let (status, _, _) = proxy.request("GET", &path, &[]).await;
+        let proxy = with_credentials(&fake, "auth.test:alice:secret", &connect).await;
+        let (status, _, _) = proxy.get(&path).await;
         assert_eq!(status, 200, "{realm}");
         let tokens = token_requests(&fake);
         assert!(!tokens.is_empty(), "{realm}");
@@ -241,33 +206,14 @@ async fn docker_hub_credentials_go_to_hubs_realm_only() {
     let fake = Fake::start(&["registry-1.docker.io", "auth.docker.io", "fake.test"]).await;
     fake.require_bearer("tok-hub");
     fake.set_realm("https://auth.docker.io/token");
-    let hub_data = random_bytes(1500, 24);
-    let hub_digest = sha256_digest(&hub_data);
-    fake.route(
-        &format!("/v2/library/app/blobs/{hub_digest}"),
-        Behavior::Blob(hub_data.clone()),
-    );
-    let other_data = random_bytes(1500, 25);
-    let other_digest = sha256_digest(&other_data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{other_digest}"),
-        Behavior::Blob(other_data),
-    );
+    let (hub_data, hub_digest) = serve_random_blob(&fake, "library/app", 1500, 24);
+    let (_, other_digest) = serve_random_blob(&fake, "lib/app", 1500, 25);
     let connect = connect_to(&fake, &[("auth.docker.io", 443, fake.addr.port())]);
-    let proxy = TestProxy::start(
-        &fake,
-        &[
-            ("AUTH_REGISTRIES", "auth.docker.io:alice:secret"),
-            ("CONNECT_TO", &connect),
-        ],
-    )
-    .await;
+    let proxy = with_credentials(&fake, "auth.docker.io:alice:secret", &connect).await;
     // Docker Hub (mirror mode's default registry): the seed's `auth.docker.io` entry is used.
-    let (status, _, body) = proxy
-        .request("GET", &format!("/v2/library/app/blobs/{hub_digest}"), &[])
+    proxy
+        .assert_serves(&format!("/v2/library/app/blobs/{hub_digest}"), &hub_data)
         .await;
-    assert_eq!(status, 200);
-    assert_eq!(body, hub_data);
     let hub_tokens = token_requests(&fake);
     assert!(!hub_tokens.is_empty());
     assert!(
@@ -276,11 +222,7 @@ async fn docker_hub_credentials_go_to_hubs_realm_only() {
     );
     // Another registry that names Hub's realm gets a token, but not with Hub's credentials.
     let (status, _, _) = proxy
-        .request(
-            "GET",
-            &format!("/v2/fake.test/lib/app/blobs/{other_digest}"),
-            &[],
-        )
+        .get(&format!("/v2/fake.test/lib/app/blobs/{other_digest}"))
         .await;
     assert_eq!(status, 200);
     let later = &token_requests(&fake)[hub_tokens.len()..];
@@ -294,22 +236,14 @@ async fn docker_hub_credentials_go_to_hubs_realm_only() {
 async fn redirect_drops_credentials(location: &str, target_path: &str, host_port: u16) {
     let fake = Fake::start(&["fake.test"]).await;
     fake.require_basic("alice", "secret");
-    let data = random_bytes(4000, 26);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(4000, 26);
     let registry_path = format!("/v2/lib/app/blobs/{digest}");
     fake.route(&registry_path, Behavior::RedirectTo(location.to_owned()));
     fake.route(target_path, Behavior::Blob(data.clone()));
     let connect = connect_to(&fake, &[("fake.test", host_port, fake.addr.port())]);
-    let proxy = TestProxy::start(
-        &fake,
-        &[
-            ("AUTH_REGISTRIES", "fake.test:alice:secret"),
-            ("CONNECT_TO", &connect),
-        ],
-    )
-    .await;
+    let proxy = with_credentials(&fake, "fake.test:alice:secret", &connect).await;
     let (status, _, body) = proxy
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .get(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
         .await;
     assert_eq!(status, 200, "{location}");
     assert_eq!(body, data);
@@ -332,8 +266,7 @@ async fn redirect_to_plain_http_is_refused_and_gets_no_credentials() {
     let fake = Fake::start(&["fake.test"]).await;
     let plain = fake.serve_plain().await;
     fake.require_basic("alice", "secret");
-    let data = random_bytes(4000, 26);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(4000, 26);
     let registry_path = format!("/v2/lib/app/blobs/{digest}");
     fake.route(
         &registry_path,
@@ -341,16 +274,9 @@ async fn redirect_to_plain_http_is_refused_and_gets_no_credentials() {
     );
     fake.route("/plain/blob", Behavior::Blob(data.clone()));
     let connect = connect_to(&fake, &[("fake.test", 80, plain.port())]);
-    let proxy = TestProxy::start(
-        &fake,
-        &[
-            ("AUTH_REGISTRIES", "fake.test:alice:secret"),
-            ("CONNECT_TO", &connect),
-        ],
-    )
-    .await;
+    let proxy = with_credentials(&fake, "fake.test:alice:secret", &connect).await;
     let (status, _, body) = proxy
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .get(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
         .await;
     // A registry reached over TLS never sends the proxy on over plain HTTP.
     assert_eq!(status, 502);
@@ -371,12 +297,7 @@ async fn auth_registries_from_a_file_and_never_shown() {
     const PASSWORD: &str = "pw-Zq8.Kx";
     let fake = Fake::start(&["fake.test"]).await;
     fake.require_basic("alice", PASSWORD);
-    let data = random_bytes(3000, 27);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "lib/app", 3000, 27);
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("auth_registries");
     // Several lines, the last one ending with a line break, as secrets files usually do.
@@ -388,7 +309,7 @@ async fn auth_registries_from_a_file_and_never_shown() {
     let proxy =
         TestProxy::start(&fake, &[("AUTH_REGISTRIES_FILE", secret.to_str().unwrap())]).await;
     let (status, _, body) = proxy
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .get(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
         .await;
     assert_eq!(status, 200);
     assert_eq!(body, data);
@@ -399,7 +320,7 @@ async fn auth_registries_from_a_file_and_never_shown() {
         "/setup/docker",
         "/setup/systemd",
     ] {
-        let (_, _, body) = proxy.request("GET", path, &[]).await;
+        let (_, _, body) = proxy.get(path).await;
         let text = String::from_utf8_lossy(&body);
         assert!(!text.contains(PASSWORD), "{path}: {text}");
     }

@@ -3,34 +3,27 @@
 use std::time::Duration;
 
 use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{TestProxy, random_bytes};
-
-fn blob_path(repo: &str, digest: &str) -> String {
-    format!("/v2/{repo}/blobs/{digest}")
-}
+use crate::harness::{
+    TestProxy, blob_gets, blob_path, random_blob, random_bytes, serve_random_blob, serve_slow_blob,
+};
 
 #[tokio::test]
 async fn miss_then_hit_without_upstream() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(300_000, 1);
-    let digest = sha256_digest(&data);
-    fake.route(&blob_path("lib/app", &digest), Behavior::Blob(data.clone()));
+    let (data, digest) = serve_random_blob(&fake, "lib/app", 300_000, 1);
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = format!("/v2/fake.test/lib/app/blobs/{digest}");
-    let (status, headers, body) = proxy.request("GET", &url, &[]).await;
+    let (status, headers, body) = proxy.get(&url).await;
     assert_eq!(status, 200);
     assert_eq!(body, data);
     assert_eq!(headers["docker-content-digest"], digest.as_str());
-    let (status, _, body) = proxy.request("GET", &url, &[]).await;
-    assert_eq!(status, 200);
-    assert_eq!(body, data);
+    proxy.assert_serves(&url, &data).await;
     assert_eq!(
-        fake.hits("GET", &blob_path("lib/app", &digest)),
+        blob_gets(&fake, &digest),
         1,
         "second GET must not reach upstream"
     );
-    let (_, _, metrics) = proxy.request("GET", "/metrics", &[]).await;
-    let metrics = String::from_utf8_lossy(&metrics).to_string();
+    let metrics = proxy.metrics().await;
     assert!(
         metrics.contains("registry_proxy_requests_total{registry=\"fake.test\",verdict=\"HIT\"} 1"),
         "{metrics}"
@@ -44,20 +37,11 @@ async fn miss_then_hit_without_upstream() {
 #[tokio::test]
 async fn ranges_on_cached_and_growing_blobs() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(100_000, 2);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &blob_path("lib/app", &digest),
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 10,
-            delay: Duration::from_millis(30),
-        },
-    );
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (100_000, 2), 10, 30);
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = format!("/v2/fake.test/lib/app/blobs/{digest}");
     // A range while the blob is still downloading.
-    let (first, growing) = tokio::join!(proxy.request("GET", &url, &[]), async {
+    let (first, growing) = tokio::join!(proxy.get(&url), async {
         tokio::time::sleep(Duration::from_millis(50)).await;
         proxy
             .request("GET", &url, &[("range", "bytes=90000-90009")])
@@ -83,7 +67,7 @@ async fn ranges_on_cached_and_growing_blobs() {
         .await;
     assert_eq!(status, 416);
     assert!(String::from_utf8_lossy(&body).contains("RANGE_INVALID"));
-    assert_eq!(fake.hits("GET", &blob_path("lib/app", &digest)), 1);
+    assert_eq!(blob_gets(&fake, &digest), 1);
 }
 
 #[tokio::test]
@@ -99,19 +83,11 @@ async fn wrong_digest_aborts_and_commits_nothing() {
         body.is_err(),
         "a wrong digest must abort the transfer, got a clean body"
     );
-    let hex = claimed.trim_start_matches("sha256:");
-    assert!(
-        !proxy
-            .cache_dir()
-            .join("blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .exists()
-    );
+    assert!(!proxy.has_blob(&claimed));
     let (_, body) = proxy.request_result("GET", &url).await;
     assert!(body.is_err());
     assert_eq!(
-        fake.hits("GET", &blob_path("lib/app", &claimed)),
+        blob_gets(&fake, &claimed),
         2,
         "nothing cached, so the next request goes upstream"
     );
@@ -120,8 +96,7 @@ async fn wrong_digest_aborts_and_commits_nothing() {
 #[tokio::test]
 async fn upstream_dying_midway_aborts_every_client_and_commits_nothing() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(200_000, 4);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(200_000, 4);
     fake.route(
         &blob_path("lib/app", &digest),
         Behavior::DiesAfter {
@@ -139,15 +114,7 @@ async fn upstream_dying_midway_aborts_every_client_and_commits_nothing() {
         a.1.is_err() && b.1.is_err(),
         "both clients must see an aborted transfer: {a:?} {b:?}"
     );
-    let hex = digest.trim_start_matches("sha256:");
-    assert!(
-        !proxy
-            .cache_dir()
-            .join("blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .exists()
-    );
+    assert!(!proxy.has_blob(&digest));
     assert_eq!(
         std::fs::read_dir(proxy.cache_dir().join("tmp"))
             .unwrap()
@@ -157,7 +124,7 @@ async fn upstream_dying_midway_aborts_every_client_and_commits_nothing() {
     );
     // Upstream heals: the next request fetches again and succeeds.
     fake.route(&blob_path("lib/app", &digest), Behavior::Blob(data.clone()));
-    let (status, _, body) = proxy.request("GET", &url, &[]).await;
+    let (status, _, body) = proxy.get(&url).await;
     assert_eq!(status, 200);
     assert_eq!(body, data);
 }
@@ -165,21 +132,12 @@ async fn upstream_dying_midway_aborts_every_client_and_commits_nothing() {
 #[tokio::test]
 async fn concurrent_clients_share_one_upstream_download() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(2_000_000, 5);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &blob_path("lib/app", &digest),
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 20,
-            delay: Duration::from_millis(20),
-        },
-    );
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (2_000_000, 5), 20, 20);
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = format!("/v2/fake.test/lib/app/blobs/{digest}");
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        tasks.push(proxy.request("GET", &url, &[]));
+        tasks.push(proxy.get(&url));
     }
     let results = futures_util::future::join_all(tasks).await;
     for (status, _, body) in results {
@@ -187,7 +145,7 @@ async fn concurrent_clients_share_one_upstream_download() {
         assert_eq!(body, data);
     }
     assert_eq!(
-        fake.hits("GET", &blob_path("lib/app", &digest)),
+        blob_gets(&fake, &digest),
         1,
         "exactly one upstream download"
     );
@@ -196,28 +154,15 @@ async fn concurrent_clients_share_one_upstream_download() {
 #[tokio::test]
 async fn blob_is_served_only_to_repositories_that_have_it() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(10_000, 6);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &blob_path("team-a/app", &digest),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "team-a/app", 10_000, 6);
     let proxy = TestProxy::start(&fake, &[]).await;
     let (status, _, _) = proxy
-        .request(
-            "GET",
-            &format!("/v2/fake.test/team-a/app/blobs/{digest}"),
-            &[],
-        )
+        .get(&format!("/v2/fake.test/team-a/app/blobs/{digest}"))
         .await;
     assert_eq!(status, 200);
     // team-b does not have it upstream: the cached copy must not leak.
     let (status, _, body) = proxy
-        .request(
-            "GET",
-            &format!("/v2/fake.test/team-b/app/blobs/{digest}"),
-            &[],
-        )
+        .get(&format!("/v2/fake.test/team-b/app/blobs/{digest}"))
         .await;
     assert_eq!(status, 404);
     assert!(String::from_utf8_lossy(&body).contains("BLOB_UNKNOWN"));
@@ -227,32 +172,24 @@ async fn blob_is_served_only_to_repositories_that_have_it() {
         &blob_path("team-b/app", &digest),
         Behavior::Blob(data.clone()),
     );
-    let (status, _, body) = proxy
-        .request(
-            "GET",
-            &format!("/v2/fake.test/team-b/app/blobs/{digest}"),
-            &[],
-        )
+    proxy
+        .assert_serves(&format!("/v2/fake.test/team-b/app/blobs/{digest}"), &data)
         .await;
-    assert_eq!(status, 200);
-    assert_eq!(body, data);
     assert_eq!(fake.hits("GET", &blob_path("team-b/app", &digest)), 0);
 }
 
 #[tokio::test]
 async fn cache_survives_restart() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(40_000, 7);
-    let digest = sha256_digest(&data);
-    fake.route(&blob_path("lib/app", &digest), Behavior::Blob(data.clone()));
+    let (data, digest) = serve_random_blob(&fake, "lib/app", 40_000, 7);
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = format!("/v2/fake.test/lib/app/blobs/{digest}");
-    assert_eq!(proxy.request("GET", &url, &[]).await.2, data);
+    assert_eq!(proxy.get(&url).await.2, data);
     let ca_before = std::fs::read(proxy.dir.path().join("ca/ca.crt")).unwrap();
     let mut proxy = proxy;
     proxy.restart().await;
-    assert_eq!(proxy.request("GET", &url, &[]).await.2, data);
-    assert_eq!(fake.hits("GET", &blob_path("lib/app", &digest)), 1);
+    assert_eq!(proxy.get(&url).await.2, data);
+    assert_eq!(blob_gets(&fake, &digest), 1);
     assert_eq!(
         std::fs::read(proxy.dir.path().join("ca/ca.crt")).unwrap(),
         ca_before,
@@ -263,9 +200,7 @@ async fn cache_survives_restart() {
 #[tokio::test]
 async fn head_on_uncached_blob_stays_head_upstream() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(1234, 8);
-    let digest = sha256_digest(&data);
-    fake.route(&blob_path("lib/app", &digest), Behavior::Blob(data));
+    let (_, digest) = serve_random_blob(&fake, "lib/app", 1234, 8);
     let proxy = TestProxy::start(&fake, &[]).await;
     let (status, headers, body) = proxy
         .request(
@@ -278,5 +213,5 @@ async fn head_on_uncached_blob_stays_head_upstream() {
     assert_eq!(headers["content-length"], "1234");
     assert!(body.is_empty());
     assert_eq!(fake.hits("HEAD", &blob_path("lib/app", &digest)), 1);
-    assert_eq!(fake.hits("GET", &blob_path("lib/app", &digest)), 0);
+    assert_eq!(blob_gets(&fake, &digest), 0);
 }

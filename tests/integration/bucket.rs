@@ -23,9 +23,11 @@ use registry_proxy::registry::host::RegistryHost;
 use registry_proxy::registry::name::RepoName;
 use tokio::net::TcpStream;
 
-use crate::cache_crash::{BinProxy, bin_command, bin_env, blob_file, get};
+use crate::cache_crash::{BinProxy, assert_verifies_clean, bin_env, blob_file, cache_verify, get};
 use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{FAKE_HOST, TestProxy, random_bytes};
+use crate::harness::{
+    FAKE_HOST, TestProxy, blob_path, get_partly, random_bytes, serve_random_blobs, serve_slow_blob,
+};
 
 const BUCKET: &str = "proxy-cache";
 
@@ -224,9 +226,7 @@ pub(crate) async fn pull(
     assert_eq!(by_digest, body);
     let mut blobs = Vec::new();
     for digest in blob_digests {
-        let (status, _, blob) = proxy
-            .request("GET", &format!("{base}/blobs/{digest}"), &[])
-            .await;
+        let (status, _, blob) = proxy.get(&format!("{base}/blobs/{digest}")).await;
         assert_eq!(status, 200);
         blobs.push(blob);
     }
@@ -343,8 +343,7 @@ async fn a_replica_on_an_empty_disk_serves_from_the_bucket_without_upstream_gets
         std::fs::read(blob_file(&second.cache_dir(), &layer_digest)).unwrap(),
         layer
     );
-    let (_, _, metrics) = second.request("GET", "/metrics", &[]).await;
-    let metrics = String::from_utf8_lossy(&metrics).to_string();
+    let metrics = second.metrics().await;
     let fetches = metrics.lines().find(|l| {
         l.starts_with("registry_proxy_upstream_blob_fetches_total{registry=\"fake.test\"}")
     });
@@ -367,22 +366,19 @@ async fn a_stopped_bucket_loses_no_local_hit_and_uploads_resume() {
     let env = server.env("outage");
     let proxy = TestProxy::start(&fake, &env_pairs(&env)).await;
     let url = |digest: &str| format!("/v2/{FAKE_HOST}/lib/app/blobs/{digest}");
-    assert_eq!(
-        proxy.request("GET", &url(&before_digest), &[]).await.2,
-        before
-    );
+    assert_eq!(proxy.get(&url(&before_digest)).await.2, before);
     let store = server.store("outage");
     wait_for(&store, &[ObjectKey::blob(&digest(&before_digest))]).await;
 
     server.stop();
     // Local hits keep working, without upstream; a miss streams from upstream.
     for _ in 0..3 {
-        let (status, _, body) = proxy.request("GET", &url(&before_digest), &[]).await;
+        let (status, _, body) = proxy.get(&url(&before_digest)).await;
         assert_eq!((status, body), (StatusCode::OK, before.clone()));
     }
-    let (status, _, body) = proxy.request("GET", &url(&during_digest), &[]).await;
+    let (status, _, body) = proxy.get(&url(&during_digest)).await;
     assert_eq!((status, body), (StatusCode::OK, during.clone()));
-    let (status, _, body) = proxy.request("GET", &url(&during_digest), &[]).await;
+    let (status, _, body) = proxy.get(&url(&during_digest)).await;
     assert_eq!((status, body), (StatusCode::OK, during.clone()));
     assert_eq!(
         fake.hits("GET", &format!("/v2/lib/app/blobs/{before_digest}")),
@@ -411,17 +407,8 @@ async fn an_upload_killed_midway_leaves_nothing_visible() {
     let server = S3Server::start().await;
     let fake = Fake::start(&[FAKE_HOST]).await;
     // Slow enough to kill the proxy after the first 8 MiB part went up, before the end.
-    let data = random_bytes(24_000_000, 85);
-    let blob_digest = sha256_digest(&data);
-    let upstream_path = format!("/v2/lib/app/blobs/{blob_digest}");
-    fake.route(
-        &upstream_path,
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 240,
-            delay: Duration::from_millis(40),
-        },
-    );
+    let (data, blob_digest) = serve_slow_blob(&fake, "lib/app", (24_000_000, 85), 240, 40);
+    let upstream_path = blob_path("lib/app", &blob_digest);
     let dir = tempfile::tempdir().unwrap();
     let mut env = bin_env(dir.path(), &fake);
     env.extend(server.env("killed"));
@@ -430,24 +417,7 @@ async fn an_upload_killed_midway_leaves_nothing_visible() {
     let url = format!("/v2/{FAKE_HOST}/lib/app/blobs/{blob_digest}");
 
     let proxy = BinProxy::start(&env).await;
-    let stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = Request::builder()
-        .uri(&url)
-        .header("host", proxy.addr.to_string())
-        .body(body::empty())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.into_body();
-    let mut received = 0;
-    while received < 12_000_000 {
-        let frame = body.frame().await.unwrap().unwrap();
-        received += frame.into_data().map_or(0, |d| d.len());
-    }
+    let body = get_partly(proxy.addr, &url, 12_000_000).await;
     // The upload is under way: begun, not visible.
     for _ in 0..100 {
         if server.uploads_in_progress().await > 0 {
@@ -490,17 +460,7 @@ async fn an_upload_killed_midway_leaves_nothing_visible() {
 async fn cache_verify_checks_the_bucket_too() {
     let server = S3Server::start().await;
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let blobs: Vec<(Bytes, String)> = (0..2)
-        .map(|i| {
-            let data = random_bytes(150_000, 86 + i);
-            let digest = sha256_digest(&data);
-            fake.route(
-                &format!("/v2/lib/app/blobs/{digest}"),
-                Behavior::Blob(data.clone()),
-            );
-            (data, digest)
-        })
-        .collect();
+    let blobs = serve_random_blobs(&fake, 2, 150_000, 86);
     let dir = tempfile::tempdir().unwrap();
     let mut env = bin_env(dir.path(), &fake);
     env.extend(server.env("verify"));
@@ -535,10 +495,7 @@ async fn cache_verify_checks_the_bucket_too() {
         .await
         .unwrap();
 
-    let out = bin_command(&env)
-        .args(["cache", "verify"])
-        .output()
-        .unwrap();
+    let out = cache_verify(&env);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "removing something exits non-zero");
     assert!(
@@ -555,32 +512,14 @@ async fn cache_verify_checks_the_bucket_too() {
         blobs[1].0,
         "the good one stays"
     );
-    let out = bin_command(&env)
-        .args(["cache", "verify"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "a clean store verifies: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_verifies_clean(&env);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_local_copy_waiting_for_its_upload_is_not_evicted() {
     let mut server = S3Server::start().await;
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let blobs: Vec<(Bytes, String)> = (0..10)
-        .map(|i| {
-            let data = random_bytes(400_000, 90 + i);
-            let digest = sha256_digest(&data);
-            fake.route(
-                &format!("/v2/lib/app/blobs/{digest}"),
-                Behavior::Blob(data.clone()),
-            );
-            (data, digest)
-        })
-        .collect();
+    let blobs = serve_random_blobs(&fake, 10, 400_000, 90);
     let mut env = server.env("pinned");
     env.push(("CACHE_MAX_SIZE".into(), "1m".into()));
     let proxy = TestProxy::start(&fake, &env_pairs(&env)).await;
@@ -591,7 +530,7 @@ async fn a_local_copy_waiting_for_its_upload_is_not_evicted() {
     // none may be evicted, or it would be lost to the bucket.
     server.stop();
     for (data, digest) in &blobs[..3] {
-        assert_eq!(proxy.request("GET", &url(digest), &[]).await.2, *data);
+        assert_eq!(proxy.get(&url(digest)).await.2, *data);
     }
     assert!(blobs[..3].iter().all(|(_, d)| stored(d)), "all kept");
 
@@ -605,10 +544,7 @@ async fn a_local_copy_waiting_for_its_upload_is_not_evicted() {
     wait_for(&store, &keys).await;
     // Uploaded is not yet unpinned: give the uploader its moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        proxy.request("GET", &url(&blobs[3].1), &[]).await.2,
-        blobs[3].0
-    );
+    assert_eq!(proxy.get(&url(&blobs[3].1)).await.2, blobs[3].0);
     assert!(
         !stored(&blobs[0].1),
         "least recently used evicted once uploaded"

@@ -9,14 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::StatusCode;
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use registry_proxy::body;
-use tokio::net::TcpStream;
 
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{FAKE_HOST, random_bytes};
+use crate::fake::{Behavior, Fake};
+use crate::harness::{FAKE_HOST, blob_path, collect_result, send, serve_slow_blob};
 
 /// The `registry-proxy` binary with its cache and CA in `dir`, in front of `fake`.
 pub(crate) struct BinProxy {
@@ -47,6 +45,21 @@ pub(crate) fn bin_command(env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_registry-proxy"));
     cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
     cmd
+}
+
+/// `registry-proxy cache verify` run to its end with `env`.
+pub(crate) fn cache_verify(env: &[(String, String)]) -> std::process::Output {
+    bin_command(env).args(["cache", "verify"]).output().unwrap()
+}
+
+/// Asserts that `registry-proxy cache verify` with `env` finds nothing wrong (exits 0).
+pub(crate) fn assert_verifies_clean(env: &[(String, String)]) {
+    let out = cache_verify(env);
+    assert!(
+        out.status.success(),
+        "a clean store verifies: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl BinProxy {
@@ -108,29 +121,11 @@ impl Drop for BinProxy {
 
 /// A GET in mirror mode; the body, or the error that aborted it.
 pub(crate) async fn get(addr: SocketAddr, path: &str) -> (StatusCode, Result<Bytes, String>) {
-    let response = send_get(addr, path).await;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| e.to_string());
-    (status, body)
+    collect_result(send_get(addr, path).await).await
 }
 
 async fn send_get(addr: SocketAddr, path: &str) -> http::Response<hyper::body::Incoming> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .uri(path)
-        .header("host", addr.to_string())
-        .body(body::empty())
-        .unwrap();
-    sender.send_request(req).await.unwrap()
+    send(addr, "GET", path, &[], body::empty()).await
 }
 
 pub(crate) fn blob_file(cache: &Path, digest: &str) -> PathBuf {
@@ -145,17 +140,8 @@ fn tmp_entries(cache: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_download_leaves_nothing_visible_and_tmp_is_cleaned() {
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let data = random_bytes(2_000_000, 51);
-    let digest = sha256_digest(&data);
-    let upstream_path = format!("/v2/lib/app/blobs/{digest}");
-    fake.route(
-        &upstream_path,
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 100,
-            delay: Duration::from_millis(50),
-        },
-    );
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (2_000_000, 51), 100, 50);
+    let upstream_path = blob_path("lib/app", &digest);
     let dir = tempfile::tempdir().unwrap();
     let env = bin_env(dir.path(), &fake);
     let cache = dir.path().join("cache");

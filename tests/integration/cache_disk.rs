@@ -9,20 +9,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::cache_crash::blob_file;
 use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{TestProxy, random_bytes};
-
-fn blob_path(repo: &str, digest: &str) -> String {
-    format!("/v2/{repo}/blobs/{digest}")
-}
+use crate::harness::{
+    TestProxy, blob_gets, serve_random_blob, serve_random_blobs, serve_slow_blob,
+};
 
 fn stored(cache: &Path, digest: &str) -> bool {
-    let hex = digest.trim_start_matches("sha256:");
-    cache
-        .join("blobs/sha256")
-        .join(&hex[..2])
-        .join(hex)
-        .exists()
+    blob_file(cache, digest).exists()
 }
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
@@ -69,16 +63,7 @@ async fn a_disk_that_fills_up_mid_download_streams_uncached() {
         return;
     };
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(4_000_000, 21);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &blob_path("lib/app", &digest),
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 40,
-            delay: Duration::from_millis(10),
-        },
-    );
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (4_000_000, 21), 40, 10);
     let proxy = TestProxy::start(
         &fake,
         &[("CACHE_DIR", &disk.cache_dir()), ("CACHE_MIN_FREE", "0")],
@@ -95,7 +80,7 @@ async fn a_disk_that_fills_up_mid_download_streams_uncached() {
     assert_eq!(b.0, 200);
     assert_eq!(b.1.as_deref(), Ok(data.as_ref()), "second client");
     assert_eq!(
-        fake.hits("GET", &blob_path("lib/app", &digest)),
+        blob_gets(&fake, &digest),
         1,
         "both clients were served from the one download"
     );
@@ -108,11 +93,11 @@ async fn a_disk_that_fills_up_mid_download_streams_uncached() {
         "temp file removed"
     );
     // Not cached, so the next client goes upstream again, and is served.
-    let before = fake.hits("GET", &blob_path("lib/app", &digest));
+    let before = blob_gets(&fake, &digest);
     let (status, body) = proxy.request_result("GET", &url).await;
     assert_eq!(status, 200);
     assert_eq!(body.as_deref(), Ok(data.as_ref()));
-    assert!(fake.hits("GET", &blob_path("lib/app", &digest)) > before);
+    assert!(blob_gets(&fake, &digest) > before);
     drop(proxy);
 }
 
@@ -122,9 +107,7 @@ async fn min_free_refuses_a_blob_that_cannot_fit_and_streams_it() {
         return;
     };
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(700_000, 22);
-    let digest = sha256_digest(&data);
-    fake.route(&blob_path("lib/app", &digest), Behavior::Blob(data.clone()));
+    let (data, digest) = serve_random_blob(&fake, "lib/app", 700_000, 22);
     let proxy = TestProxy::start(
         &fake,
         &[("CACHE_DIR", &disk.cache_dir()), ("CACHE_MIN_FREE", "512k")],
@@ -136,7 +119,7 @@ async fn min_free_refuses_a_blob_that_cannot_fit_and_streams_it() {
         assert_eq!(status, 200);
         assert_eq!(body.as_deref(), Ok(data.as_ref()));
         assert!(!stored(&disk.cache_path(), &digest));
-        assert_eq!(fake.hits("GET", &blob_path("lib/app", &digest)), round);
+        assert_eq!(blob_gets(&fake, &digest), round);
     }
     drop(proxy);
 }
@@ -147,14 +130,7 @@ async fn min_free_evicts_least_recently_used() {
         return;
     };
     let fake = Fake::start(&["fake.test"]).await;
-    let blobs: Vec<(Bytes, String)> = (0..3)
-        .map(|i| {
-            let data = random_bytes(300_000, 30 + i);
-            let digest = sha256_digest(&data);
-            fake.route(&blob_path("lib/app", &digest), Behavior::Blob(data.clone()));
-            (data, digest)
-        })
-        .collect();
+    let blobs = serve_random_blobs(&fake, 3, 300_000, 30);
     let proxy = TestProxy::start(
         &fake,
         &[("CACHE_DIR", &disk.cache_dir()), ("CACHE_MIN_FREE", "300k")],
@@ -176,7 +152,7 @@ async fn min_free_evicts_least_recently_used() {
     assert!(stored(&cache, &blobs[2].1));
     let (_, body) = get(0).await;
     assert_eq!(body.as_deref(), Ok(blobs[0].0.as_ref()));
-    assert_eq!(fake.hits("GET", &blob_path("lib/app", &blobs[0].1)), 2);
+    assert_eq!(blob_gets(&fake, &blobs[0].1), 2);
     drop(proxy);
 }
 
@@ -193,14 +169,7 @@ async fn size_cap_evicts_least_recently_used_blobs_and_manifests() {
             media_type: MEDIA.into(),
         },
     );
-    let blobs: Vec<(Bytes, String)> = (0..3)
-        .map(|i| {
-            let data = random_bytes(100_000, 40 + i);
-            let digest = sha256_digest(&data);
-            fake.route(&blob_path("lib/app", &digest), Behavior::Blob(data.clone()));
-            (data, digest)
-        })
-        .collect();
+    let blobs = serve_random_blobs(&fake, 3, 100_000, 40);
     let proxy = TestProxy::start(
         &fake,
         &[("CACHE_MAX_SIZE", "250k"), ("CACHE_MIN_FREE", "0")],
@@ -210,9 +179,9 @@ async fn size_cap_evicts_least_recently_used_blobs_and_manifests() {
     let get = |i: usize| {
         let url = format!("/v2/fake.test/lib/app/blobs/{}", blobs[i].1);
         let proxy = &proxy;
-        async move { proxy.request("GET", &url, &[]).await.2 }
+        async move { proxy.get(&url).await.2 }
     };
-    let hits = |i: usize| fake.hits("GET", &blob_path("lib/app", &blobs[i].1));
+    let hits = |i: usize| blob_gets(&fake, &blobs[i].1);
     let accept = [("accept", MEDIA)];
     assert_eq!(
         proxy.request("GET", &manifest_url, &accept).await.2,

@@ -9,8 +9,8 @@ use http_body_util::BodyExt;
 use registry_proxy::cache::{self, PurgeRequest, PurgeTarget};
 
 use crate::cache_crash::bin_command;
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{FAKE_HOST, TestProxy, random_bytes};
+use crate::fake::Fake;
+use crate::harness::{FAKE_HOST, TestProxy, assert_succeeded, serve_slow_blob};
 use crate::images::{Fixture, publish, warm_through};
 
 async fn warmed(seed: u64) -> (Fake, Fixture, TestProxy) {
@@ -122,11 +122,7 @@ async fn ls_shows_images_with_sizes_and_sharing() {
     .await
     .unwrap();
     let (json_out, table_out) = out;
-    assert!(
-        json_out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&json_out.stderr)
-    );
+    assert_succeeded(&json_out);
     let mut from_bin: serde_json::Value = serde_json::from_slice(&json_out.stdout).unwrap();
     let mut from_lib = serde_json::to_value(&catalog).unwrap();
     from_bin["generated_at"] = 0.into();
@@ -232,11 +228,7 @@ async fn purge_by_reference_removes_only_what_no_other_image_uses() {
     }
     for blob in fx.multi.own_blobs.iter().chain([&fx.shared]) {
         let (status, headers, body) = proxy
-            .request(
-                "GET",
-                &format!("/v2/{FAKE_HOST}/lib/multi/blobs/{}", blob.digest),
-                &[],
-            )
+            .get(&format!("/v2/{FAKE_HOST}/lib/multi/blobs/{}", blob.digest))
             .await;
         assert_eq!(status, 200);
         assert_eq!(headers["x-registry-proxy-cache"], "HIT");
@@ -306,18 +298,10 @@ async fn purge_by_age_then_by_glob() {
     .unwrap();
     let (dry, real) = out;
     let dry_text = String::from_utf8_lossy(&dry.stdout);
-    assert!(
-        dry.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dry.stderr)
-    );
+    assert_succeeded(&dry);
     assert!(dry_text.contains("would remove image"), "{dry_text}");
     let text = String::from_utf8_lossy(&real.stdout);
-    assert!(
-        real.status.success(),
-        "{}",
-        String::from_utf8_lossy(&real.stderr)
-    );
+    assert_succeeded(&real);
     assert!(
         text.contains(&format!(
             "removed image {FAKE_HOST}/lib/single@{} (tags v1)",
@@ -371,37 +355,17 @@ async fn commands_refuse_a_directory_that_is_not_a_cache() {
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_leaves_a_download_in_flight_alone() {
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let data = random_bytes(800_000, 230);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 10,
-            delay: Duration::from_millis(300),
-        },
-    );
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (800_000, 230), 10, 300);
     let proxy = TestProxy::start(&fake, &[("CACHE_MIN_FREE", "0")]).await;
-    let response = proxy
-        .open(&format!("/v2/{FAKE_HOST}/lib/app/blobs/{digest}"))
+    let (response, in_flight) = proxy
+        .download_in_flight(&format!("/v2/{FAKE_HOST}/lib/app/blobs/{digest}"))
         .await;
-    assert_eq!(response.status(), 200);
-    let tmp = proxy.cache_dir().join("tmp");
-    let in_flight: Vec<_> = std::fs::read_dir(&tmp)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(in_flight.len(), 1);
 
     let dir = proxy.cache_dir();
     let out = tokio::task::spawn_blocking(move || cache_cmd(&dir, &["verify"]))
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(in_flight[0].exists(), "verify left the temp file alone");
     assert!(
         !proxy.has_blob(&digest),

@@ -1,24 +1,14 @@
 //! `registry-proxy cache verify` through the real binary: a corrupted blob is reported and removed
 //! (non-zero exit), a clean store passes, and the blob is fetched again afterwards.
 
-use crate::cache_crash::{BinProxy, bin_command, bin_env, blob_file, get};
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{FAKE_HOST, random_bytes};
+use crate::cache_crash::{BinProxy, assert_verifies_clean, bin_env, blob_file, cache_verify, get};
+use crate::fake::Fake;
+use crate::harness::{FAKE_HOST, serve_random_blobs};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_reports_and_removes_a_corrupt_blob() {
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let blobs: Vec<_> = (0..2)
-        .map(|i| {
-            let data = random_bytes(150_000, 60 + i);
-            let digest = sha256_digest(&data);
-            fake.route(
-                &format!("/v2/lib/app/blobs/{digest}"),
-                Behavior::Blob(data.clone()),
-            );
-            (data, digest)
-        })
-        .collect();
+    let blobs = serve_random_blobs(&fake, 2, 150_000, 60);
     let dir = tempfile::tempdir().unwrap();
     let env = bin_env(dir.path(), &fake);
     let cache = dir.path().join("cache");
@@ -38,10 +28,7 @@ async fn verify_reports_and_removes_a_corrupt_blob() {
     bytes[1000] ^= 0xff;
     std::fs::write(&corrupt, &bytes).unwrap();
 
-    let out = bin_command(&env)
-        .args(["cache", "verify"])
-        .output()
-        .unwrap();
+    let out = cache_verify(&env);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "removing something exits non-zero");
@@ -56,15 +43,7 @@ async fn verify_reports_and_removes_a_corrupt_blob() {
         "the good one stays"
     );
 
-    let out = bin_command(&env)
-        .args(["cache", "verify"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "a clean store verifies: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_verifies_clean(&env);
 
     // The removed blob is fetched again, whole and right; the other is still a hit.
     let proxy = BinProxy::start(&env).await;

@@ -2,18 +2,13 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{TestProxy, random_bytes};
+use crate::fake::Fake;
+use crate::harness::{TestProxy, read_head, serve_random_blob};
 
 #[tokio::test]
 async fn intercepted_registry_answers_v2_and_serves_blobs() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(70_000, 20);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "lib/app", 70_000, 20);
     let proxy = TestProxy::start(&fake, &[]).await;
     // fake.test has no central credentials (`verify` mode): /v2/ asks clients to log in to the
     // proxy, at the host they think they talk to, so that they send their own credentials.
@@ -41,7 +36,7 @@ async fn intercepted_registry_answers_v2_and_serves_blobs() {
     assert_eq!(body, data);
     // The same blob through mirror mode is a hit: one cache for every mode.
     let (_, _, body) = proxy
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .get(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
         .await;
     assert_eq!(body, data);
     assert_eq!(fake.hits("GET", &path), 1);
@@ -51,7 +46,7 @@ async fn intercepted_registry_answers_v2_and_serves_blobs() {
 async fn ca_is_served_and_key_is_private() {
     let fake = Fake::start(&["fake.test"]).await;
     let proxy = TestProxy::start(&fake, &[]).await;
-    let (status, headers, body) = proxy.request("GET", "/ca.crt", &[]).await;
+    let (status, headers, body) = proxy.get("/ca.crt").await;
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "application/x-pem-file");
     assert_eq!(
@@ -87,12 +82,7 @@ async fn other_hosts_are_tunnelled_untouched() {
     )
     .await
     .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
+    let head = read_head(&mut s).await;
     assert!(head.starts_with(b"HTTP/1.1 200"));
     s.write_all(b"hello").await.unwrap();
     let mut back = [0u8; 5];

@@ -18,7 +18,7 @@ async fn malformed_registry_paths_get_json_errors() {
         ("/v2/fake.test/lib/app/manifests/-bad-tag", ""),
     ];
     for (path, code) in cases {
-        let (status, headers, body) = proxy.request("GET", path, &[]).await;
+        let (status, headers, body) = proxy.get(path).await;
         assert!(status.is_client_error(), "{path}: {status}");
         let text = String::from_utf8_lossy(&body);
         assert!(
@@ -53,14 +53,10 @@ async fn writes_are_refused_unless_allowed() {
 async fn mirror_mode_is_not_an_open_relay() {
     let fake = Fake::start(&["fake.test"]).await;
     let proxy = TestProxy::start(&fake, &[]).await;
-    let (status, _, body) = proxy
-        .request("GET", "/v2/evil.example/x/manifests/v1", &[])
-        .await;
+    let (status, _, body) = proxy.get("/v2/evil.example/x/manifests/v1").await;
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("DENIED"));
-    let (status, _, _) = proxy
-        .request("GET", "/v2/x/manifests/v1?ns=evil.example", &[])
-        .await;
+    let (status, _, _) = proxy.get("/v2/x/manifests/v1?ns=evil.example").await;
     assert_eq!(status, 403);
 }
 
@@ -97,7 +93,7 @@ async fn garbage_and_oversized_headers_do_not_hurt() {
     );
 
     // Still serving.
-    let (status, _, body) = proxy.request("GET", "/healthz", &[]).await;
+    let (status, _, body) = proxy.get("/healthz").await;
     assert_eq!(status, 200);
     assert_eq!(body, "ok\n");
 }

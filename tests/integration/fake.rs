@@ -106,25 +106,14 @@ impl Fake {
             ca_pem: ca_cert.pem(),
         };
         let server = fake.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
+        accept_each(listener, move |tcp| {
+            let acceptor = acceptor.clone();
+            let server = server.clone();
+            async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
                 };
-                let acceptor = acceptor.clone();
-                let server = server.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let service = service_fn(move |req| {
-                        let server = server.clone();
-                        async move { Ok::<_, Infallible>(server.answer(req).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
+                server.serve_connection(tls).await;
             }
         });
         fake
@@ -135,24 +124,22 @@ impl Fake {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let server = server.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let server = server.clone();
-                        async move { Ok::<_, Infallible>(server.answer(req).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
-                });
-            }
-        });
+        accept_each(listener, move |tcp| server.clone().serve_connection(tcp));
         addr
+    }
+
+    /// Answers the HTTP/1.1 requests of one connection (TLS or plain) from this fake's routes.
+    async fn serve_connection<S>(self, io: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = service_fn(move |req| {
+            let server = self.clone();
+            async move { Ok::<_, Infallible>(server.answer(req).await) }
+        });
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .await;
     }
 
     /// Bearer challenges name this realm instead of `https://<Host>/token`.
@@ -273,15 +260,9 @@ impl Fake {
             None => status(404),
             Some(Behavior::WithHeaders(..)) => status(500),
             Some(Behavior::Json(bytes)) => {
-                let len = bytes.len();
-                let mut r = Response::new(if head {
-                    body::empty()
-                } else {
-                    body::full(bytes)
-                });
+                let mut r = whole(bytes, head);
                 r.headers_mut()
                     .insert("content-type", "application/json".parse().unwrap());
-                r.headers_mut().insert("content-length", len.into());
                 r
             }
             Some(Behavior::Status(code)) => status(code),
@@ -293,29 +274,14 @@ impl Fake {
             }
             Some(Behavior::Manifest { bytes, media_type }) => {
                 let digest = sha256_digest(&bytes);
-                let len = bytes.len();
-                let mut r = Response::new(if head {
-                    body::empty()
-                } else {
-                    body::full(bytes)
-                });
+                let mut r = whole(bytes, head);
                 r.headers_mut()
                     .insert("content-type", media_type.parse().unwrap());
-                r.headers_mut().insert("content-length", len.into());
                 r.headers_mut()
                     .insert("docker-content-digest", digest.parse().unwrap());
                 r
             }
-            Some(Behavior::Blob(bytes)) => {
-                let len = bytes.len();
-                let mut r = Response::new(if head {
-                    body::empty()
-                } else {
-                    body::full(bytes)
-                });
-                r.headers_mut().insert("content-length", len.into());
-                r
-            }
+            Some(Behavior::Blob(bytes)) => whole(bytes, head),
             Some(Behavior::Slow {
                 bytes,
                 chunks,
@@ -377,6 +343,35 @@ impl Fake {
         }
         response
     }
+}
+
+/// Accepts connections on `listener` for as long as the test runs, each handled by `handle` on a
+/// task of its own.
+fn accept_each<F, Fut>(listener: TcpListener, handle: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(handle(tcp));
+        }
+    });
+}
+
+/// A 200 with `bytes` as its body (none for a HEAD) and their `content-length`.
+fn whole(bytes: Bytes, head: bool) -> Response<Body> {
+    let len = bytes.len();
+    let mut r = Response::new(if head {
+        body::empty()
+    } else {
+        body::full(bytes)
+    });
+    r.headers_mut().insert("content-length", len.into());
+    r
 }
 
 fn status(code: u16) -> Response<Body> {

@@ -17,7 +17,7 @@ use registry_proxy::cli::Cli;
 use registry_proxy::config::{Config, Sources};
 use tokio::net::TcpStream;
 
-use super::fake::Fake;
+use super::fake::{Behavior, Fake};
 
 /// Names the fake upstream answers to (all resolve to it through CONNECT_TO).
 pub(crate) const FAKE_HOST: &str = "fake.test";
@@ -125,23 +125,7 @@ impl TestProxy {
         path: &str,
         headers: &[(&str, &str)],
     ) -> (StatusCode, http::HeaderMap, Bytes) {
-        let stream = TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string());
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let response = sender
-            .send_request(req.body(body::empty()).unwrap())
-            .await
-            .unwrap();
-        collect(response).await
+        collect(send(self.addr, method, path, headers, body::empty()).await).await
     }
 
     /// Like `request`, but returns the body's error instead of panicking when the transfer aborts.
@@ -150,42 +134,12 @@ impl TestProxy {
         method: &str,
         path: &str,
     ) -> (StatusCode, Result<Bytes, String>) {
-        let stream = TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .body(body::empty())
-            .unwrap();
-        let response = sender.send_request(req).await.unwrap();
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|e| e.to_string());
-        (status, body)
+        collect_result(send(self.addr, method, path, &[], body::empty()).await).await
     }
 
     /// A TLS client configuration trusting the proxy's CA.
     pub(crate) fn proxy_trust(&self) -> Arc<rustls::ClientConfig> {
-        let ca_pem = std::fs::read(self.dir.path().join("ca/ca.crt")).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(registry_proxy::tls::provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
+        trusting(&std::fs::read(self.dir.path().join("ca/ca.crt")).unwrap())
     }
 
     /// A request to the TLS mirror listener (`TLS_LISTEN`), verifying its certificate for `name`.
@@ -242,19 +196,14 @@ impl TestProxy {
         extra: &[(&str, &str)],
     ) -> Result<TcpStream, String> {
         let mut stream = TcpStream::connect(self.addr).await.unwrap();
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let mut head_out = format!("CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n");
         for (k, v) in extra {
             head_out.push_str(&format!("{k}: {v}\r\n"));
         }
         head_out.push_str("\r\n");
         stream.write_all(head_out.as_bytes()).await.unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).await.unwrap();
-            head.push(byte[0]);
-        }
+        let head = read_head(&mut stream).await;
         if head.starts_with(b"HTTP/1.1 200") {
             Ok(stream)
         } else {
@@ -299,19 +248,7 @@ async fn tls_request(
     let connector = tokio_rustls::TlsConnector::from(trust);
     let name = rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap();
     let tls = connector.connect(name, stream).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", host);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(body::empty()).unwrap();
-    collect(sender.send_request(req).await.unwrap()).await
+    collect(send_on(tls, host, method, path, headers, body::empty()).await).await
 }
 
 use rustls_pki_types::pem::PemObject;
@@ -347,17 +284,7 @@ pub(crate) fn random_bytes(len: usize, seed: u64) -> Bytes {
 impl TestProxy {
     /// Sends a GET to the plain listener and returns the response with its body unread.
     pub(crate) async fn open(&self, path: &str) -> Response<hyper::body::Incoming> {
-        let stream = TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .body(body::empty())
-            .unwrap();
-        sender.send_request(req).await.unwrap()
+        send(self.addr, "GET", path, &[], body::empty()).await
     }
 
     /// True if the blob with this `sha256:` digest is committed in the cache.
@@ -377,23 +304,249 @@ pub(crate) struct RawClient(pub(crate) SocketAddr);
 impl RawClient {
     /// `GET path` with headers; the status and the whole body.
     pub(crate) async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Bytes) {
-        let stream = TcpStream::connect(self.0).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method("GET")
-            .uri(path)
-            .header("host", self.0.to_string());
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let response = sender
-            .send_request(req.body(body::empty()).unwrap())
-            .await
-            .unwrap();
+        let response = send(self.0, "GET", path, headers, body::empty()).await;
         let (status, _, bytes) = collect(response).await;
         (status.as_u16(), bytes)
+    }
+}
+
+/// A test blob: `len` pseudo-random bytes from `seed` and their `sha256:` digest.
+pub(crate) fn random_blob(len: usize, seed: u64) -> (Bytes, String) {
+    let data = random_bytes(len, seed);
+    let digest = super::fake::sha256_digest(&data);
+    (data, digest)
+}
+
+/// A blob's path on a registry: `/v2/{repo}/blobs/{digest}`.
+pub(crate) fn blob_path(repo: &str, digest: &str) -> String {
+    format!("/v2/{repo}/blobs/{digest}")
+}
+
+/// A [`random_blob`] that `fake` serves whole at [`blob_path`]`(repo, digest)`.
+pub(crate) fn serve_random_blob(fake: &Fake, repo: &str, len: usize, seed: u64) -> (Bytes, String) {
+    let (data, digest) = random_blob(len, seed);
+    fake.route(&blob_path(repo, &digest), Behavior::Blob(data.clone()));
+    (data, digest)
+}
+
+/// `count` blobs of `len` bytes served by `fake` at `lib/app` ([`serve_random_blob`] with the
+/// seeds `first_seed`, `first_seed + 1`, …).
+pub(crate) fn serve_random_blobs(
+    fake: &Fake,
+    count: u64,
+    len: usize,
+    first_seed: u64,
+) -> Vec<(Bytes, String)> {
+    (0..count)
+        .map(|i| serve_random_blob(fake, "lib/app", len, first_seed + i))
+        .collect()
+}
+
+/// [`Behavior::Slow`]: `bytes` sent in `chunks` pieces, `delay_ms` milliseconds apart.
+pub(crate) fn slow_blob(bytes: Bytes, chunks: usize, delay_ms: u64) -> Behavior {
+    Behavior::Slow {
+        bytes,
+        chunks,
+        delay: std::time::Duration::from_millis(delay_ms),
+    }
+}
+
+impl TestProxy {
+    /// GETs `path` from the plain listener and asserts a 200 whose body is exactly `expected`.
+    pub(crate) async fn assert_serves(&self, path: &str, expected: &[u8]) {
+        let (status, _, body) = self.request("GET", path, &[]).await;
+        assert_eq!(status, 200, "GET {path}");
+        assert_eq!(&body[..], expected, "GET {path}");
+    }
+
+    /// The `/metrics` exposition, as text.
+    pub(crate) async fn metrics(&self) -> String {
+        let (_, _, metrics) = self.request("GET", "/metrics", &[]).await;
+        String::from_utf8_lossy(&metrics).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request on a new connection to `addr` (which is also its `host` header); the
+/// response with its body unread.
+pub(crate) async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    request_body: body::Body,
+) -> Response<hyper::body::Incoming> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    send_on(
+        stream,
+        &addr.to_string(),
+        method,
+        path,
+        headers,
+        request_body,
+    )
+    .await
+}
+
+/// One HTTP/1.1 request on `io` (a TCP or TLS stream) with `host` as its `host` header; the
+/// response with its body unread.
+async fn send_on<S>(
+    io: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    request_body: body::Body,
+) -> Response<hyper::body::Incoming>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    sender
+        .send_request(req.body(request_body).unwrap())
+        .await
+        .unwrap()
+}
+
+/// A response's status and its body, or the error that aborted the body.
+pub(crate) async fn collect_result(
+    response: Response<hyper::body::Incoming>,
+) -> (StatusCode, Result<Bytes, String>) {
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| e.to_string());
+    (status, body)
+}
+
+/// A [`random_blob`] that `fake` serves at [`blob_path`]`(repo, digest)` as a [`slow_blob`].
+pub(crate) fn serve_slow_blob(
+    fake: &Fake,
+    repo: &str,
+    (len, seed): (usize, u64),
+    chunks: usize,
+    delay_ms: u64,
+) -> (Bytes, String) {
+    let (data, digest) = random_blob(len, seed);
+    fake.route(
+        &blob_path(repo, &digest),
+        slow_blob(data.clone(), chunks, delay_ms),
+    );
+    (data, digest)
+}
+
+impl TestProxy {
+    /// The files in the cache's `tmp/`: the downloads in flight.
+    pub(crate) fn tmp_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.cache_dir().join("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    }
+}
+
+/// GETs `path` from `addr`, asserts a 200 and reads at least `at_least` bytes of the body; the
+/// rest of the body (to read on, or to watch fail when the server dies mid-transfer).
+pub(crate) async fn get_partly(
+    addr: SocketAddr,
+    path: &str,
+    at_least: usize,
+) -> hyper::body::Incoming {
+    let response = send(addr, "GET", path, &[], body::empty()).await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = 0;
+    while received < at_least {
+        let frame = body.frame().await.unwrap().unwrap();
+        received += frame.into_data().map_or(0, |d| d.len());
+    }
+    body
+}
+
+/// Reads a response head (up to and including the blank line) byte by byte, leaving whatever
+/// follows it in `s`.
+pub(crate) async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    head
+}
+
+/// A TLS client configuration trusting the certificates in `ca_pem`.
+pub(crate) fn trusting(ca_pem: &[u8]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(registry_proxy::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+impl TestProxy {
+    /// `GET path` on the plain listener with an `Authorization` header.
+    pub(crate) async fn get_as(
+        &self,
+        path: &str,
+        authorization: &str,
+    ) -> (StatusCode, http::HeaderMap, Bytes) {
+        self.request("GET", path, &[("authorization", authorization)])
+            .await
+    }
+}
+
+impl TestProxy {
+    /// `GET path` on the plain listener, without headers.
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, http::HeaderMap, Bytes) {
+        self.request("GET", path, &[]).await
+    }
+}
+
+/// Asserts that a command exited 0, showing its stderr when it did not.
+pub(crate) fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// How many times `fake` answered a GET of the blob `digest` in `lib/app`.
+pub(crate) fn blob_gets(fake: &Fake, digest: &str) -> usize {
+    fake.hits("GET", &blob_path("lib/app", digest))
+}
+
+impl TestProxy {
+    /// Opens a GET of `path` (a blob the upstream sends slowly) and asserts its 200 and that one
+    /// download is being written to `tmp/`; the response with its body unread, and `tmp/`'s files.
+    pub(crate) async fn download_in_flight(
+        &self,
+        path: &str,
+    ) -> (Response<hyper::body::Incoming>, Vec<PathBuf>) {
+        let response = self.open(path).await;
+        assert_eq!(response.status(), 200);
+        let in_flight = self.tmp_files();
+        assert_eq!(in_flight.len(), 1, "a download in flight");
+        (response, in_flight)
     }
 }

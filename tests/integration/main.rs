@@ -23,6 +23,8 @@ mod manifests;
 mod mirror;
 mod reload;
 mod replicas;
+#[path = "../support/seed_ca.rs"]
+mod seed_ca;
 mod setup;
 mod startup;
 mod status;

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::TestProxy;
+use crate::harness::{TestProxy, random_blob};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
@@ -14,17 +14,19 @@ fn manifest(n: u8) -> Bytes {
     ))
 }
 
+/// Serves `bytes` as an OCI image manifest.
+fn oci(bytes: Bytes) -> Behavior {
+    Behavior::Manifest {
+        bytes,
+        media_type: OCI_MANIFEST.into(),
+    }
+}
+
 #[tokio::test]
 async fn tag_is_revalidated_with_head_and_served_byte_exact() {
     let fake = Fake::start(&["fake.test"]).await;
     let bytes = manifest(1);
-    fake.route(
-        "/v2/lib/app/manifests/v1",
-        Behavior::Manifest {
-            bytes: bytes.clone(),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route("/v2/lib/app/manifests/v1", oci(bytes.clone()));
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = "/v2/fake.test/lib/app/manifests/v1";
     let accept = [("accept", OCI_MANIFEST)];
@@ -47,13 +49,7 @@ async fn tag_is_revalidated_with_head_and_served_byte_exact() {
     );
     // The tag moves upstream: the next request fetches the new manifest.
     let moved = manifest(2);
-    fake.route(
-        "/v2/lib/app/manifests/v1",
-        Behavior::Manifest {
-            bytes: moved.clone(),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route("/v2/lib/app/manifests/v1", oci(moved.clone()));
     let (_, _, body) = proxy.request("GET", url, &accept).await;
     assert_eq!(body, moved);
 }
@@ -62,19 +58,11 @@ async fn tag_is_revalidated_with_head_and_served_byte_exact() {
 async fn tag_inside_ttl_tier_does_not_contact_upstream() {
     let fake = Fake::start(&["fake.test"]).await;
     let bytes = manifest(3);
-    fake.route(
-        "/v2/lib/app/manifests/1.2.3",
-        Behavior::Manifest {
-            bytes: bytes.clone(),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route("/v2/lib/app/manifests/1.2.3", oci(bytes.clone()));
     let proxy = TestProxy::start(&fake, &[("ENABLE_MANIFEST_CACHE", "true")]).await;
     let url = "/v2/fake.test/lib/app/manifests/1.2.3";
     for _ in 0..3 {
-        let (status, _, body) = proxy.request("GET", url, &[]).await;
-        assert_eq!(status, 200);
-        assert_eq!(body, bytes);
+        proxy.assert_serves(url, &bytes).await;
     }
     assert_eq!(
         fake.hits_containing("/manifests/1.2.3"),
@@ -87,27 +75,19 @@ async fn tag_inside_ttl_tier_does_not_contact_upstream() {
 async fn cached_manifest_is_served_stale_when_upstream_fails() {
     let fake = Fake::start(&["fake.test"]).await;
     let bytes = manifest(4);
-    fake.route(
-        "/v2/lib/app/manifests/latest",
-        Behavior::Manifest {
-            bytes: bytes.clone(),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route("/v2/lib/app/manifests/latest", oci(bytes.clone()));
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = "/v2/fake.test/lib/app/manifests/latest";
-    assert_eq!(proxy.request("GET", url, &[]).await.2, bytes);
+    assert_eq!(proxy.get(url).await.2, bytes);
     for code in [503, 429, 500] {
         fake.route("/v2/lib/app/manifests/latest", Behavior::Status(code));
-        let (status, _, body) = proxy.request("GET", url, &[]).await;
+        let (status, _, body) = proxy.get(url).await;
         assert_eq!(status, 200, "served stale on {code}");
         assert_eq!(body, bytes);
     }
     // Without a cached copy, the upstream's error is passed on with its code.
     fake.route("/v2/lib/other/manifests/latest", Behavior::Status(503));
-    let (status, _, body) = proxy
-        .request("GET", "/v2/fake.test/lib/other/manifests/latest", &[])
-        .await;
+    let (status, _, body) = proxy.get("/v2/fake.test/lib/other/manifests/latest").await;
     assert_eq!(status, 503);
     assert!(String::from_utf8_lossy(&body).contains("FAKE_503"));
 }
@@ -118,17 +98,11 @@ async fn digest_reference_never_goes_upstream_again() {
     let bytes = manifest(5);
     let digest = sha256_digest(&bytes);
     let path = format!("/v2/lib/app/manifests/{digest}");
-    fake.route(
-        &path,
-        Behavior::Manifest {
-            bytes: bytes.clone(),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route(&path, oci(bytes.clone()));
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = format!("/v2/fake.test/lib/app/manifests/{digest}");
     for _ in 0..3 {
-        assert_eq!(proxy.request("GET", &url, &[]).await.2, bytes);
+        assert_eq!(proxy.get(&url).await.2, bytes);
     }
     let (status, headers, body) = proxy.request("HEAD", &url, &[]).await;
     assert_eq!(status, 200);
@@ -143,18 +117,11 @@ async fn manifest_with_wrong_digest_is_refused() {
     let claimed = sha256_digest(b"other");
     fake.route(
         &format!("/v2/lib/app/manifests/{claimed}"),
-        Behavior::Manifest {
-            bytes: manifest(6),
-            media_type: OCI_MANIFEST.into(),
-        },
+        oci(manifest(6)),
     );
     let proxy = TestProxy::start(&fake, &[]).await;
     let (status, _, body) = proxy
-        .request(
-            "GET",
-            &format!("/v2/fake.test/lib/app/manifests/{claimed}"),
-            &[],
-        )
+        .get(&format!("/v2/fake.test/lib/app/manifests/{claimed}"))
         .await;
     assert_eq!(status, 502);
     assert!(String::from_utf8_lossy(&body).contains("MANIFEST_INVALID"));
@@ -163,13 +130,7 @@ async fn manifest_with_wrong_digest_is_refused() {
 #[tokio::test]
 async fn head_on_uncached_tag_stays_head() {
     let fake = Fake::start(&["fake.test"]).await;
-    fake.route(
-        "/v2/lib/app/manifests/v9",
-        Behavior::Manifest {
-            bytes: manifest(7),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route("/v2/lib/app/manifests/v9", oci(manifest(7)));
     let proxy = TestProxy::start(&fake, &[]).await;
     let (status, headers, _) = proxy
         .request("HEAD", "/v2/fake.test/lib/app/manifests/v9", &[])
@@ -184,23 +145,14 @@ async fn head_on_uncached_tag_stays_head() {
 async fn per_registry_ttl_override_from_the_toml_file() {
     let fake = Fake::start(&["fake.test"]).await;
     let bytes = manifest(8);
-    fake.route(
-        "/v2/lib/app/manifests/latest",
-        Behavior::Manifest {
-            bytes: bytes.clone(),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route("/v2/lib/app/manifests/latest", oci(bytes.clone()));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proxy.toml");
     std::fs::write(&file, "enable_manifest_cache = false\n\n[registry.\"fake.test\".manifest_cache]\nenabled = true\ndefault_time = \"1h\"\n").unwrap();
     let proxy = TestProxy::start(&fake, &[("CONFIG", file.to_str().unwrap())]).await;
     for _ in 0..3 {
         assert_eq!(
-            proxy
-                .request("GET", "/v2/fake.test/lib/app/manifests/latest", &[])
-                .await
-                .2,
+            proxy.get("/v2/fake.test/lib/app/manifests/latest").await.2,
             bytes
         );
     }
@@ -214,16 +166,9 @@ async fn per_registry_ttl_override_from_the_toml_file() {
 #[tokio::test]
 async fn an_image_pulled_once_is_pulled_again_with_the_upstream_gone() {
     let fake = Fake::start(&["fake.test"]).await;
-    let layer = crate::harness::random_bytes(50_000, 9);
-    let layer_digest = sha256_digest(&layer);
+    let (layer, layer_digest) = random_blob(50_000, 9);
     let bytes = manifest(9);
-    fake.route(
-        "/v2/lib/app/manifests/v1",
-        Behavior::Manifest {
-            bytes: bytes.clone(),
-            media_type: OCI_MANIFEST.into(),
-        },
-    );
+    fake.route("/v2/lib/app/manifests/v1", oci(bytes.clone()));
     fake.route(
         &format!("/v2/lib/app/blobs/{layer_digest}"),
         Behavior::Blob(layer.clone()),
@@ -238,7 +183,7 @@ async fn an_image_pulled_once_is_pulled_again_with_the_upstream_gone() {
             .2,
         bytes
     );
-    assert_eq!(proxy.request("GET", &blob_url, &[]).await.2, layer);
+    assert_eq!(proxy.get(&blob_url).await.2, layer);
     // Upstream gone: nothing listens where fake.test now points.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let closed_port = closed.local_addr().unwrap().port();
@@ -263,9 +208,7 @@ async fn an_image_pulled_once_is_pulled_again_with_the_upstream_gone() {
         .await;
     assert_eq!(status, 200, "GET served stale");
     assert_eq!(body, bytes);
-    let (status, _, body) = proxy.request("GET", &blob_url, &[]).await;
-    assert_eq!(status, 200);
-    assert_eq!(body, layer);
+    proxy.assert_serves(&blob_url, &layer).await;
     // What was never cached gets a clear registry error.
     let (status, _, body) = proxy
         .request("GET", "/v2/fake.test/lib/other/manifests/v1", &accept)
@@ -280,10 +223,7 @@ async fn head_then_digest_clients_are_served_stale_too() {
     let fake = Fake::start(&["fake.test"]).await;
     let bytes = manifest(10);
     let digest = sha256_digest(&bytes);
-    let behavior = Behavior::Manifest {
-        bytes: bytes.clone(),
-        media_type: OCI_MANIFEST.into(),
-    };
+    let behavior = oci(bytes.clone());
     fake.route("/v2/lib/app/manifests/v2", behavior.clone());
     fake.route(&format!("/v2/lib/app/manifests/{digest}"), behavior);
     let mut proxy = TestProxy::start(&fake, &[]).await;

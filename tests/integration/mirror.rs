@@ -2,27 +2,20 @@
 //! mirror listener — all sharing one cache with CONNECT mode.
 
 use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{TestProxy, random_bytes};
+use crate::harness::{TestProxy, random_blob, serve_random_blob};
 
 #[tokio::test]
 async fn ns_parameter_and_path_prefix_share_one_cache() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(20_000, 30);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(20_000, 30);
     let upstream_path = format!("/v2/lib/app/blobs/{digest}");
     fake.route(&upstream_path, Behavior::Blob(data.clone()));
     let proxy = TestProxy::start(&fake, &[]).await;
-    let (status, _, body) = proxy
-        .request(
-            "GET",
-            &format!("/v2/lib/app/blobs/{digest}?ns=fake.test"),
-            &[],
-        )
+    proxy
+        .assert_serves(&format!("/v2/lib/app/blobs/{digest}?ns=fake.test"), &data)
         .await;
-    assert_eq!(status, 200);
-    assert_eq!(body, data);
     let (_, _, body) = proxy
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .get(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
         .await;
     assert_eq!(body, data);
     let (status, _, body) = proxy.via_connect("fake.test", "GET", &upstream_path).await;
@@ -83,12 +76,7 @@ async fn docker_hub_is_the_default_and_gets_library_prefix() {
 #[tokio::test]
 async fn tls_mirror_listener_serves_the_same_api() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(9_000, 31);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "lib/app", 9_000, 31);
     let proxy = TestProxy::start(
         &fake,
         &[
@@ -114,7 +102,7 @@ async fn tls_mirror_listener_serves_the_same_api() {
 async fn setup_scripts_are_served() {
     let fake = Fake::start(&["fake.test"]).await;
     let proxy = TestProxy::start(&fake, &[]).await;
-    let (status, _, body) = proxy.request("GET", "/setup/containerd", &[]).await;
+    let (status, _, body) = proxy.get("/setup/containerd").await;
     assert_eq!(status, 200);
     let script = String::from_utf8_lossy(&body);
     assert!(script.contains("_default/hosts.toml"), "{script}");
@@ -123,12 +111,12 @@ async fn setup_scripts_are_served() {
         "{script}"
     );
     assert!(script.contains("fake.test/hosts.toml"), "{script}");
-    let (status, _, body) = proxy.request("GET", "/setup/systemd", &[]).await;
+    let (status, _, body) = proxy.get("/setup/systemd").await;
     assert_eq!(status, 200);
     let script = String::from_utf8_lossy(&body);
     assert!(script.contains("HTTPS_PROXY=http://"), "{script}");
     assert!(script.contains("/ca.crt"), "{script}");
-    let (status, _, _) = proxy.request("GET", "/setup/lxc", &[]).await;
+    let (status, _, _) = proxy.get("/setup/lxc").await;
     assert_eq!(status, 404);
 }
 
@@ -149,49 +137,47 @@ fn next_target(link: &str) -> String {
         .to_owned()
 }
 
+/// A JSON page whose `Link` header points at the next one.
+fn json_page(body: bytes::Bytes, next: &str) -> Behavior {
+    Behavior::WithHeaders(Box::new(Behavior::Json(body)), vec![("link", next.into())])
+}
+
+/// GETs the target of the `Link` header `next` and asserts a 200.
+async fn follow(proxy: &TestProxy, next: &str) {
+    let (status, _, _) = proxy.get(&next_target(next)).await;
+    assert_eq!(status, 200);
+}
+
 #[tokio::test]
 async fn pagination_links_stay_on_the_proxy_in_every_mode() {
     let fake = Fake::start(&["fake.test", "registry-1.docker.io"]).await;
     let tags = bytes::Bytes::from_static(br#"{"name":"lib/app","tags":["a","b"]}"#);
     fake.route(
         "/v2/lib/app/tags/list",
-        Behavior::WithHeaders(
-            Box::new(Behavior::Json(tags.clone())),
-            vec![(
-                "link",
-                r#"</v2/lib/app/tags/list?n=2&last=b>; rel="next""#.into(),
-            )],
+        json_page(
+            tags.clone(),
+            r#"</v2/lib/app/tags/list?n=2&last=b>; rel="next""#,
         ),
     );
     fake.route(
         "/v2/library/alpine/tags/list",
-        Behavior::WithHeaders(
-            Box::new(Behavior::Json(tags.clone())),
-            vec![(
-                "link",
-                r#"</v2/library/alpine/tags/list?n=2&last=b>; rel="next""#.into(),
-            )],
+        json_page(
+            tags.clone(),
+            r#"</v2/library/alpine/tags/list?n=2&last=b>; rel="next""#,
         ),
     );
     // An absolute URL naming the upstream, as some registries write it.
     fake.route(
         "/v2/_catalog",
-        Behavior::WithHeaders(
-            Box::new(Behavior::Json(bytes::Bytes::from_static(
-                br#"{"repositories":["lib/app"]}"#,
-            ))),
-            vec![(
-                "link",
-                r#"<https://fake.test/v2/_catalog?last=lib/app&n=1>; rel="next""#.into(),
-            )],
+        json_page(
+            bytes::Bytes::from_static(br#"{"repositories":["lib/app"]}"#),
+            r#"<https://fake.test/v2/_catalog?last=lib/app&n=1>; rel="next""#,
         ),
     );
     let proxy = TestProxy::start(&fake, &[]).await;
 
     // Path prefix: the prefix is added, and the next page comes from the same upstream.
-    let (status, headers, body) = proxy
-        .request("GET", "/v2/fake.test/lib/app/tags/list", &[])
-        .await;
+    let (status, headers, body) = proxy.get("/v2/fake.test/lib/app/tags/list").await;
     assert_eq!(status, 200);
     assert_eq!(body, tags);
     let next = link(&headers);
@@ -199,26 +185,22 @@ async fn pagination_links_stay_on_the_proxy_in_every_mode() {
         next,
         r#"</v2/fake.test/lib/app/tags/list?n=2&last=b>; rel="next""#
     );
-    let (status, _, _) = proxy.request("GET", &next_target(&next), &[]).await;
-    assert_eq!(status, 200);
+    follow(&proxy, &next).await;
     assert_eq!(fake.hits("GET", "/v2/lib/app/tags/list"), 2);
 
     // ?ns=: the parameter is carried on.
-    let (status, headers, _) = proxy
-        .request("GET", "/v2/lib/app/tags/list?ns=fake.test", &[])
-        .await;
+    let (status, headers, _) = proxy.get("/v2/lib/app/tags/list?ns=fake.test").await;
     assert_eq!(status, 200);
     let next = link(&headers);
     assert_eq!(
         next,
         r#"</v2/lib/app/tags/list?n=2&last=b&ns=fake.test>; rel="next""#
     );
-    let (status, _, _) = proxy.request("GET", &next_target(&next), &[]).await;
-    assert_eq!(status, 200);
+    follow(&proxy, &next).await;
     assert_eq!(fake.hits("GET", "/v2/lib/app/tags/list"), 4);
 
     // Docker Hub as the default mirror: the upstream's path is already right.
-    let (status, headers, _) = proxy.request("GET", "/v2/alpine/tags/list", &[]).await;
+    let (status, headers, _) = proxy.get("/v2/alpine/tags/list").await;
     assert_eq!(status, 200);
     assert_eq!(
         link(&headers),
@@ -236,13 +218,13 @@ async fn pagination_links_stay_on_the_proxy_in_every_mode() {
     );
 
     // _catalog: the absolute upstream URL becomes a path on the proxy, in each mode.
-    let (status, headers, body) = proxy.request("GET", "/v2/fake.test/_catalog", &[]).await;
+    let (status, headers, body) = proxy.get("/v2/fake.test/_catalog").await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(
         link(&headers),
         r#"</v2/fake.test/_catalog?last=lib/app&n=1>; rel="next""#
     );
-    let (status, headers, _) = proxy.request("GET", "/v2/_catalog?ns=fake.test", &[]).await;
+    let (status, headers, _) = proxy.get("/v2/_catalog?ns=fake.test").await;
     assert_eq!(status, 200);
     assert_eq!(
         link(&headers),
@@ -262,8 +244,7 @@ async fn pagination_links_stay_on_the_proxy_in_every_mode() {
 async fn plain_http_upstreams_only_when_spelled_so() {
     let fake = Fake::start(&["fake.test"]).await;
     let plain = fake.serve_plain().await;
-    let data = random_bytes(30_000, 71);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(30_000, 71);
     let upstream_path = format!("/v2/lab/app/blobs/{digest}");
     fake.route(&upstream_path, Behavior::Blob(data.clone()));
     let registry = format!("127.0.0.1:{}", plain.port());
@@ -274,7 +255,7 @@ async fn plain_http_upstreams_only_when_spelled_so() {
         format!("/v2/{registry}/lab/app/blobs/{digest}"),
         format!("/v2/lab/app/blobs/{digest}?ns={registry}"),
     ] {
-        let (status, _, body) = proxy.request("GET", &path, &[]).await;
+        let (status, _, body) = proxy.get(&path).await;
         assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
         assert_eq!(body, data, "{path}");
     }
@@ -288,7 +269,7 @@ async fn plain_http_upstreams_only_when_spelled_so() {
     // The same registry without `http://` is https: the plain port is not spoken to in HTTP.
     let proxy = TestProxy::start(&fake, &[("REGISTRIES", &format!("fake.test {registry}"))]).await;
     let path = format!("/v2/{registry}/lab/app/blobs/{digest}");
-    let (status, _, _) = proxy.request("GET", &path, &[]).await;
+    let (status, _, _) = proxy.get(&path).await;
     assert!(status.is_server_error(), "{status}");
     assert_eq!(fake.hits("GET", &upstream_path), 1, "no plain-HTTP request");
 }

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::cache_crash::{BinProxy, bin_env, get};
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::random_bytes;
+use crate::fake::Fake;
+use crate::harness::serve_random_blob;
 
 fn hangup(pid: u32) {
     let status = std::process::Command::new("kill")
@@ -32,12 +32,7 @@ async fn wait_for_status(proxy: &BinProxy, path: &str, want: u16) -> u16 {
 #[tokio::test]
 async fn sighup_reloads_access_rules_and_keeps_serving() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(20_000, 91);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "lib/app", 20_000, 91);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("proxy.toml");
     let deny = "[[access]]\nmatch = \"fake.test/lib/*\"\npull = []\n";

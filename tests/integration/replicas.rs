@@ -14,10 +14,10 @@ use registry_proxy::cache::{ObjectKey, Store};
 use registry_proxy::registry::digest::Digest;
 use tokio::net::TcpStream;
 
-use crate::bucket::S3Server;
+use crate::bucket::{S3Server, env_pairs};
 use crate::cache_crash::{BinProxy, bin_env, get};
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{FAKE_HOST, TestProxy, random_bytes};
+use crate::fake::Fake;
+use crate::harness::{FAKE_HOST, TestProxy, blob_path, get_partly, serve_slow_blob};
 
 const SECRET: &str = "replicas-share-this";
 
@@ -96,25 +96,12 @@ async fn wait_for_membership(addrs: &[SocketAddr]) {
     panic!("the replicas did not find each other");
 }
 
-fn env_pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
-    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_herd_over_three_replicas_makes_one_upstream_get() {
     let server = S3Server::start().await;
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let data = random_bytes(4_000_000, 101);
-    let digest = sha256_digest(&data);
-    let upstream_path = format!("/v2/lib/app/blobs/{digest}");
-    fake.route(
-        &upstream_path,
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 40,
-            delay: Duration::from_millis(25),
-        },
-    );
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (4_000_000, 101), 40, 25);
+    let upstream_path = blob_path("lib/app", &digest);
     let (addrs, envs) = replica_envs(&server, "herd", 3);
     let mut replicas = Vec::new();
     for env in &envs {
@@ -144,17 +131,8 @@ async fn a_herd_over_three_replicas_makes_one_upstream_get() {
 async fn an_owner_killed_mid_download_leaves_nothing_partial_and_a_retry_completes() {
     let server = S3Server::start().await;
     let fake = Fake::start(&[FAKE_HOST]).await;
-    let data = random_bytes(12_000_000, 102);
-    let digest = sha256_digest(&data);
-    let upstream_path = format!("/v2/lib/app/blobs/{digest}");
-    fake.route(
-        &upstream_path,
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 120,
-            delay: Duration::from_millis(40),
-        },
-    );
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (12_000_000, 102), 120, 40);
+    let upstream_path = blob_path("lib/app", &digest);
     let (addrs, envs) = replica_envs(&server, "killed-owner", 3);
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut replicas: Vec<Option<BinProxy>> = Vec::new();
@@ -172,23 +150,7 @@ async fn an_owner_killed_mid_download_leaves_nothing_partial_and_a_retry_complet
 
     // A client of another replica: its miss goes to the owner, which downloads.
     let addr = replicas[via].as_ref().unwrap().addr;
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = Request::get(&url)
-        .header("host", addr.to_string())
-        .body(body::empty())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.into_body();
-    let mut received = 0;
-    while received < 3_000_000 {
-        let frame = body.frame().await.unwrap().unwrap();
-        received += frame.into_data().map_or(0, |d| d.len());
-    }
+    let body = get_partly(addr, &url, 3_000_000).await;
     assert_eq!(
         fake.hits("GET", &upstream_path),
         1,

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::fake::Fake;
-use crate::harness::TestProxy;
+use crate::harness::{TestProxy, assert_succeeded};
 
 /// One GET with exactly the `Host` header given (raw, so that nothing cleans it up); returns the
 /// status and the body.
@@ -122,11 +122,7 @@ async fn hostile_setup_requests_get_a_script_that_runs_nothing() {
         assert!(body.starts_with("# registry-proxy: refused: "), "{body}");
         assert!(body.lines().all(|l| l.starts_with("# ")), "{body}");
         let out = pipe_to_sh(&body, scratch.path());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded(&out);
         assert!(out.stdout.is_empty());
         assert!(!marker.exists(), "{path} Host {host:?} ran code");
         assert!(
@@ -144,11 +140,7 @@ async fn hostile_setup_requests_get_a_script_that_runs_nothing() {
     .await;
     assert_eq!(status, 200, "{body}");
     let out = pipe_to_sh(&body, scratch.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let daemon: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(scratch.path().join("etc/docker/daemon.json")).unwrap(),
     )

@@ -6,81 +6,21 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::process::Stdio;
 
 use crate::cache_crash::{bin_command, bin_env};
 use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{FAKE_HOST, TestProxy, random_bytes};
-
-/// The seed's `req` configuration for its CA (`-extensions IA`).
-const SEED_CA_CONFIG: &str = "[req]\ndistinguished_name = dn\n[dn]\n[IA]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical, digitalSignature, cRLSign, keyCertSign\nsubjectKeyIdentifier = hash\n";
+use crate::harness::{FAKE_HOST, TestProxy, random_bytes, trusting};
 
 /// Makes `dir/ca.crt` and `dir/ca.key` with the seed's own openssl commands (its fixed
 /// passphrase); false (after printing SKIPPED) when openssl is not installed.
 fn seed_ca(dir: &Path) -> bool {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("ia.cnf"), SEED_CA_CONFIG).unwrap();
-    let commands: [&[&str]; 2] = [
-        &[
-            "genrsa",
-            "-des3",
-            "-passout",
-            "pass:foobar",
-            "-out",
-            "ca.key",
-            "4096",
-        ],
-        &[
-            "req",
-            "-new",
-            "-x509",
-            "-days",
-            "1300",
-            "-sha256",
-            "-key",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-passin",
-            "pass:foobar",
-            "-subj",
-            "/C=NL/ST=Noord Holland/L=Amsterdam/O=ME/OU=IT/CN=DockerMirrorBox CA Root test",
-            "-extensions",
-            "IA",
-            "-config",
-            "ia.cnf",
-        ],
-    ];
-    for args in commands {
-        match Command::new("openssl").args(args).current_dir(dir).output() {
-            Err(_) => {
-                eprintln!("SKIPPED: openssl is not installed");
-                return false;
-            }
-            Ok(out) => assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        }
+    if crate::seed_ca::seed_ca(dir, &dir.join("ia.cnf")).is_none() {
+        eprintln!("SKIPPED: openssl is not installed");
+        return false;
     }
     true
-}
-
-fn trusting(ca_pem: &[u8]) -> Arc<rustls::ClientConfig> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(registry_proxy::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
 }
 
 #[tokio::test]
@@ -98,7 +38,7 @@ async fn the_seeds_ca_volume_loads_and_clients_keep_trusting_it() {
     let ca_dir = volume.path().display().to_string();
     let proxy = TestProxy::start(&fake, &[("CA_DIR", &ca_dir)]).await;
 
-    let (status, _, served) = proxy.request("GET", "/ca.crt", &[]).await;
+    let (status, _, served) = proxy.get("/ca.crt").await;
     assert_eq!(status, 200);
     assert_eq!(
         served, seed_crt,

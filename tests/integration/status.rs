@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{RawClient, TestProxy, random_bytes};
+use crate::fake::{Behavior, Fake};
+use crate::harness::{RawClient, TestProxy, read_head, serve_random_blob, serve_slow_blob};
 
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -93,12 +93,7 @@ async fn connect(proxy: SocketAddr, target: &str) -> (TcpStream, String) {
     s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
+    let head = read_head(&mut s).await;
     let head = String::from_utf8(head).unwrap();
     (s, head.lines().next().unwrap_or("").to_owned())
 }
@@ -107,12 +102,7 @@ async fn connect(proxy: SocketAddr, target: &str) -> (TcpStream, String) {
 /// tunnel and refusals; its `/metrics` text.
 async fn busy_metrics() -> String {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(50_000, 80);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "lib/app", 50_000, 80);
     let media_type = "application/vnd.oci.image.manifest.v1+json";
     fake.route(
         "/v2/lib/app/manifests/v1",
@@ -132,7 +122,7 @@ async fn busy_metrics() -> String {
     let proxy = TestProxy::start(&fake, &[("TUNNEL_ALLOW", &allow)]).await;
     let blob = format!("/v2/fake.test/lib/app/blobs/{digest}");
     for _ in 0..2 {
-        let (status, _, body) = proxy.request("GET", &blob, &[]).await;
+        let (status, _, body) = proxy.get(&blob).await;
         assert_eq!((status.as_u16(), body), (200, data.clone()));
     }
     let (status, _, _) = proxy
@@ -154,12 +144,10 @@ async fn busy_metrics() -> String {
     // Refusals: a tunnel the policy does not allow, a registry that is not configured.
     let (_, status_line) = connect(proxy.addr, "127.0.0.1:1").await;
     assert!(status_line.contains(" 403"), "{status_line}");
-    let (status, _, _) = proxy
-        .request("GET", "/v2/unknown.example/x/manifests/1", &[])
-        .await;
+    let (status, _, _) = proxy.get("/v2/unknown.example/x/manifests/1").await;
     assert_eq!(status, 403);
 
-    let (status, headers, body) = proxy.request("GET", "/metrics", &[]).await;
+    let (status, headers, body) = proxy.get("/metrics").await;
     assert_eq!(status, 200);
     assert!(
         headers["content-type"]
@@ -325,16 +313,11 @@ async fn grafana_dashboard_queries_only_exported_metrics() {
 #[tokio::test]
 async fn curl_gets_text_and_the_page_gets_json() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(10_000, 81);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (_, digest) = serve_random_blob(&fake, "lib/app", 10_000, 81);
     let proxy = TestProxy::start(&fake, &[]).await;
     let blob = format!("/v2/fake.test/lib/app/blobs/{digest}");
     for _ in 0..3 {
-        assert_eq!(proxy.request("GET", &blob, &[]).await.0, 200);
+        assert_eq!(proxy.get(&blob).await.0, 200);
     }
     let (status, headers, body) = proxy.request("GET", "/", &[("accept", "*/*")]).await;
     assert_eq!(status, 200);
@@ -352,7 +335,7 @@ async fn curl_gets_text_and_the_page_gets_json() {
     assert!(summary.contains("downloads in flight: 0"), "{summary}");
     assert!(summary.contains("fake.test/lib/app"), "{summary}");
 
-    let (status, _, body) = proxy.request("GET", "/status.json", &[]).await;
+    let (status, _, body) = proxy.get("/status.json").await;
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["totals"]["hits"], 2);
@@ -413,31 +396,13 @@ async fn status_page_in_chromium_shows_a_download_in_progress() {
         return;
     }
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(2 << 20, 82);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/slow/blobs/{digest}"),
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 200,
-            delay: Duration::from_millis(100),
-        },
-    );
-    let small = random_bytes(300_000, 83);
-    let small_digest = sha256_digest(&small);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{small_digest}"),
-        Behavior::Blob(small.clone()),
-    );
+    let (_, digest) = serve_slow_blob(&fake, "lib/slow", (2 << 20, 82), 200, 100);
+    let (_, small_digest) = serve_random_blob(&fake, "lib/app", 300_000, 83);
     let proxy = TestProxy::start(&fake, &[]).await;
     // Some history: a miss and a hit.
     for _ in 0..2 {
         let (status, _, _) = proxy
-            .request(
-                "GET",
-                &format!("/v2/fake.test/lib/app/blobs/{small_digest}"),
-                &[],
-            )
+            .get(&format!("/v2/fake.test/lib/app/blobs/{small_digest}"))
             .await;
         assert_eq!(status, 200);
     }
@@ -447,7 +412,7 @@ async fn status_page_in_chromium_shows_a_download_in_progress() {
     // Wait until the download shows progress.
     let mut started = false;
     for _ in 0..400 {
-        let (_, _, body) = proxy.request("GET", "/status.json", &[]).await;
+        let (_, _, body) = proxy.get("/status.json").await;
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         if json["downloads"][0]["bytes"].as_u64().unwrap_or(0) > 0 {
             started = true;
@@ -543,11 +508,9 @@ async fn refusals_and_verify_checks_are_counted() {
     let proxy = TestProxy::start(&fake, &[("PROXY_HTPASSWD", htpasswd.to_str().unwrap())]).await;
     let (_, status_line) = connect(proxy.addr, "fake.test:443").await;
     assert!(status_line.contains(" 407"), "{status_line}");
-    assert_eq!(proxy.request("GET", "/metrics", &[]).await.0, 401);
-    assert_eq!(proxy.request("GET", "/v2/", &[]).await.0, 401);
-    let (status, _, body) = proxy
-        .request("GET", "/metrics", &[("authorization", &basic("ops", "pw"))])
-        .await;
+    assert_eq!(proxy.get("/metrics").await.0, 401);
+    assert_eq!(proxy.get("/v2/").await.0, 401);
+    let (status, _, body) = proxy.get_as("/metrics", &basic("ops", "pw")).await;
     assert_eq!(status, 200);
     let text = String::from_utf8(body.to_vec()).unwrap();
     for line in [
@@ -562,42 +525,19 @@ async fn refusals_and_verify_checks_are_counted() {
     // each credential before a cached byte goes out.
     let fake = Fake::start(&["fake.test"]).await;
     fake.require_basic("alice", "alice-pw");
-    let data = random_bytes(30_000, 84);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/team/app/blobs/{digest}"),
-        Behavior::Blob(data),
-    );
+    let (_, digest) = serve_random_blob(&fake, "team/app", 30_000, 84);
     let proxy = TestProxy::start(&fake, &[]).await;
     let path = format!("/v2/fake.test/team/app/blobs/{digest}");
     let alice = basic("alice", "alice-pw");
-    assert_eq!(
-        proxy
-            .request("GET", &path, &[("authorization", &alice)])
-            .await
-            .0,
-        200
-    );
+    assert_eq!(proxy.get_as(&path, &alice).await.0, 200);
     // Anonymous: upstream refuses the anonymous probe, the client is asked to log in.
-    assert_eq!(proxy.request("GET", &path, &[]).await.0, 401);
+    assert_eq!(proxy.get(&path).await.0, 401);
     // A wrong password: upstream refuses it.
     let mallory = basic("alice", "guess");
-    assert_eq!(
-        proxy
-            .request("GET", &path, &[("authorization", &mallory)])
-            .await
-            .0,
-        401
-    );
+    assert_eq!(proxy.get_as(&path, &mallory).await.0, 401);
     // alice again: answered from what upstream said before.
-    assert_eq!(
-        proxy
-            .request("GET", &path, &[("authorization", &alice)])
-            .await
-            .0,
-        200
-    );
-    let (_, _, body) = proxy.request("GET", "/metrics", &[]).await;
+    assert_eq!(proxy.get_as(&path, &alice).await.0, 200);
+    let (_, _, body) = proxy.get("/metrics").await;
     let text = String::from_utf8(body.to_vec()).unwrap();
     for line in [
         r#"registry_proxy_refusals_total{reason="verify",status="401"} 2"#,

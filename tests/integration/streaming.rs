@@ -5,22 +5,13 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{TestProxy, random_bytes};
+use crate::fake::Fake;
+use crate::harness::{TestProxy, serve_random_blob, serve_slow_blob};
 
 #[tokio::test]
 async fn first_bytes_arrive_before_the_download_ends() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(1_000_000, 40);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Slow {
-            bytes: data.clone(),
-            chunks: 10,
-            delay: Duration::from_millis(150),
-        },
-    );
+    let (data, digest) = serve_slow_blob(&fake, "lib/app", (1_000_000, 40), 10, 150);
     let proxy = TestProxy::start(&fake, &[]).await;
     let response = proxy
         .open(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
@@ -46,21 +37,14 @@ async fn first_bytes_arrive_before_the_download_ends() {
 #[tokio::test]
 async fn a_stalled_client_slows_neither_the_download_nor_others() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(16_000_000, 41);
-    let digest = sha256_digest(&data);
-    fake.route(
-        &format!("/v2/lib/app/blobs/{digest}"),
-        Behavior::Blob(data.clone()),
-    );
+    let (data, digest) = serve_random_blob(&fake, "lib/app", 16_000_000, 41);
     let proxy = TestProxy::start(&fake, &[]).await;
     let url = format!("/v2/fake.test/lib/app/blobs/{digest}");
     // The first client starts the download and then reads nothing at all.
     let stalled = proxy.open(&url).await;
     assert_eq!(stalled.status(), 200);
     // Another client gets the whole blob meanwhile, and the blob is committed.
-    let (status, _, body) = proxy.request("GET", &url, &[]).await;
-    assert_eq!(status, 200);
-    assert_eq!(body, data);
+    proxy.assert_serves(&url, &data).await;
     for _ in 0..100 {
         if proxy.has_blob(&digest) {
             break;

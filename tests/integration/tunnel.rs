@@ -12,8 +12,8 @@ use registry_proxy::body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{TestProxy, random_bytes};
+use crate::fake::{Behavior, Fake};
+use crate::harness::{TestProxy, random_blob};
 
 /// A TCP service on loopback that greets every connection with `BANNER <n>`, `n` counting
 /// connections from 1, then echoes what it reads.
@@ -45,12 +45,7 @@ async fn banner_server() -> SocketAddr {
 
 /// Reads a response head (up to the blank line).
 async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> String {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
+    let head = crate::harness::read_head(s).await;
     String::from_utf8(head).unwrap()
 }
 
@@ -219,7 +214,7 @@ async fn absolute_form_requests_follow_the_policy() {
     for allow in [None, Some("*:*")] {
         let extra: Vec<(&str, &str)> = allow.map(|a| ("TUNNEL_ALLOW", a)).into_iter().collect();
         let proxy = TestProxy::start(&fake, &extra).await;
-        let (status, _, body) = proxy.request("GET", &url, &[]).await;
+        let (status, _, body) = proxy.get(&url).await;
         assert_eq!(status, 403, "{allow:?}");
         assert_eq!(
             body,
@@ -231,12 +226,12 @@ async fn absolute_form_requests_follow_the_policy() {
     }
     // Port 80 is not in the default policy, whatever the host.
     let proxy = TestProxy::start(&fake, &[]).await;
-    let (status, _, _) = proxy.request("GET", "http://example.com/", &[]).await;
+    let (status, _, _) = proxy.get("http://example.com/").await;
     assert_eq!(status, 403);
     // An explicit entry allows it; the origin's first request is this one.
     let allow = format!("127.0.0.1:{}", origin.port());
     let proxy = TestProxy::start(&fake, &[("TUNNEL_ALLOW", &allow)]).await;
-    let (status, _, body) = proxy.request("GET", &url, &[]).await;
+    let (status, _, body) = proxy.get(&url).await;
     assert_eq!(status, 200);
     assert_eq!(body, "reply 1");
 }
@@ -259,7 +254,7 @@ async fn mirror_any_cannot_reach_loopback_registries() {
     let port = fake.addr.port();
     let path = format!("/v2/127.0.0.1:{port}/lib/app/manifests/1");
     let proxy = TestProxy::start(&fake, &[("MIRROR_ANY", "true")]).await;
-    let (status, headers, body) = proxy.request("GET", &path, &[]).await;
+    let (status, headers, body) = proxy.get(&path).await;
     let text = String::from_utf8_lossy(&body).into_owned();
     assert_eq!(status, 403, "{text}");
     assert!(
@@ -274,7 +269,7 @@ async fn mirror_any_cannot_reach_loopback_registries() {
     // The operator names it: it is mirrored.
     let allow = format!("127.0.0.1:{port}");
     let proxy = TestProxy::start(&fake, &[("MIRROR_ANY", "true"), ("TUNNEL_ALLOW", &allow)]).await;
-    let (status, _, body) = proxy.request("GET", &path, &[]).await;
+    let (status, _, body) = proxy.get(&path).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(body, manifest);
 }
@@ -282,8 +277,7 @@ async fn mirror_any_cannot_reach_loopback_registries() {
 #[tokio::test]
 async fn redirects_to_loopback_are_refused() {
     let fake = Fake::start(&["fake.test", "localhost"]).await;
-    let data = random_bytes(5000, 41);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(5000, 41);
     let port = fake.addr.port();
     fake.route(
         &format!("/v2/lib/app/blobs/{digest}"),
@@ -292,7 +286,7 @@ async fn redirects_to_loopback_are_refused() {
     fake.route("/cdn/blob", Behavior::Blob(data.clone()));
     let path = format!("/v2/fake.test/lib/app/blobs/{digest}");
     let proxy = TestProxy::start(&fake, &[]).await;
-    let (status, _, body) = proxy.request("GET", &path, &[]).await;
+    let (status, _, body) = proxy.get(&path).await;
     let text = String::from_utf8_lossy(&body).into_owned();
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("\"DENIED\""), "{text}");
@@ -302,16 +296,13 @@ async fn redirects_to_loopback_are_refused() {
     // Named explicitly, the redirect is followed.
     let allow = format!("localhost:{port}");
     let proxy = TestProxy::start(&fake, &[("TUNNEL_ALLOW", &allow)]).await;
-    let (status, _, body) = proxy.request("GET", &path, &[]).await;
-    assert_eq!(status, 200);
-    assert_eq!(body, data);
+    proxy.assert_serves(&path, &data).await;
 }
 
 #[tokio::test]
 async fn https_to_http_redirects_are_refused() {
     let fake = Fake::start(&["fake.test"]).await;
-    let data = random_bytes(3000, 42);
-    let digest = sha256_digest(&data);
+    let (data, digest) = random_blob(3000, 42);
     // A plain HTTP "CDN" that would serve the blob if asked.
     let cdn = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let cdn_port = cdn.local_addr().unwrap().port();
@@ -342,7 +333,7 @@ async fn https_to_http_redirects_are_refused() {
     );
     let proxy = TestProxy::start(&fake, &[("CONNECT_TO", &connect_to)]).await;
     let (status, _, body) = proxy
-        .request("GET", &format!("/v2/fake.test/lib/app/blobs/{digest}"), &[])
+        .get(&format!("/v2/fake.test/lib/app/blobs/{digest}"))
         .await;
     assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
     assert_ne!(body, data);
@@ -475,7 +466,7 @@ async fn max_connections_caps_both_listeners_and_healthz_still_answers() {
     let (status, body) = one_request(proxy.addr, "/").await;
     assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
     assert_eq!(body, "too many connections\n");
-    let (status, _, body) = proxy.request("GET", "/healthz", &[]).await;
+    let (status, _, body) = proxy.get("/healthz").await;
     assert_eq!((status.as_u16(), body.as_ref()), (200, &b"ok\n"[..]));
     let (status, _) = one_request(proxy.addr, "/v2/").await;
     assert_eq!(status, "HTTP/1.1 503 Service Unavailable");

@@ -7,8 +7,8 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 
 use crate::cache_crash::{bin_command, bin_env};
-use crate::fake::{Behavior, Fake, sha256_digest};
-use crate::harness::{FAKE_HOST, TestProxy, random_bytes};
+use crate::fake::Fake;
+use crate::harness::{FAKE_HOST, TestProxy, serve_slow_blob};
 use crate::images::{Quiet, publish, warm_through};
 
 fn upstream_gets(fake: &Fake) -> usize {
@@ -151,27 +151,11 @@ async fn the_binary_warms_a_rollout_file_and_fails_on_a_missing_image() {
 async fn warm_into_a_cache_dir_leaves_a_running_proxys_downloads_alone() {
     let fake = Fake::start(&[FAKE_HOST]).await;
     let fx = publish(&fake, 130);
-    let slow = random_bytes(600_000, 131);
-    let slow_digest = sha256_digest(&slow);
-    fake.route(
-        &format!("/v2/lib/slow/blobs/{slow_digest}"),
-        Behavior::Slow {
-            bytes: slow.clone(),
-            chunks: 10,
-            delay: Duration::from_millis(300),
-        },
-    );
+    let (slow, slow_digest) = serve_slow_blob(&fake, "lib/slow", (600_000, 131), 10, 300);
     let proxy = TestProxy::start(&fake, &[("CACHE_MIN_FREE", "0")]).await;
-    let response = proxy
-        .open(&format!("/v2/{FAKE_HOST}/lib/slow/blobs/{slow_digest}"))
+    let (response, in_flight) = proxy
+        .download_in_flight(&format!("/v2/{FAKE_HOST}/lib/slow/blobs/{slow_digest}"))
         .await;
-    assert_eq!(response.status(), 200);
-    let tmp = proxy.cache_dir().join("tmp");
-    let in_flight: Vec<_> = std::fs::read_dir(&tmp)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(in_flight.len(), 1, "a download in flight");
 
     // A second cache user on the same directory, as `warm --cache-dir` is.
     let summary = registry_proxy::warm::warm_cache_dir(
@@ -190,10 +174,7 @@ async fn warm_into_a_cache_dir_leaves_a_running_proxys_downloads_alone() {
         "the running proxy's temp file is still there: {:?} committed {} files {:?}",
         in_flight,
         proxy.has_blob(&slow_digest),
-        std::fs::read_dir(&tmp)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect::<Vec<_>>()
+        proxy.tmp_files()
     );
 
     let body = response.into_body().collect().await.unwrap().to_bytes();

@@ -19,15 +19,9 @@ use registry_proxy::registry::name::RepoName;
 
 use crate::strategies::{config, host_like, mutated, name_text, text};
 
-fn rule(pattern: &str, pull: &[&str], fetch: &[&str], push: &[&str]) -> AccessRule {
-    let owned = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
-    AccessRule {
-        pattern: pattern.to_owned(),
-        pull: owned(pull),
-        fetch: owned(fetch),
-        push: owned(push),
-    }
-}
+#[path = "../support/access_rule.rs"]
+mod access_rule;
+use access_rule::rule;
 
 fn user(name: &str) -> Identity {
     Identity::User(name.to_owned())

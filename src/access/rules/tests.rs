@@ -2,15 +2,9 @@ use super::*;
 
 use Action::{Fetch, Pull, Push};
 
-fn rule(pattern: &str, pull: &[&str], fetch: &[&str], push: &[&str]) -> AccessRule {
-    let owned = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
-    AccessRule {
-        pattern: pattern.to_owned(),
-        pull: owned(pull),
-        fetch: owned(fetch),
-        push: owned(push),
-    }
-}
+#[path = "../../../tests/support/access_rule.rs"]
+mod access_rule;
+use access_rule::rule;
 
 type Groups = BTreeMap<String, Vec<String>>;
 
@@ -403,54 +397,43 @@ fn glob_semantics() {
     }
 }
 
+/// A single rule for `pattern` that names nobody.
+fn no_names(pattern: &str) -> Vec<AccessRule> {
+    vec![rule(pattern, &[], &[], &[])]
+}
+
 #[test]
 fn invalid_rules() {
     let bad: Vec<(Vec<AccessRule>, Groups, &str)> = vec![
-        (
-            vec![rule("", &[], &[], &[])],
-            BTreeMap::new(),
-            "entry 1: `match` is empty",
-        ),
+        (no_names(""), BTreeMap::new(), "entry 1: `match` is empty"),
         (
             vec![rule("*", &[], &[], &[]), rule("  ", &[], &[], &[])],
             BTreeMap::new(),
             "entry 2: `match` is empty",
         ),
         (
-            vec![rule("quay.io/a b", &[], &[], &[])],
+            no_names("quay.io/a b"),
             BTreeMap::new(),
             "invalid character ' '",
         ),
         (
-            vec![rule("quay.io/{a,b}", &[], &[], &[])],
+            no_names("quay.io/{a,b}"),
             BTreeMap::new(),
             "invalid character '{'",
         ),
         (
-            vec![rule("quay.io/a\\*", &[], &[], &[])],
+            no_names("quay.io/a\\*"),
             BTreeMap::new(),
             "invalid character '\\\\'",
         ),
+        (no_names("quay.io/Team/*"), BTreeMap::new(), "lower case"),
         (
-            vec![rule("quay.io/Team/*", &[], &[], &[])],
-            BTreeMap::new(),
-            "lower case",
-        ),
-        (
-            vec![rule("quay.io", &[], &[], &[])],
+            no_names("quay.io"),
             BTreeMap::new(),
             "<registry>/<repository glob>",
         ),
-        (
-            vec![rule("quay.io:99999/x", &[], &[], &[])],
-            BTreeMap::new(),
-            "port",
-        ),
-        (
-            vec![rule("/x", &[], &[], &[])],
-            BTreeMap::new(),
-            "empty registry host",
-        ),
+        (no_names("quay.io:99999/x"), BTreeMap::new(), "port"),
+        (no_names("/x"), BTreeMap::new(), "empty registry host"),
         (
             vec![rule("quay.io/*", &["@nope"], &[], &[])],
             BTreeMap::new(),

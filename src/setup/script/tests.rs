@@ -5,21 +5,26 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
 
-use super::super::tests::{config, read, run_script, stub_bin};
-use super::super::{Client, Mode, Request, render};
+use super::super::tests::{read, render_for, run_script, stub_bin};
+use super::super::{Client, Mode};
 use super::MARKER;
 
 fn script(client: Client, mode: Mode, proxy: &str) -> String {
-    render(
-        &config(),
-        &Request {
-            client,
-            mode,
-            proxy: proxy.into(),
-            prefix: "/".into(),
-        },
-    )
-    .unwrap()
+    render_for(client, mode, proxy).unwrap()
+}
+
+/// Renders the script for `client`, `mode` and `proxy` and runs it with `PREFIX=dir`.
+fn run_in(dir: &Path, client: Client, mode: Mode, proxy: &str) -> std::process::Output {
+    run_script(dir, &script(client, mode, proxy), Some(dir))
+}
+
+/// Asserts that a command exited 0, showing its stderr when it did not.
+fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn write(dir: &Path, path: &str, contents: &str) {
@@ -67,11 +72,7 @@ fn daemon_json_is_merged_keeping_every_setting() {
     let script = script(Client::Docker, Mode::Mirror, "http://proxy.internal:3128");
     let out = run_script(dir.path(), &script, Some(dir.path()));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(stdout.contains("merged the proxy into"), "{stdout}");
     let merged = json(dir.path(), DAEMON_JSON);
     assert_eq!(
@@ -104,16 +105,13 @@ fn daemon_json_without_the_keys_gets_them() {
         DAEMON_JSON,
         "{\n  \"data-root\": \"/srv/docker\",\n  \"log-driver\": \"local\"\n}\n",
     );
-    let out = run_script(
+    let out = run_in(
         dir.path(),
-        &script(Client::Docker, Mode::Mirror, "https://proxy.example:8443"),
-        Some(dir.path()),
+        Client::Docker,
+        Mode::Mirror,
+        "https://proxy.example:8443",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(
         json(dir.path(), DAEMON_JSON),
         serde_json::json!({
@@ -153,11 +151,7 @@ fn without_python_the_script_says_what_to_add_and_changes_nothing() {
         fresh.path(),
         &script(Client::Docker, Mode::Mirror, "http://proxy.internal:3128"),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(
         json(fresh.path(), DAEMON_JSON)["registry-mirrors"],
         serde_json::json!(["http://proxy.internal:3128"])
@@ -167,11 +161,7 @@ fn without_python_the_script_says_what_to_add_and_changes_nothing() {
         fresh.path(),
         &script(Client::Docker, Mode::Mirror, "http://proxy.internal:3128"),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("is up to date"));
 }
 
@@ -184,10 +174,11 @@ fn a_daemon_json_that_is_not_json_is_left_alone() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), DAEMON_JSON, original);
-        let out = run_script(
+        let out = run_in(
             dir.path(),
-            &script(Client::Docker, Mode::Mirror, "http://proxy.internal:3128"),
-            Some(dir.path()),
+            Client::Docker,
+            Mode::Mirror,
+            "http://proxy.internal:3128",
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{original}");
@@ -203,10 +194,11 @@ fn a_foreign_registries_yaml_stops_the_script_with_the_block_to_add() {
     let dir = tempfile::tempdir().unwrap();
     let original = "mirrors:\n  docker.io:\n    endpoint:\n      - \"https://mirror.example\"\nconfigs:\n  \"registry.example\":\n    auth:\n      username: ci\n";
     write(dir.path(), REGISTRIES_YAML, original);
-    let out = run_script(
+    let out = run_in(
         dir.path(),
-        &script(Client::K3s, Mode::Mirror, "http://proxy.internal:3128"),
-        Some(dir.path()),
+        Client::K3s,
+        Mode::Mirror,
+        "http://proxy.internal:3128",
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -225,16 +217,8 @@ fn a_foreign_registries_yaml_stops_the_script_with_the_block_to_add() {
 fn our_own_files_are_replaced_on_a_second_run() {
     let dir = tempfile::tempdir().unwrap();
     for proxy in ["http://old-proxy:3128", "http://new-proxy:3128"] {
-        let out = run_script(
-            dir.path(),
-            &script(Client::K3s, Mode::Mirror, proxy),
-            Some(dir.path()),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = run_in(dir.path(), Client::K3s, Mode::Mirror, proxy);
+        assert_succeeded(&out);
     }
     let yaml = read(dir.path(), REGISTRIES_YAML);
     assert!(yaml.starts_with(MARKER), "{yaml}");
@@ -254,14 +238,11 @@ fn one_foreign_file_stops_every_write() {
         "etc/containerd/certs.d/quay.io/hosts.toml",
         mine,
     );
-    let out = run_script(
+    let out = run_in(
         dir.path(),
-        &script(
-            Client::Containerd,
-            Mode::Mirror,
-            "http://proxy.internal:3128",
-        ),
-        Some(dir.path()),
+        Client::Containerd,
+        Mode::Mirror,
+        "http://proxy.internal:3128",
     );
     assert!(!out.status.success());
     assert_eq!(
@@ -277,10 +258,11 @@ fn one_foreign_file_stops_every_write() {
     let drop_in = "[Service]\nEnvironment=NO_PROXY=10.0.0.0/8\n";
     let unit = "etc/systemd/system/docker.service.d/http-proxy.conf";
     write(dir.path(), unit, drop_in);
-    let out = run_script(
+    let out = run_in(
         dir.path(),
-        &script(Client::Docker, Mode::Connect, "http://proxy.internal:3128"),
-        Some(dir.path()),
+        Client::Docker,
+        Mode::Connect,
+        "http://proxy.internal:3128",
     );
     assert!(!out.status.success());
     assert_eq!(read(dir.path(), unit), drop_in);

@@ -6,20 +6,9 @@ use std::process::Command;
 
 use super::*;
 
-/// Runs `openssl ARGS` in `dir`; `None` if openssl is not installed (the test is then skipped).
-fn openssl(dir: &Path, args: &[&str]) -> Option<()> {
-    match Command::new("openssl").args(args).current_dir(dir).output() {
-        Err(_) => None,
-        Ok(out) => {
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Some(())
-        }
-    }
-}
+#[path = "../../../tests/support/seed_ca.rs"]
+mod seed_ca;
+use seed_ca::{openssl, seed_ca, seed_genrsa};
 
 /// A temporary directory with `plain.key`, an unencrypted 2048-bit RSA key in PKCS#8; `None` (after
 /// printing SKIPPED) when openssl is missing.
@@ -64,19 +53,7 @@ fn secret(s: &str) -> Secret {
 fn the_seeds_command_opens_with_the_seeds_passphrase() {
     let Some(dir) = with_key() else { return };
     // The seed's create_ca_cert.sh, as is (OpenSSL 3 writes encrypted PKCS#8 with DES-EDE3-CBC).
-    openssl(
-        dir.path(),
-        &[
-            "genrsa",
-            "-des3",
-            "-passout",
-            "pass:foobar",
-            "-out",
-            "ca.key",
-            "2048",
-        ],
-    )
-    .unwrap();
+    seed_genrsa(dir.path(), "ca.key", "2048").unwrap();
     let pem = read(dir.path(), "ca.key");
     assert!(
         pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
@@ -337,19 +314,7 @@ fn unsupported_and_malformed_keys_are_errors_not_panics() {
     assert!(matches!(pkcs8_der(ec, None), Err(KeyError::Malformed(_))));
 
     // Every truncation and many corruptions of an encrypted key: an error, never a panic.
-    openssl(
-        dir.path(),
-        &[
-            "genrsa",
-            "-des3",
-            "-passout",
-            "pass:foobar",
-            "-out",
-            "seed.key",
-            "2048",
-        ],
-    )
-    .unwrap();
+    seed_genrsa(dir.path(), "seed.key", "2048").unwrap();
     let block = pem::parse(read(dir.path(), "seed.key")).unwrap();
     let der = block.contents().to_vec();
     let encode = |contents: Vec<u8>| pem::encode(&pem::Pem::new("ENCRYPTED PRIVATE KEY", contents));
@@ -401,53 +366,13 @@ fn evp_bytes_to_key_matches_openssl() {
     assert_eq!(got, expected);
 }
 
-/// The seed's `req` configuration for its CA (`-extensions IA`).
-const SEED_CA_CONFIG: &str = "[req]\ndistinguished_name = dn\n[dn]\n[IA]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical, digitalSignature, cRLSign, keyCertSign\nsubjectKeyIdentifier = hash\n";
-
 #[test]
 fn the_seeds_ca_volume_signs_leaves_that_verify_against_its_ca_crt() {
     let Some(dir) = with_key() else { return };
     let ca = dir.path().join("ca");
     std::fs::create_dir(&ca).unwrap();
-    std::fs::write(dir.path().join("ia.cnf"), SEED_CA_CONFIG).unwrap();
     // The seed's create_ca_cert.sh, its two commands for the CA as they are.
-    openssl(
-        &ca,
-        &[
-            "genrsa",
-            "-des3",
-            "-passout",
-            "pass:foobar",
-            "-out",
-            "ca.key",
-            "4096",
-        ],
-    )
-    .unwrap();
-    openssl(
-        &ca,
-        &[
-            "req",
-            "-new",
-            "-x509",
-            "-days",
-            "1300",
-            "-sha256",
-            "-key",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-passin",
-            "pass:foobar",
-            "-subj",
-            "/C=NL/ST=Noord Holland/L=Amsterdam/O=ME/OU=IT/CN=DockerMirrorBox CA Root test",
-            "-extensions",
-            "IA",
-            "-config",
-            "../ia.cnf",
-        ],
-    )
-    .unwrap();
+    seed_ca(&ca, &dir.path().join("ia.cnf")).unwrap();
     let seed_crt = read(&ca, "ca.crt");
 
     let authority = crate::tls::CertAuthority::load_or_create(&ca).unwrap();
