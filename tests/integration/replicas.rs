@@ -197,6 +197,9 @@ async fn peer_id(
         .header("authorization", format!("Bearer {SECRET}"))
         .body(body::empty())
         .unwrap();
+    // A connection that served a request is ready for the next only once its task has seen the
+    // end of that response; sending before then fails ("connection was not ready").
+    sender.ready().await.ok()?;
     let response = sender.send_request(request).await.ok()?;
     let status = response.status();
     response.into_body().collect().await.ok()?;
