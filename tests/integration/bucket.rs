@@ -26,7 +26,8 @@ use tokio::net::TcpStream;
 use crate::cache_crash::{BinProxy, assert_verifies_clean, bin_env, blob_file, cache_verify, get};
 use crate::fake::{Behavior, Fake, sha256_digest};
 use crate::harness::{
-    FAKE_HOST, TestProxy, blob_path, get_partly, random_bytes, serve_random_blobs, serve_slow_blob,
+    FAKE_HOST, TestProxy, blob_path, get_partly, random_bytes, serve_random_blob,
+    serve_random_blobs, serve_slow_blob,
 };
 
 const BUCKET: &str = "proxy-cache";
@@ -550,4 +551,90 @@ async fn a_local_copy_waiting_for_its_upload_is_not_evicted() {
         "least recently used evicted once uploaded"
     );
     assert!(stored(&blobs[3].1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_bucket_object_is_never_served_whole_and_is_replaced() {
+    let server = S3Server::start().await;
+    let fake = Fake::start(&[FAKE_HOST]).await;
+    let (data, blob_digest) = serve_random_blob(&fake, "team/app", 3_000_000, 91);
+    let path = format!("/v2/{FAKE_HOST}/team/app/blobs/{blob_digest}");
+    let env = server.env("corrupt");
+    let first = TestProxy::start(&fake, &env_pairs(&env)).await;
+    first.assert_serves(&path, &data).await;
+    let store = server.store("corrupt");
+    let key = ObjectKey::blob(&digest(&blob_digest));
+    let registry = RegistryHost::parse(FAKE_HOST).unwrap();
+    let repo = RepoName::parse("team/app").unwrap();
+    let link = ObjectKey::link(&registry, &repo, LinkKind::Blob, &digest(&blob_digest));
+    wait_for(&store, &[key.clone(), link]).await;
+
+    // The bucket's copy goes bad: same length, one byte changed.
+    let mut bad = data.to_vec();
+    bad[1_500_000] ^= 0xff;
+    let corrupt = || async {
+        store
+            .put(
+                &key,
+                registry_proxy::cache::store::Object {
+                    bytes: Bytes::from(bad.clone()),
+                    media_type: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_ne!(read_object(&store, &key).await.unwrap(), data);
+    };
+    let removed = || async {
+        for _ in 0..100 {
+            if store.head(&key).await.unwrap().is_none() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    corrupt().await;
+
+    // A replica whose disk has no room for it reads it from the bucket directly: the last bytes
+    // are held back until the digest matched, so the transfer fails; the object is removed.
+    let mut small_env = env.clone();
+    small_env.push(("CACHE_MAX_SIZE".into(), "1m".into()));
+    let small = TestProxy::start(&fake, &env_pairs(&small_env)).await;
+    let (status, body) = small.request_result("GET", &path).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.is_err(),
+        "a corrupt object read from the bucket must not end as a clean body"
+    );
+    assert!(
+        removed().await,
+        "the corrupt object is removed from the bucket"
+    );
+    drop(small);
+    corrupt().await;
+
+    // A replica on an empty disk copies it from the bucket: the transfer fails, never a whole
+    // clean body, and nothing is kept on its disk.
+    let second = TestProxy::start(&fake, &env_pairs(&env)).await;
+    let (status, body) = second.request_result("GET", &path).await;
+    assert_eq!(status, 200);
+    assert!(body.is_err(), "a corrupt copy must not end as a clean body");
+    assert!(!blob_file(&second.cache_dir(), &blob_digest).exists());
+
+    // The corrupt object is removed from the bucket, so the retry misses it and goes upstream.
+    assert!(
+        removed().await,
+        "the corrupt object is removed from the bucket"
+    );
+    let before = fake.hits("GET", &blob_path("team/app", &blob_digest));
+    second.assert_serves(&path, &data).await;
+    assert_eq!(
+        fake.hits("GET", &blob_path("team/app", &blob_digest)),
+        before + 1,
+        "the retry fetched it upstream"
+    );
+    // And the good copy goes back up.
+    wait_for(&store, std::slice::from_ref(&key)).await;
+    assert_eq!(read_object(&store, &key).await.unwrap(), data);
 }

@@ -10,6 +10,7 @@
 
 mod growing;
 mod ring;
+mod verified;
 mod writer;
 
 pub use growing::{Fill, FillEnd, FillState};
@@ -27,7 +28,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
 use super::bucket::Bucket;
-use super::key::ObjectKey;
+use super::key::{ContentKind, ObjectKey};
 use super::space::Space;
 use super::store::{ByteStream, DiskStore, Store};
 use super::{Cache, lock};
@@ -112,10 +113,50 @@ impl StoredBlob {
             Where::Local(disk, key) => Box::pin(disk.read_range(key, start, end)),
             Where::Copying(growing, store, key) => growing
                 .reader(start, Some(end))
-                .unwrap_or_else(|| store.read(key, start, end)),
-            Where::Bucket(store, key) => store.read(key, start, end),
+                .unwrap_or_else(|| self.read_bucket(store, key, start, end)),
+            Where::Bucket(store, key) => self.read_bucket(store, key, start, end),
         }
     }
+
+    /// Bytes `start..=end` read from the bucket itself; the whole blob is verified on the way out
+    /// (a range cannot be: it is served as the bucket holds it).
+    fn read_bucket(
+        &self,
+        store: &Arc<dyn Store>,
+        key: &ObjectKey,
+        start: u64,
+        end: u64,
+    ) -> ByteStream {
+        let stream = store.read(key, start, end);
+        match key.content() {
+            Some((ContentKind::Blob, digest))
+                if start == 0 && end.saturating_add(1) == self.len =>
+            {
+                let (store, corrupt) = (store.clone(), key.clone());
+                verified::verified(
+                    stream,
+                    digest.clone(),
+                    self.len,
+                    Box::new(move || remove_corrupt(store, corrupt)),
+                )
+            }
+            _ => stream,
+        }
+    }
+}
+
+/// Removes a bucket object whose content does not match its digest, in the background, so that
+/// the next request for it misses the bucket (and goes to the owner replica or upstream).
+fn remove_corrupt(store: Arc<dyn Store>, key: ObjectKey) {
+    tracing::warn!(%key, "the bucket's copy of a blob is corrupt; removing it");
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        if let Err(error) = store.delete(&key).await {
+            tracing::warn!(%key, %error, "cannot remove a corrupt object from the bucket");
+        }
+    });
 }
 
 /// A blob being downloaded.
@@ -437,6 +478,9 @@ impl FillSource for BucketCopy {
     fn finished(self, end: &Result<FillEnd, String>) {
         if let Err(reason) = end {
             tracing::warn!(key = %self.key, %reason, "copy from the object store failed");
+            if reason.starts_with(writer::DIGEST_MISMATCH) {
+                remove_corrupt(self.store, self.key);
+            }
         }
     }
 }

@@ -20,6 +20,10 @@ use super::growing::{Fill, FillEnd, FillState, TAIL_BYTES, TAIL_PIECE, lock};
 use crate::cache::chunks::READ_CHUNK;
 use crate::cache::store::DiskStore;
 
+/// How a failure whose bytes did not hash to the digest begins (the source's content is wrong,
+/// not merely cut short).
+pub(super) const DIGEST_MISMATCH: &str = "digest mismatch";
+
 /// Source bytes gathered before one announcement to the readers, at most (when already received).
 const COALESCE: usize = 256 * 1024;
 
@@ -334,7 +338,7 @@ impl FillWriter {
             hex.push_str(&format!("{b:02x}"));
         }
         if hex != self.fill.digest.encoded() {
-            return Err(format!("digest mismatch: the content is sha256:{hex}"));
+            return Err(format!("{DIGEST_MISMATCH}: the content is sha256:{hex}"));
         }
         if self.disk_error.is_none() {
             match self.commit() {
