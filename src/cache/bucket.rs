@@ -401,13 +401,8 @@ async fn upload_verified(
         hasher.update(&chunk);
         writer.write(chunk).await.map_err(UploadError::Store)?;
     }
-    let actual = hasher.finish();
-    let expected = Digest::from_sha256(
-        actual
-            .as_ref()
-            .try_into()
-            .map_err(|_| UploadError::Local("hash length".into()))?,
-    );
+    let expected = Digest::from_ring(&hasher.finish())
+        .ok_or_else(|| UploadError::Local("hash length".into()))?;
     if expected != *digest {
         return Err(UploadError::Local(format!(
             "content is {expected}, not {digest}"

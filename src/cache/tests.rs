@@ -21,6 +21,18 @@ fn limits(max_size: u64, min_free: u64) -> Limits {
     }
 }
 
+/// A cache in a new temporary directory with room for 1 GiB, whose disk fails once `disk_limit`
+/// bytes were written (`None`: never).
+fn open_cache(disk_limit: Option<u64>) -> (tempfile::TempDir, Cache) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), limits(1 << 30, 0)).unwrap();
+    let cache = match disk_limit {
+        Some(limit) => cache.with_disk_limit(limit),
+        None => cache,
+    };
+    (dir, cache)
+}
+
 fn data(len: usize, seed: u8) -> Bytes {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -153,8 +165,7 @@ fn stored_path(cache: &Cache, digest: &Digest) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_miss_is_downloaded_once_and_then_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path(), limits(1 << 30, 0)).unwrap();
+    let (_dir, cache) = open_cache(None);
     let blob = data(1_000_000, 9);
     let digest = Digest::sha256_of(&blob);
     assert!(
@@ -225,8 +236,7 @@ async fn a_miss_is_downloaded_once_and_then_stored() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refusing_source_leaves_nothing_in_flight() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path(), limits(1 << 30, 0)).unwrap();
+    let (_dir, cache) = open_cache(None);
     let digest = Digest::sha256_of(b"refused");
     let (mut refusing, _feed) = source(None, Duration::from_secs(5));
     refusing.refuse = true;
@@ -259,10 +269,7 @@ async fn a_blob_without_room_is_handed_back_to_pass_through() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn disk_full_midway_streams_the_rest_uncached() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path(), limits(1 << 30, 0))
-        .unwrap()
-        .with_disk_limit(300_000);
+    let (_dir, cache) = open_cache(Some(300_000));
     let blob = data(3_000_000, 1);
     let digest = Digest::sha256_of(&blob);
     let (growing, feed) = start(
@@ -295,10 +302,7 @@ async fn disk_full_midway_streams_the_rest_uncached() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_digest_through_memory_aborts_readers() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path(), limits(1 << 30, 0))
-        .unwrap()
-        .with_disk_limit(0);
+    let (_dir, cache) = open_cache(Some(0));
     let blob = data(500_000, 2);
     let digest = Digest::sha256_of(b"something else");
     let (growing, feed) = start(
@@ -317,10 +321,7 @@ async fn wrong_digest_through_memory_aborts_readers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_reader_is_cut_off_and_memory_stays_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path(), limits(1 << 30, 0))
-        .unwrap()
-        .with_disk_limit(0);
+    let (_dir, cache) = open_cache(Some(0));
     let blob = data(8 * TAIL_BYTES, 3);
     let digest = Digest::sha256_of(&blob);
     let (growing, feed) = start(
@@ -361,10 +362,7 @@ async fn a_stalled_reader_is_cut_off_and_memory_stays_bounded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reader_joining_after_the_tail_moved_on_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path(), limits(1 << 30, 0))
-        .unwrap()
-        .with_disk_limit(0);
+    let (_dir, cache) = open_cache(Some(0));
     let blob = data(4 * TAIL_BYTES, 4);
     let digest = Digest::sha256_of(&blob);
     let (growing, feed) = start(
@@ -381,8 +379,7 @@ async fn a_reader_joining_after_the_tail_moved_on_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_disk_store_conforms() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path(), limits(1 << 30, 0)).unwrap();
+    let (_dir, cache) = open_cache(None);
     store::conformance::check(&DiskStore::new(cache.root())).await;
     assert!(tmp_is_empty(&cache), "no temp file left behind");
 }

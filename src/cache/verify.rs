@@ -9,6 +9,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use super::{CacheError, check_cache_dir, io_err};
+use crate::registry::digest::Digest;
 
 /// What a verification pass found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -87,12 +88,7 @@ fn hash_file(path: &Path) -> io::Result<(String, u64)> {
         ctx.update(&buf[..n]);
         len += n as u64;
     }
-    let hex = ctx
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = Digest::from_ring(&ctx.finish()).map_or_else(String::new, |d| d.encoded().to_owned());
     Ok((hex, len))
 }
 

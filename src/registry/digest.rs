@@ -111,6 +111,14 @@ impl Digest {
         Digest::from_sha256(&bytes)
     }
 
+    /// The digest a finished `ring` SHA-256 computation gives; `None` for any other algorithm's
+    /// output (not 32 bytes).
+    pub fn from_ring(hash: &ring::digest::Digest) -> Option<Digest> {
+        <&[u8; 32]>::try_from(hash.as_ref())
+            .ok()
+            .map(Digest::from_sha256)
+    }
+
     /// The algorithm, e.g. `sha256`.
     pub fn algorithm(&self) -> &str {
         self.0.split_once(':').map_or("", |(a, _)| a)

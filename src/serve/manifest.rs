@@ -296,7 +296,7 @@ async fn fetch(
             });
         }
     };
-    let digest = sha256(&bytes);
+    let digest = Digest::sha256_of(&bytes);
     ctx.state
         .metrics
         .upstream_bytes(&ctx.registry, bytes.len() as u64);
@@ -446,11 +446,4 @@ fn code_for(status: StatusCode) -> ErrorCode {
         StatusCode::TOO_MANY_REQUESTS => ErrorCode::TooManyRequests,
         _ => ErrorCode::Unavailable,
     }
-}
-
-pub(crate) fn sha256(bytes: &[u8]) -> Digest {
-    let hash = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut arr = [0u8; 32];
-    arr.copy_from_slice(hash.as_ref());
-    Digest::from_sha256(&arr)
 }

@@ -51,26 +51,20 @@ impl Verified {
     /// At the end of the stream: the held chunk if the bytes are the blob, else an error.
     fn finish(&mut self) -> Option<io::Result<Bytes>> {
         self.done = true;
-        let hex: String = self
-            .hasher
-            .clone()
-            .finish()
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         if self.seen != self.len {
             return Some(Err(io::Error::other(format!(
                 "bucket object {}: {} of {} bytes",
                 self.digest, self.seen, self.len
             ))));
         }
-        if hex != self.digest.encoded() {
+        let actual = Digest::from_ring(&self.hasher.clone().finish());
+        if actual.as_ref() != Some(&self.digest) {
             if let Some(report) = self.on_corrupt.take() {
                 report();
             }
+            let actual = actual.map_or_else(String::new, |d| d.to_string());
             return Some(Err(io::Error::other(format!(
-                "bucket object {} is corrupt: its content is sha256:{hex}",
+                "bucket object {} is corrupt: its content is {actual}",
                 self.digest
             ))));
         }
@@ -118,15 +112,6 @@ mod tests {
 
     use super::*;
 
-    fn sha256(bytes: &[u8]) -> Digest {
-        let hex: String = ring::digest::digest(&ring::digest::SHA256, bytes)
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Digest::parse(&format!("sha256:{hex}")).unwrap()
-    }
-
     fn chunks(parts: &[&'static [u8]]) -> ByteStream {
         let items: Vec<io::Result<Bytes>> =
             parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
@@ -156,7 +141,7 @@ mod tests {
         let (corrupt, report) = flag();
         let stream = verified(
             chunks(&[b"abc", b"", b"def", b"g"]),
-            sha256(b"abcdefg"),
+            Digest::sha256_of(b"abcdefg"),
             7,
             report,
         );
@@ -169,7 +154,7 @@ mod tests {
         let (corrupt, report) = flag();
         let stream = verified(
             chunks(&[b"abc", b"dXf", b"g"]),
-            sha256(b"abcdefg"),
+            Digest::sha256_of(b"abcdefg"),
             7,
             report,
         );
@@ -182,7 +167,12 @@ mod tests {
     #[tokio::test]
     async fn a_short_object_is_an_error_not_a_corruption() {
         let (corrupt, report) = flag();
-        let stream = verified(chunks(&[b"abc", b"def"]), sha256(b"abcdefg"), 7, report);
+        let stream = verified(
+            chunks(&[b"abc", b"def"]),
+            Digest::sha256_of(b"abcdefg"),
+            7,
+            report,
+        );
         let (out, error) = run(stream).await;
         assert_eq!(out, b"abc");
         assert!(error.is_some_and(|e| e.contains("6 of 7 bytes")));

@@ -19,6 +19,7 @@ use http_body_util::BodyExt;
 use super::growing::{Fill, FillEnd, FillState, TAIL_BYTES, TAIL_PIECE, lock};
 use crate::cache::chunks::READ_CHUNK;
 use crate::cache::store::DiskStore;
+use crate::registry::digest::Digest;
 
 /// How a failure whose bytes did not hash to the digest begins (the source's content is wrong,
 /// not merely cut short).
@@ -332,13 +333,10 @@ impl FillWriter {
                 self.received
             ));
         }
-        let actual = self.hasher.clone().finish();
-        let mut hex = String::with_capacity(64);
-        for b in actual.as_ref() {
-            hex.push_str(&format!("{b:02x}"));
-        }
-        if hex != self.fill.digest.encoded() {
-            return Err(format!("{DIGEST_MISMATCH}: the content is sha256:{hex}"));
+        let actual = Digest::from_ring(&self.hasher.clone().finish());
+        if actual.as_ref() != Some(&self.fill.digest) {
+            let actual = actual.map_or_else(String::new, |d| d.to_string());
+            return Err(format!("{DIGEST_MISMATCH}: the content is {actual}"));
         }
         if self.disk_error.is_none() {
             match self.commit() {

@@ -45,9 +45,7 @@ pub async fn verify_store(store: &dyn Store) -> Result<VerifyReport, StoreError>
             }
             report.checked += 1;
             report.bytes += len;
-            let actual = hasher.finish();
-            let matches = <&[u8; 32]>::try_from(actual.as_ref())
-                .is_ok_and(|bytes| Digest::from_sha256(bytes) == *digest);
+            let matches = Digest::from_ring(&hasher.finish()).as_ref() == Some(digest);
             if !matches {
                 tracing::warn!(store = store.name(), key = %listed.key, "corrupt object removed");
                 store.delete(&listed.key).await?;

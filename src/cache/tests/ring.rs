@@ -49,8 +49,7 @@ fn temp_len(growing: &Growing) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fresh_bytes_reach_readers_from_memory_before_the_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path(), limits(1 << 30, 0)).unwrap();
+    let (_dir, cache) = open_cache(None);
     let blob = data(3 * RING_BYTES, 5);
     let digest = Digest::sha256_of(&blob);
     let len = blob.len() as u64;
@@ -71,8 +70,7 @@ async fn fresh_bytes_reach_readers_from_memory_before_the_disk() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reader_behind_the_ring_catches_up_from_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path(), limits(1 << 30, 0)).unwrap();
+    let (_dir, cache) = open_cache(None);
     let blob = data(6 * RING_BYTES, 6);
     let digest = Digest::sha256_of(&blob);
     let len = blob.len() as u64;
@@ -112,8 +110,7 @@ async fn a_reader_behind_the_ring_catches_up_from_the_file() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn herd_followers_joining_at_different_times_get_exact_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path(), limits(1 << 30, 0)).unwrap();
+    let (_dir, cache) = open_cache(None);
     let blob = data(5 * RING_BYTES + 12_345, 7);
     let digest = Digest::sha256_of(&blob);
     let len = blob.len() as u64;
@@ -174,8 +171,7 @@ async fn fails_after_the_ring_wrapped(
     blob: &Bytes,
     finish: impl FnOnce(Feed) -> tokio::task::JoinHandle<Result<FillEnd, String>>,
 ) -> Result<FillEnd, String> {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path(), limits(1 << 30, 0)).unwrap();
+    let (_dir, cache) = open_cache(None);
     let len = 4 * RING_BYTES as u64;
     let (growing, feed) = start(&cache, digest, Some(len), Duration::from_secs(5)).await;
     let keeping_up = tokio::spawn(drain(growing.reader(0, None).unwrap()));
